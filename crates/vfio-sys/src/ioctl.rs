@@ -1,0 +1,389 @@
+//! The VFIO and iommufd ioctls, each a typed function over `rustix::ioctl`.
+//!
+//! Every function returns the raw `Errno`; the library above adds the operation and its
+//! arguments. Variable-length results (capability chains, IOVA range arrays) come back as
+//! owned buffers that safe code parses with bounds checks.
+
+use core::ffi::{CStr, c_int, c_void};
+use std::os::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+
+use rustix::io::{Errno, Result};
+use rustix::ioctl::{Ioctl, IoctlOutput, Opcode, Updater, ioctl, opcode};
+
+use crate::mm::DmaRange;
+use crate::uapi::{self, *};
+
+const fn io(nr: u8) -> Opcode {
+    opcode::none(VFIO_TYPE, nr)
+}
+
+/// An `_IO` ioctl whose argument is a pointer or integer and whose return value is the result.
+///
+/// Used where rustix's patterns don't fit: CHECK_EXTENSION and GET_DEVICE_FD return a value,
+/// and variable-length arguments are buffers rather than one typed struct.
+struct Raw {
+    opcode: Opcode,
+    arg: *mut c_void,
+}
+
+// SAFETY: `opcode` is one of the `_IO(';', n)` numbers above and `arg` is what that ioctl takes
+// (a pointer to a live buffer of at least `argsz` bytes, or an integer). The output is the
+// ioctl's return value, which needs no pointer access. IS_MUTATING is true because the kernel
+// writes back into several of these buffers.
+unsafe impl Ioctl for Raw {
+    type Output = c_int;
+    const IS_MUTATING: bool = true;
+
+    fn opcode(&self) -> Opcode {
+        self.opcode
+    }
+
+    fn as_ptr(&mut self) -> *mut c_void {
+        self.arg
+    }
+
+    unsafe fn output_from_ptr(out: IoctlOutput, _: *mut c_void) -> Result<c_int> {
+        Ok(out)
+    }
+}
+
+fn raw_int(fd: BorrowedFd<'_>, nr: u8, arg: usize) -> Result<c_int> {
+    // SAFETY: callers pass an ioctl that takes an integer argument (or none) and only reads it.
+    unsafe {
+        ioctl(
+            fd,
+            Raw {
+                opcode: io(nr),
+                arg: arg as *mut c_void,
+            },
+        )
+    }
+}
+
+/// Runs an ioctl whose argument is a struct the kernel reads and writes back.
+///
+/// # Safety
+/// `nr` must be an ioctl whose argument is a `T` (with `argsz`/`size` already set in `value`).
+unsafe fn update<const OP: Opcode, T>(fd: BorrowedFd<'_>, value: &mut T) -> Result<()> {
+    // SAFETY: per this function's contract, `T` is the argument type of `OP`, and `value` is a
+    // live, exclusively borrowed `T`.
+    unsafe { ioctl(fd, Updater::<OP, T>::new(value)) }
+}
+
+/// `VFIO_GET_API_VERSION`
+#[doc(alias = "VFIO_GET_API_VERSION")]
+pub fn get_api_version(container: impl AsFd) -> Result<i32> {
+    raw_int(container.as_fd(), nr::VFIO_GET_API_VERSION, 0)
+}
+
+/// `VFIO_CHECK_EXTENSION`: >0 if the container supports `extension` (an IOMMU type).
+#[doc(alias = "VFIO_CHECK_EXTENSION")]
+pub fn check_extension(container: impl AsFd, extension: u32) -> Result<i32> {
+    raw_int(container.as_fd(), nr::VFIO_CHECK_EXTENSION, extension as usize)
+}
+
+/// `VFIO_SET_IOMMU`
+#[doc(alias = "VFIO_SET_IOMMU")]
+pub fn set_iommu(container: impl AsFd, iommu_type: u32) -> Result<()> {
+    raw_int(container.as_fd(), nr::VFIO_SET_IOMMU, iommu_type as usize).map(drop)
+}
+
+/// `VFIO_GROUP_GET_STATUS`
+#[doc(alias = "VFIO_GROUP_GET_STATUS")]
+pub fn group_get_status(group: impl AsFd) -> Result<vfio_group_status> {
+    let mut status = vfio_group_status {
+        argsz: argsz::<vfio_group_status>(),
+        flags: 0,
+    };
+    // SAFETY: VFIO_GROUP_GET_STATUS takes a `vfio_group_status` with argsz set.
+    unsafe { update::<{ io(nr::VFIO_GROUP_GET_STATUS) }, _>(group.as_fd(), &mut status)? };
+    Ok(status)
+}
+
+/// `VFIO_GROUP_SET_CONTAINER`: `container` may be `/dev/vfio/vfio` or an iommufd.
+#[doc(alias = "VFIO_GROUP_SET_CONTAINER")]
+pub fn group_set_container(group: impl AsFd, container: impl AsFd) -> Result<()> {
+    let mut fd: RawFd = std::os::fd::AsRawFd::as_raw_fd(&container.as_fd());
+    // SAFETY: the argument is a pointer to an int holding the container fd, read only.
+    unsafe {
+        ioctl(
+            group.as_fd(),
+            Raw {
+                opcode: io(nr::VFIO_GROUP_SET_CONTAINER),
+                arg: (&raw mut fd).cast(),
+            },
+        )
+    }
+    .map(drop)
+}
+
+/// `VFIO_GROUP_GET_DEVICE_FD`: opens the device named `name` (a BDF for vfio-pci).
+#[doc(alias = "VFIO_GROUP_GET_DEVICE_FD")]
+pub fn group_get_device_fd(group: impl AsFd, name: &CStr) -> Result<OwnedFd> {
+    // SAFETY: the argument is a NUL-terminated string the kernel only reads.
+    let fd = unsafe {
+        ioctl(
+            group.as_fd(),
+            Raw {
+                opcode: io(nr::VFIO_GROUP_GET_DEVICE_FD),
+                arg: name.as_ptr().cast_mut().cast(),
+            },
+        )
+    }?;
+    if fd < 0 {
+        return Err(Errno::BADF);
+    }
+    // SAFETY: on success the ioctl returns a new file descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// `VFIO_DEVICE_GET_INFO` (the fixed part; device-info capabilities are not used here).
+#[doc(alias = "VFIO_DEVICE_GET_INFO")]
+pub fn device_get_info(device: impl AsFd) -> Result<vfio_device_info> {
+    let mut info = vfio_device_info {
+        argsz: argsz::<vfio_device_info>(),
+        ..Default::default()
+    };
+    // SAFETY: VFIO_DEVICE_GET_INFO takes a `vfio_device_info` with argsz set; with argsz at
+    // the struct size the kernel writes no capabilities past it.
+    unsafe { update::<{ io(nr::VFIO_DEVICE_GET_INFO) }, _>(device.as_fd(), &mut info)? };
+    Ok(info)
+}
+
+/// Calls a "GET_INFO with capabilities" ioctl: first with the fixed struct, then again with a
+/// buffer of the `argsz` the kernel asked for. Returns the whole buffer, fixed part first.
+///
+/// `init` writes the fixed header (argsz and any input fields) into the start of the buffer.
+fn get_info_with_caps<T: Copy>(fd: BorrowedFd<'_>, nr: u8, init: T) -> Result<Vec<u8>> {
+    let fixed = size_of::<T>();
+    let mut want = fixed;
+    // Two rounds suffice unless the chain grows between the calls; allow a few, then give up.
+    for _ in 0..4 {
+        // u64 words keep the buffer aligned for the kernel's __aligned_u64 fields.
+        let mut buf = vec![0u64; want.div_ceil(8)];
+        // SAFETY: `buf` holds at least `size_of::<T>()` bytes and is 8-byte aligned, which is
+        // enough for every uAPI struct here.
+        unsafe { buf.as_mut_ptr().cast::<T>().write(init) };
+        // SAFETY: argsz is the first u32 of every such struct; the buffer is aligned and
+        // holds it. It tells the kernel how much room there really is.
+        unsafe { buf.as_mut_ptr().cast::<u32>().write(want as u32) };
+        // SAFETY: `nr` takes a struct whose first field is argsz, and the kernel writes at most
+        // argsz bytes into the buffer, which is that long.
+        unsafe {
+            ioctl(
+                fd,
+                Raw {
+                    opcode: io(nr),
+                    arg: buf.as_mut_ptr().cast(),
+                },
+            )?
+        };
+        let bytes: Vec<u8> = buf.iter().flat_map(|w| w.to_ne_bytes()).collect();
+        let reported = u32::from_ne_bytes(bytes[0..4].try_into().expect("4 bytes")) as usize;
+        if reported <= want {
+            let mut bytes = bytes;
+            bytes.truncate(want.max(fixed));
+            return Ok(bytes);
+        }
+        want = reported;
+    }
+    Err(Errno::AGAIN)
+}
+
+/// `VFIO_DEVICE_GET_REGION_INFO`: the region's fixed info plus its capability chain, as bytes.
+#[doc(alias = "VFIO_DEVICE_GET_REGION_INFO")]
+pub fn device_get_region_info(device: impl AsFd, index: u32) -> Result<Vec<u8>> {
+    let init = vfio_region_info {
+        argsz: argsz::<vfio_region_info>(),
+        index,
+        ..Default::default()
+    };
+    get_info_with_caps(device.as_fd(), nr::VFIO_DEVICE_GET_REGION_INFO, init)
+}
+
+/// `VFIO_IOMMU_GET_INFO`: the type1 info plus its capability chain, as bytes.
+#[doc(alias = "VFIO_IOMMU_GET_INFO")]
+pub fn iommu_get_info(container: impl AsFd) -> Result<Vec<u8>> {
+    let init = vfio_iommu_type1_info {
+        argsz: argsz::<vfio_iommu_type1_info>(),
+        ..Default::default()
+    };
+    get_info_with_caps(container.as_fd(), nr::VFIO_IOMMU_GET_INFO, init)
+}
+
+/// `VFIO_DEVICE_GET_IRQ_INFO`
+#[doc(alias = "VFIO_DEVICE_GET_IRQ_INFO")]
+pub fn device_get_irq_info(device: impl AsFd, index: u32) -> Result<vfio_irq_info> {
+    let mut info = vfio_irq_info {
+        argsz: argsz::<vfio_irq_info>(),
+        index,
+        ..Default::default()
+    };
+    // SAFETY: VFIO_DEVICE_GET_IRQ_INFO takes a `vfio_irq_info` with argsz and index set.
+    unsafe { update::<{ io(nr::VFIO_DEVICE_GET_IRQ_INFO) }, _>(device.as_fd(), &mut info)? };
+    Ok(info)
+}
+
+/// `VFIO_DEVICE_RESET`
+#[doc(alias = "VFIO_DEVICE_RESET")]
+pub fn device_reset(device: impl AsFd) -> Result<()> {
+    raw_int(device.as_fd(), nr::VFIO_DEVICE_RESET, 0).map(drop)
+}
+
+/// `VFIO_IOMMU_MAP_DMA` of `range` at `iova`, readable and writable by the device.
+///
+/// Safe because `DmaRange` can only be made from an [`crate::mm::MmapWindow`], whose memory is
+/// never lent out as a Rust reference, so device writes can't break aliasing rules.
+#[doc(alias = "VFIO_IOMMU_MAP_DMA")]
+pub fn iommu_map_dma(container: impl AsFd, range: DmaRange<'_>, iova: u64) -> Result<()> {
+    let mut map = vfio_iommu_type1_dma_map {
+        argsz: argsz::<vfio_iommu_type1_dma_map>(),
+        flags: VFIO_DMA_MAP_FLAG_READ | VFIO_DMA_MAP_FLAG_WRITE,
+        vaddr: range.addr() as u64,
+        iova,
+        size: range.len() as u64,
+    };
+    // SAFETY: VFIO_IOMMU_MAP_DMA takes a `vfio_iommu_type1_dma_map` with argsz set.
+    unsafe { update::<{ io(nr::VFIO_IOMMU_MAP_DMA) }, _>(container.as_fd(), &mut map) }
+}
+
+/// `VFIO_IOMMU_UNMAP_DMA`: returns the number of bytes the kernel unmapped.
+#[doc(alias = "VFIO_IOMMU_UNMAP_DMA")]
+pub fn iommu_unmap_dma(container: impl AsFd, iova: u64, size: u64, flags: u32) -> Result<u64> {
+    let mut unmap = vfio_iommu_type1_dma_unmap {
+        argsz: argsz::<vfio_iommu_type1_dma_unmap>(),
+        flags,
+        iova,
+        size,
+    };
+    // SAFETY: VFIO_IOMMU_UNMAP_DMA takes a `vfio_iommu_type1_dma_unmap` with argsz set; no
+    // dirty bitmap is requested, so nothing follows the struct. The kernel writes `size` back.
+    unsafe { update::<{ io(nr::VFIO_IOMMU_UNMAP_DMA) }, _>(container.as_fd(), &mut unmap)? };
+    Ok(unmap.size)
+}
+
+/// `VFIO_DEVICE_BIND_IOMMUFD`: returns the device id within the iommufd.
+#[doc(alias = "VFIO_DEVICE_BIND_IOMMUFD")]
+pub fn device_bind_iommufd(device: impl AsFd, iommufd: impl AsFd) -> Result<u32> {
+    let mut bind = vfio_device_bind_iommufd {
+        argsz: argsz::<vfio_device_bind_iommufd>(),
+        iommufd: std::os::fd::AsRawFd::as_raw_fd(&iommufd.as_fd()),
+        ..Default::default()
+    };
+    // SAFETY: VFIO_DEVICE_BIND_IOMMUFD takes a `vfio_device_bind_iommufd` with argsz set and
+    // no token, so the kernel dereferences no user pointer.
+    unsafe { update::<{ io(nr::VFIO_DEVICE_BIND_IOMMUFD) }, _>(device.as_fd(), &mut bind)? };
+    Ok(bind.out_devid)
+}
+
+/// `VFIO_DEVICE_ATTACH_IOMMUFD_PT`: attaches the bound device to an IOAS or HWPT.
+#[doc(alias = "VFIO_DEVICE_ATTACH_IOMMUFD_PT")]
+pub fn device_attach_iommufd_pt(device: impl AsFd, pt_id: u32) -> Result<u32> {
+    let mut attach = vfio_device_attach_iommufd_pt {
+        argsz: argsz::<vfio_device_attach_iommufd_pt>(),
+        pt_id,
+        ..Default::default()
+    };
+    // SAFETY: VFIO_DEVICE_ATTACH_IOMMUFD_PT takes a `vfio_device_attach_iommufd_pt` with argsz
+    // set; the kernel writes the attached pt_id back.
+    unsafe {
+        update::<{ io(nr::VFIO_DEVICE_ATTACH_IOMMUFD_PT) }, _>(device.as_fd(), &mut attach)?
+    };
+    Ok(attach.pt_id)
+}
+
+/// `VFIO_DEVICE_DETACH_IOMMUFD_PT`
+#[doc(alias = "VFIO_DEVICE_DETACH_IOMMUFD_PT")]
+pub fn device_detach_iommufd_pt(device: impl AsFd) -> Result<()> {
+    let mut detach = vfio_device_detach_iommufd_pt {
+        argsz: argsz::<vfio_device_detach_iommufd_pt>(),
+        ..Default::default()
+    };
+    // SAFETY: VFIO_DEVICE_DETACH_IOMMUFD_PT takes a `vfio_device_detach_iommufd_pt`.
+    unsafe { update::<{ io(nr::VFIO_DEVICE_DETACH_IOMMUFD_PT) }, _>(device.as_fd(), &mut detach) }
+}
+
+/// `IOMMU_IOAS_ALLOC`: returns the new IOAS id.
+#[doc(alias = "IOMMU_IOAS_ALLOC")]
+pub fn ioas_alloc(iommufd: impl AsFd) -> Result<u32> {
+    let mut alloc = iommu_ioas_alloc {
+        size: argsz::<iommu_ioas_alloc>(),
+        ..Default::default()
+    };
+    // SAFETY: IOMMU_IOAS_ALLOC takes an `iommu_ioas_alloc` with size set.
+    unsafe { update::<{ io(nr::IOMMU_IOAS_ALLOC) }, _>(iommufd.as_fd(), &mut alloc)? };
+    Ok(alloc.out_ioas_id)
+}
+
+/// `IOMMU_DESTROY`: frees an iommufd object (IOAS, HWPT, ...).
+#[doc(alias = "IOMMU_DESTROY")]
+pub fn iommu_destroy(iommufd: impl AsFd, id: u32) -> Result<()> {
+    let mut destroy = uapi::iommu_destroy {
+        size: argsz::<uapi::iommu_destroy>(),
+        id,
+    };
+    // SAFETY: IOMMU_DESTROY takes an `iommu_destroy` with size set.
+    unsafe { update::<{ io(nr::IOMMU_DESTROY) }, _>(iommufd.as_fd(), &mut destroy) }
+}
+
+/// `IOMMU_IOAS_IOVA_RANGES`: the IOVA ranges the IOAS can map, and its required alignment.
+#[doc(alias = "IOMMU_IOAS_IOVA_RANGES")]
+pub fn ioas_iova_ranges(iommufd: impl AsFd, ioas_id: u32) -> Result<(Vec<iommu_iova_range>, u64)> {
+    let mut ranges: Vec<iommu_iova_range> = Vec::new();
+    for _ in 0..4 {
+        let mut query = iommu_ioas_iova_ranges {
+            size: argsz::<iommu_ioas_iova_ranges>(),
+            ioas_id,
+            num_iovas: ranges.len() as u32,
+            allowed_iovas: ranges.as_mut_ptr() as u64,
+            ..Default::default()
+        };
+        // SAFETY: IOMMU_IOAS_IOVA_RANGES takes an `iommu_ioas_iova_ranges`; the kernel writes at
+        // most `num_iovas` entries to `allowed_iovas`, which points at that many.
+        let result = unsafe {
+            update::<{ io(nr::IOMMU_IOAS_IOVA_RANGES) }, _>(iommufd.as_fd(), &mut query)
+        };
+        match result {
+            Ok(()) => {
+                ranges.truncate(query.num_iovas as usize);
+                return Ok((ranges, query.out_iova_alignment));
+            }
+            // EMSGSIZE: the array was too small and num_iovas now says how many there are.
+            Err(Errno::MSGSIZE) => ranges = vec![iommu_iova_range::default(); query.num_iovas as usize],
+            Err(e) => return Err(e),
+        }
+    }
+    Err(Errno::AGAIN)
+}
+
+/// `IOMMU_IOAS_MAP` of `range` at exactly `iova`, readable and writable.
+///
+/// Safe for the same reason as [`iommu_map_dma`].
+#[doc(alias = "IOMMU_IOAS_MAP")]
+pub fn ioas_map(iommufd: impl AsFd, ioas_id: u32, range: DmaRange<'_>, iova: u64) -> Result<()> {
+    let mut map = iommu_ioas_map {
+        size: argsz::<iommu_ioas_map>(),
+        flags: IOMMU_IOAS_MAP_FIXED_IOVA | IOMMU_IOAS_MAP_READABLE | IOMMU_IOAS_MAP_WRITEABLE,
+        ioas_id,
+        user_va: range.addr() as u64,
+        length: range.len() as u64,
+        iova,
+        ..Default::default()
+    };
+    // SAFETY: IOMMU_IOAS_MAP takes an `iommu_ioas_map` with size set.
+    unsafe { update::<{ io(nr::IOMMU_IOAS_MAP) }, _>(iommufd.as_fd(), &mut map) }
+}
+
+/// `IOMMU_IOAS_UNMAP`: returns the number of bytes unmapped.
+#[doc(alias = "IOMMU_IOAS_UNMAP")]
+pub fn ioas_unmap(iommufd: impl AsFd, ioas_id: u32, iova: u64, length: u64) -> Result<u64> {
+    let mut unmap = iommu_ioas_unmap {
+        size: argsz::<iommu_ioas_unmap>(),
+        ioas_id,
+        iova,
+        length,
+    };
+    // SAFETY: IOMMU_IOAS_UNMAP takes an `iommu_ioas_unmap` with size set.
+    unsafe { update::<{ io(nr::IOMMU_IOAS_UNMAP) }, _>(iommufd.as_fd(), &mut unmap)? };
+    Ok(unmap.length)
+}

@@ -1,0 +1,264 @@
+//! Memory mappings a device may reach: an owned virtual window, placed with care.
+//!
+//! An [`MmapWindow`] owns a range of address space. Parts of it may be file mappings (a BAR
+//! through the VFIO device fd) and the rest stays `PROT_NONE`, so holes in a sparse BAR keep
+//! their place and the whole window goes away with one `munmap` on drop.
+//!
+//! Its memory is never lent out as `&[u8]`: a device may write it at any time, so access is
+//! volatile and bounds-checked. That is also what makes DMA-mapping a [`DmaRange`] safe.
+
+use core::ffi::c_void;
+use core::ptr::NonNull;
+use std::os::fd::AsFd;
+
+use rustix::io::{Errno, Result};
+use rustix::mm::{Advice, MapFlags, ProtFlags};
+
+/// The system page size.
+pub fn page_size() -> usize {
+    rustix::param::page_size()
+}
+
+/// How a mapping's protection is asked for, from the region's READ/WRITE flags.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Prot {
+    /// Readable.
+    pub read: bool,
+    /// Writable.
+    pub write: bool,
+}
+
+impl Prot {
+    fn flags(self) -> ProtFlags {
+        let mut flags = ProtFlags::empty();
+        if self.read {
+            flags |= ProtFlags::READ;
+        }
+        if self.write {
+            flags |= ProtFlags::WRITE;
+        }
+        flags
+    }
+}
+
+/// An owned range of virtual address space, unmapped as a whole on drop.
+#[derive(Debug)]
+pub struct MmapWindow {
+    base: NonNull<c_void>,
+    len: usize,
+}
+
+// SAFETY: the window is plain address space owned by this value; nothing in it is tied to the
+// creating thread, and all access goes through volatile reads and writes.
+unsafe impl Send for MmapWindow {}
+// SAFETY: as above; shared access only reads addresses or does volatile I/O.
+unsafe impl Sync for MmapWindow {}
+
+impl MmapWindow {
+    /// `mmap(NULL, len, prot, MAP_SHARED, fd, offset)`: a shared file mapping wherever the kernel
+    /// places it. The caller checks the placement (see [`MmapWindow::addr`]).
+    ///
+    /// # Errors
+    /// The `mmap` errno.
+    pub fn map_shared(fd: impl AsFd, len: usize, prot: Prot, offset: u64) -> Result<Self> {
+        // SAFETY: a new shared mapping at an address the kernel picks overlaps nothing we own.
+        let ptr = unsafe {
+            rustix::mm::mmap(core::ptr::null_mut(), len, prot.flags(), MapFlags::SHARED, fd, offset)
+        }?;
+        Ok(Self::from_raw(ptr, len))
+    }
+
+    /// Reserves `len` bytes of `PROT_NONE` address space whose base is congruent to `phase`
+    /// modulo `align` (a power of two), by over-reserving `len + align` and trimming both ends.
+    ///
+    /// # Errors
+    /// `EINVAL` if `align` is not a power of two or `len` is not page-aligned; else the
+    /// `mmap`/`munmap` errno.
+    pub fn reserve(len: usize, align: usize, phase: usize) -> Result<Self> {
+        let page = page_size();
+        if !align.is_power_of_two() || len == 0 || len % page != 0 || phase % page != 0 {
+            return Err(Errno::INVAL);
+        }
+        let align = align.max(page);
+        let span = len.checked_add(align).ok_or(Errno::NOMEM)?;
+        // SAFETY: a new private PROT_NONE anonymous mapping at a kernel-chosen address.
+        let raw = unsafe {
+            rustix::mm::mmap_anonymous(
+                core::ptr::null_mut(),
+                span,
+                ProtFlags::empty(),
+                MapFlags::PRIVATE | MapFlags::NORESERVE,
+            )
+        }?;
+        let raw_addr = raw as usize;
+        let base = crate::align::place(raw_addr, align, phase % align);
+        let head = base - raw_addr;
+        let tail = span - head - len;
+        if head > 0 {
+            // SAFETY: [raw, base) is the front of the reservation just made, owned by nobody else.
+            unsafe { rustix::mm::munmap(raw, head) }?;
+        }
+        if tail > 0 {
+            // SAFETY: [base + len, raw + span) is the back of the same reservation.
+            unsafe { rustix::mm::munmap((base + len) as *mut c_void, tail) }?;
+        }
+        Ok(Self::from_raw(base as *mut c_void, len))
+    }
+
+    /// Anonymous private read-write memory of `len` bytes (zeroed), for DMA buffers.
+    ///
+    /// # Errors
+    /// The `mmap` errno.
+    pub fn anonymous(len: usize) -> Result<Self> {
+        // SAFETY: a new private anonymous mapping at a kernel-chosen address.
+        let ptr = unsafe {
+            rustix::mm::mmap_anonymous(
+                core::ptr::null_mut(),
+                len,
+                ProtFlags::READ | ProtFlags::WRITE,
+                MapFlags::PRIVATE,
+            )
+        }?;
+        Ok(Self::from_raw(ptr, len))
+    }
+
+    fn from_raw(ptr: *mut c_void, len: usize) -> Self {
+        Self {
+            base: NonNull::new(ptr).expect("mmap never returns NULL on success"),
+            len,
+        }
+    }
+
+    /// `mmap(base + at, len, prot, MAP_SHARED | MAP_FIXED, fd, offset)` inside this window.
+    ///
+    /// # Errors
+    /// `EINVAL` if `[at, at + len)` is not page-aligned or not inside the window; else the
+    /// `mmap` errno.
+    pub fn map_shared_fixed(
+        &mut self,
+        at: usize,
+        len: usize,
+        prot: Prot,
+        fd: impl AsFd,
+        offset: u64,
+    ) -> Result<()> {
+        let page = page_size();
+        let end = at.checked_add(len).ok_or(Errno::INVAL)?;
+        if at % page != 0 || len == 0 || end > self.len {
+            return Err(Errno::INVAL);
+        }
+        let addr = (self.addr() + at) as *mut c_void;
+        // SAFETY: [addr, addr + len) lies inside this window, which we own; MAP_FIXED replaces
+        // only our own reservation there.
+        unsafe {
+            rustix::mm::mmap(addr, len, prot.flags(), MapFlags::SHARED | MapFlags::FIXED, fd, offset)
+        }?;
+        Ok(())
+    }
+
+    /// `madvise(MADV_HUGEPAGE)` over `[at, at + len)` of the window.
+    ///
+    /// # Errors
+    /// `EINVAL` if the range is outside the window; else the `madvise` errno.
+    pub fn advise_hugepage(&self, at: usize, len: usize) -> Result<()> {
+        let range = self.range(at, len).ok_or(Errno::INVAL)?;
+        // SAFETY: the range lies inside our own window; MADV_HUGEPAGE changes no contents.
+        unsafe { rustix::mm::madvise(range.addr() as *mut c_void, len, Advice::LinuxHugepage) }
+    }
+
+    /// The window's first address.
+    pub fn addr(&self) -> usize {
+        self.base.as_ptr() as usize
+    }
+
+    /// The window's length in bytes.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the window is empty (never, for a successful mapping).
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// `[at, at + len)` of this window as something a device may be given, if it fits.
+    pub fn range(&self, at: usize, len: usize) -> Option<DmaRange<'_>> {
+        let end = at.checked_add(len)?;
+        (len > 0 && end <= self.len).then_some(DmaRange {
+            window: self,
+            at,
+            len,
+        })
+    }
+
+    /// The whole window as a [`DmaRange`].
+    pub fn whole(&self) -> DmaRange<'_> {
+        DmaRange {
+            window: self,
+            at: 0,
+            len: self.len,
+        }
+    }
+
+    fn checked_ptr<T>(&self, at: usize) -> Option<*mut T> {
+        let end = at.checked_add(size_of::<T>())?;
+        (end <= self.len && at % align_of::<T>() == 0)
+            .then(|| (self.addr() + at) as *mut T)
+    }
+
+    /// A volatile read of a `u32` at byte offset `at`.
+    ///
+    /// # Errors
+    /// `EINVAL` if `at` is out of bounds or misaligned.
+    pub fn read_u32(&self, at: usize) -> Result<u32> {
+        let ptr = self.checked_ptr::<u32>(at).ok_or(Errno::INVAL)?;
+        // SAFETY: `ptr` is aligned and inside the window. The caller has mapped that part
+        // readable; a PROT_NONE hole faults, as a wild MMIO access would.
+        Ok(unsafe { ptr.read_volatile() })
+    }
+
+    /// A volatile write of a `u32` at byte offset `at`.
+    ///
+    /// # Errors
+    /// `EINVAL` if `at` is out of bounds or misaligned.
+    pub fn write_u32(&self, at: usize, value: u32) -> Result<()> {
+        let ptr = self.checked_ptr::<u32>(at).ok_or(Errno::INVAL)?;
+        // SAFETY: as in `read_u32`; the memory is never behind a Rust reference, so a shared
+        // `&self` write can't alias one.
+        unsafe { ptr.write_volatile(value) };
+        Ok(())
+    }
+}
+
+impl Drop for MmapWindow {
+    fn drop(&mut self) {
+        // SAFETY: the window is ours and no reference into it outlives `self`. An error here
+        // can't be handled and leaks only address space, so it is ignored.
+        let _ = unsafe { rustix::mm::munmap(self.base.as_ptr(), self.len) };
+    }
+}
+
+/// A bounds-checked part of an [`MmapWindow`] that may be handed to an IOMMU.
+#[derive(Debug, Clone, Copy)]
+pub struct DmaRange<'a> {
+    window: &'a MmapWindow,
+    at: usize,
+    len: usize,
+}
+
+impl DmaRange<'_> {
+    /// The first virtual address.
+    pub fn addr(&self) -> usize {
+        self.window.addr() + self.at
+    }
+
+    /// The length in bytes.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the range is empty (never: ranges are made non-empty).
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}

@@ -1,0 +1,184 @@
+//! A VFIO PCI device, opened through its group or its cdev depending on the IOMMU mode.
+
+use std::ffi::CString;
+use std::fs::OpenOptions;
+use std::io::ErrorKind;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::Arc;
+
+use vfio_sys::ioctl as sys;
+use vfio_sys::uapi::{VFIO_DEVICE_FLAGS_PCI, VFIO_DEVICE_FLAGS_RESET, VFIO_GROUP_FLAGS_VIABLE, VFIO_PCI_CONFIG_REGION_INDEX, VFIO_PCI_NUM_BARS};
+
+use crate::error::Context;
+use crate::sysfs::Sysfs;
+use crate::{Bdf, Error, Iommu, RegionInfo, Result};
+
+/// The fixed part of `VFIO_DEVICE_GET_INFO`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeviceInfo {
+    /// `VFIO_DEVICE_FLAGS_*`.
+    pub flags: u32,
+    /// Number of regions (max index + 1).
+    pub num_regions: u32,
+    /// Number of IRQ indexes.
+    pub num_irqs: u32,
+}
+
+impl DeviceInfo {
+    /// The device is a vfio-pci device.
+    pub fn is_pci(&self) -> bool {
+        self.flags & VFIO_DEVICE_FLAGS_PCI != 0
+    }
+
+    /// The device supports `VFIO_DEVICE_RESET`.
+    pub fn can_reset(&self) -> bool {
+        self.flags & VFIO_DEVICE_FLAGS_RESET != 0
+    }
+}
+
+/// An open VFIO device attached to an [`Iommu`]. Closing it detaches it.
+#[derive(Debug)]
+pub struct Device {
+    bdf: Bdf,
+    // Field order is drop order: the device fd closes before its group.
+    fd: OwnedFd,
+    group: Option<OwnedFd>,
+    iommu: Arc<Iommu>,
+    info: DeviceInfo,
+    regions: Vec<RegionInfo>,
+}
+
+impl Device {
+    /// Opens `bdf` and attaches it to `iommu`: through `/dev/vfio/<group>` for container modes,
+    /// through `/dev/vfio/devices/vfioN` + bind + attach for native iommufd.
+    ///
+    /// # Errors
+    /// One line naming the cause: no such device, not on vfio-pci, group not viable, a mode the
+    /// kernel lacks ([`Error::Unsupported`]), or the failing ioctl.
+    pub fn open(bdf: Bdf, iommu: &Arc<Iommu>) -> Result<Self> {
+        Self::open_in(&Sysfs::system(), bdf, iommu)
+    }
+
+    /// [`Device::open`] with sysfs at another root.
+    ///
+    /// # Errors
+    /// As [`Device::open`].
+    pub fn open_in(sysfs: &Sysfs, bdf: Bdf, iommu: &Arc<Iommu>) -> Result<Self> {
+        sysfs.ensure_vfio_bound(bdf)?;
+        let (fd, group) = match iommu.ioas_id() {
+            None => {
+                let group_no = sysfs.iommu_group(bdf)?;
+                let path = format!("/dev/vfio/{group_no}");
+                let group = open_rw(&path)?;
+                let status = sys::group_get_status(&group).op(|| format!("VFIO_GROUP_GET_STATUS({path})"))?;
+                if status.flags & VFIO_GROUP_FLAGS_VIABLE == 0 {
+                    return Err(Error::GroupNotViable { bdf, group: group_no });
+                }
+                iommu.attach_group(group.as_fd(), group_no)?;
+                let name = CString::new(bdf.to_string()).expect("a BDF has no NUL");
+                let fd = sys::group_get_device_fd(&group, &name).op(|| format!("VFIO_GROUP_GET_DEVICE_FD({path}, {bdf})"))?;
+                (fd, Some(group))
+            }
+            Some(ioas) => {
+                let path = sysfs.vfio_cdev(bdf)?;
+                let fd = open_rw(&path.to_string_lossy())?;
+                sys::device_bind_iommufd(&fd, iommu.fd()).op(|| format!("VFIO_DEVICE_BIND_IOMMUFD({bdf})"))?;
+                sys::device_attach_iommufd_pt(&fd, ioas).op(|| format!("VFIO_DEVICE_ATTACH_IOMMUFD_PT({bdf}, ioas {ioas})"))?;
+                (fd, None)
+            }
+        };
+        let raw = sys::device_get_info(&fd).op(|| format!("VFIO_DEVICE_GET_INFO({bdf})"))?;
+        let info = DeviceInfo { flags: raw.flags, num_regions: raw.num_regions, num_irqs: raw.num_irqs };
+        // Every region, keyed by its index: one that can't be read fails the open.
+        let regions = (0..info.num_regions)
+            .map(|index| {
+                let buf = sys::device_get_region_info(&fd, index).op(|| format!("VFIO_DEVICE_GET_REGION_INFO({bdf}, region {index})"))?;
+                RegionInfo::parse(index, &buf)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self { bdf, fd, group, iommu: Arc::clone(iommu), info, regions })
+    }
+
+    /// The device's PCI address.
+    pub fn bdf(&self) -> Bdf {
+        self.bdf
+    }
+
+    /// The device fd.
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+
+    /// The group fd, in container modes.
+    pub fn group_fd(&self) -> Option<BorrowedFd<'_>> {
+        self.group.as_ref().map(|g| g.as_fd())
+    }
+
+    /// The IOMMU context the device is attached to.
+    pub fn iommu(&self) -> &Arc<Iommu> {
+        &self.iommu
+    }
+
+    /// `VFIO_DEVICE_GET_INFO`, as read at open.
+    pub fn info(&self) -> DeviceInfo {
+        self.info
+    }
+
+    /// Region `index`, if the device has it.
+    pub fn region(&self, index: u32) -> Option<&RegionInfo> {
+        self.regions.get(index as usize)
+    }
+
+    /// The implemented BARs (size > 0), in index order.
+    pub fn bars(&self) -> impl Iterator<Item = &RegionInfo> {
+        self.regions.iter().take(VFIO_PCI_NUM_BARS as usize).filter(|r| r.size > 0)
+    }
+
+    /// Reads `buf.len()` bytes of PCI config space at `offset`.
+    ///
+    /// # Errors
+    /// The `pread` errno, or a short read.
+    pub fn config_read(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
+        let base = self.config_offset()?;
+        let n = rustix::io::pread(&self.fd, &mut *buf, base + offset).op(|| format!("pread(config {offset:#x}, {} bytes)", buf.len()))?;
+        if n != buf.len() {
+            return Err(Error::Invalid(format!("short config read at {offset:#x}: {n} of {} bytes", buf.len())));
+        }
+        Ok(())
+    }
+
+    /// Writes `buf` to PCI config space at `offset`.
+    ///
+    /// # Errors
+    /// The `pwrite` errno, or a short write.
+    pub fn config_write(&self, offset: u64, buf: &[u8]) -> Result<()> {
+        let base = self.config_offset()?;
+        let n = rustix::io::pwrite(&self.fd, buf, base + offset).op(|| format!("pwrite(config {offset:#x}, {} bytes)", buf.len()))?;
+        if n != buf.len() {
+            return Err(Error::Invalid(format!("short config write at {offset:#x}: {n} of {} bytes", buf.len())));
+        }
+        Ok(())
+    }
+
+    fn config_offset(&self) -> Result<u64> {
+        self.region(VFIO_PCI_CONFIG_REGION_INDEX)
+            .map(|r| r.offset)
+            .ok_or_else(|| Error::Invalid(format!("{} has no config space region", self.bdf)))
+    }
+
+    /// `VFIO_DEVICE_RESET`.
+    ///
+    /// # Errors
+    /// The ioctl's errno.
+    pub fn reset(&self) -> Result<()> {
+        sys::device_reset(&self.fd).op(|| format!("VFIO_DEVICE_RESET({})", self.bdf))
+    }
+}
+
+fn open_rw(path: &str) -> Result<OwnedFd> {
+    match OpenOptions::new().read(true).write(true).open(path) {
+        Ok(f) => Ok(f.into()),
+        Err(e) if e.kind() == ErrorKind::NotFound => Err(Error::Unsupported(format!("{path} does not exist"))),
+        Err(e) => Err(Error::file(path, e)),
+    }
+}

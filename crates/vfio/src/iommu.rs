@@ -1,0 +1,207 @@
+//! An IOMMU context in one of the five modes, and DMA mappings in it.
+
+use std::fs::{File, OpenOptions};
+use std::io::ErrorKind;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::{Arc, Mutex};
+
+use vfio_sys::ioctl as sys;
+use vfio_sys::mm::DmaRange;
+use vfio_sys::uapi::{VFIO_API_VERSION, VFIO_DMA_UNMAP_FLAG_ALL};
+
+use crate::error::Context;
+use crate::iova::{self, IovaRange};
+use crate::{Error, IommuMode, Result};
+
+/// An IOMMU context: a VFIO container (legacy or iommufd-backed) or an iommufd IOAS.
+///
+/// Devices attach to it as they open. Share it with `Arc`: devices and DMA mappings keep it
+/// alive, so it is torn down last.
+#[derive(Debug)]
+pub struct Iommu {
+    mode: IommuMode,
+    fd: OwnedFd,
+    /// The IOAS for native iommufd.
+    ioas: Option<u32>,
+    /// Whether `VFIO_SET_IOMMU` has been done; it needs a group attached first.
+    type_set: Mutex<bool>,
+}
+
+fn open_node(path: &str, missing: impl FnOnce() -> String) -> Result<OwnedFd> {
+    match OpenOptions::new().read(true).write(true).open(path) {
+        Ok(f) => Ok(File::into(f)),
+        Err(e) if e.kind() == ErrorKind::NotFound => Err(Error::Unsupported(missing())),
+        Err(e) => Err(Error::file(path, e)),
+    }
+}
+
+impl Iommu {
+    /// Opens a context in `mode`.
+    ///
+    /// # Errors
+    /// [`Error::Unsupported`] if the kernel lacks the mode (no `/dev/iommu`, no type1 driver);
+    /// else the failing syscall.
+    pub fn open(mode: IommuMode) -> Result<Arc<Self>> {
+        let (fd, ioas) = match (mode.container_path(), mode.type1_kind()) {
+            (Some(path), Some(kind)) => {
+                let fd = open_node(path, || match mode.is_iommufd() {
+                    true => format!("{path} is missing: the kernel lacks CONFIG_IOMMUFD"),
+                    false => format!("{path} is missing: the kernel lacks CONFIG_VFIO_CONTAINER"),
+                })?;
+                let version = sys::get_api_version(&fd).op(|| format!("VFIO_GET_API_VERSION({path})"))?;
+                if version != VFIO_API_VERSION {
+                    return Err(Error::Unsupported(format!("{path} speaks VFIO API {version}, not {VFIO_API_VERSION}")));
+                }
+                let supported = sys::check_extension(&fd, kind).op(|| format!("VFIO_CHECK_EXTENSION({path}, {kind})"))?;
+                if supported <= 0 {
+                    return Err(Error::Unsupported(format!("{path} does not support {mode} (IOMMU type {kind})")));
+                }
+                (fd, None)
+            }
+            _ => {
+                let fd = open_node("/dev/iommu", || "/dev/iommu is missing: the kernel lacks CONFIG_IOMMUFD".into())?;
+                let ioas = sys::ioas_alloc(&fd).op(|| "IOMMU_IOAS_ALLOC".into())?;
+                (fd, Some(ioas))
+            }
+        };
+        Ok(Arc::new(Self { mode, fd, ioas, type_set: Mutex::new(false) }))
+    }
+
+    /// The mode this context was opened in.
+    pub fn mode(&self) -> IommuMode {
+        self.mode
+    }
+
+    /// The container fd or iommufd.
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+
+    /// The IOAS id, for native iommufd.
+    pub fn ioas_id(&self) -> Option<u32> {
+        self.ioas
+    }
+
+    /// Attaches a VFIO group to this container and, the first time, sets the IOMMU type.
+    pub(crate) fn attach_group(&self, group: BorrowedFd<'_>, group_no: u32) -> Result<()> {
+        sys::group_set_container(group, &self.fd).op(|| format!("VFIO_GROUP_SET_CONTAINER(group {group_no})"))?;
+        let kind = self.mode.type1_kind().ok_or_else(|| Error::Invalid(format!("{} has no container", self.mode)))?;
+        // Several devices (threads) may attach at once; only the first sets the type.
+        let mut type_set = self.type_set.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if !*type_set {
+            sys::set_iommu(&self.fd, kind).op(|| format!("VFIO_SET_IOMMU({}, type {kind})", self.mode))?;
+            *type_set = true;
+        }
+        Ok(())
+    }
+
+    /// The IOVA ranges devices in this context can use, sorted and checked.
+    ///
+    /// # Errors
+    /// The failing ioctl, or [`Error::Malformed`] for a bad answer.
+    pub fn iova_ranges(&self) -> Result<Vec<IovaRange>> {
+        match self.ioas {
+            Some(ioas) => {
+                let (ranges, _alignment) = sys::ioas_iova_ranges(&self.fd, ioas).op(|| format!("IOMMU_IOAS_IOVA_RANGES(ioas {ioas})"))?;
+                let ranges = ranges.into_iter().map(|r| IovaRange { start: r.start, last: r.last }).collect();
+                iova::normalize(ranges, "IOMMU_IOAS_IOVA_RANGES")
+            }
+            None => iova::parse_type1_iova_ranges(&sys::iommu_get_info(&self.fd).op(|| "VFIO_IOMMU_GET_INFO".into())?),
+        }
+    }
+
+    /// Maps `range` at `iova`, readable and writable by devices. The mapping is undone when the
+    /// returned [`DmaMapping`] drops, or explicitly with [`DmaMapping::unmap`].
+    ///
+    /// # Errors
+    /// The kernel's refusal, as `VFIO_IOMMU_MAP_DMA` or `IOMMU_IOAS_MAP` with its arguments.
+    pub fn map(self: &Arc<Self>, range: DmaRange<'_>, iova: u64) -> Result<DmaMapping> {
+        let (vaddr, len) = (range.addr(), range.len() as u64);
+        match self.ioas {
+            Some(ioas) => sys::ioas_map(&self.fd, ioas, range, iova)
+                .op(|| format!("IOMMU_IOAS_MAP(vaddr={vaddr:#x}, iova={iova:#x}, length={len:#x})"))?,
+            None => sys::iommu_map_dma(&self.fd, range, iova)
+                .op(|| format!("VFIO_IOMMU_MAP_DMA(vaddr={vaddr:#x}, iova={iova:#x}, size={len:#x})"))?,
+        }
+        Ok(DmaMapping { iommu: Arc::clone(self), iova, len, mapped: true })
+    }
+
+    /// Unmaps `[iova, iova + len)`; returns the number of bytes the kernel unmapped.
+    ///
+    /// # Errors
+    /// The failing ioctl with its arguments.
+    pub fn unmap(&self, iova: u64, len: u64) -> Result<u64> {
+        match self.ioas {
+            Some(ioas) => sys::ioas_unmap(&self.fd, ioas, iova, len)
+                .op(|| format!("IOMMU_IOAS_UNMAP(iova={iova:#x}, length={len:#x})")),
+            None => sys::iommu_unmap_dma(&self.fd, iova, len, 0)
+                .op(|| format!("VFIO_IOMMU_UNMAP_DMA(iova={iova:#x}, size={len:#x})")),
+        }
+    }
+
+    /// Unmaps everything; returns the number of bytes unmapped.
+    ///
+    /// # Errors
+    /// The failing ioctl.
+    pub fn unmap_all(&self) -> Result<u64> {
+        match self.ioas {
+            Some(ioas) => sys::ioas_unmap(&self.fd, ioas, 0, u64::MAX).op(|| "IOMMU_IOAS_UNMAP(all)".into()),
+            None => sys::iommu_unmap_dma(&self.fd, 0, 0, VFIO_DMA_UNMAP_FLAG_ALL)
+                .op(|| "VFIO_IOMMU_UNMAP_DMA(VFIO_DMA_UNMAP_FLAG_ALL)".into()),
+        }
+    }
+}
+
+impl Drop for Iommu {
+    fn drop(&mut self) {
+        if let Some(ioas) = self.ioas {
+            // Closing the iommufd frees the IOAS anyway; destroying it first is just tidy.
+            let _ = sys::iommu_destroy(&self.fd, ioas);
+        }
+    }
+}
+
+/// A live DMA mapping: `[iova, iova + len)` in an IOMMU context. Unmapped on drop.
+#[derive(Debug)]
+#[must_use = "dropping a DmaMapping unmaps it at once"]
+pub struct DmaMapping {
+    iommu: Arc<Iommu>,
+    iova: u64,
+    len: u64,
+    mapped: bool,
+}
+
+impl DmaMapping {
+    /// The first IOVA.
+    pub fn iova(&self) -> u64 {
+        self.iova
+    }
+
+    /// The length in bytes.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Whether the mapping is empty (never: the kernel refuses empty maps).
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Unmaps now and reports the result; returns the number of bytes the kernel unmapped.
+    ///
+    /// # Errors
+    /// The failing ioctl. The mapping counts as gone either way.
+    pub fn unmap(mut self) -> Result<u64> {
+        self.mapped = false;
+        self.iommu.unmap(self.iova, self.len)
+    }
+}
+
+impl Drop for DmaMapping {
+    fn drop(&mut self) {
+        if self.mapped {
+            // Nothing useful can be done with an error here; tests that care call `unmap`.
+            let _ = self.iommu.unmap(self.iova, self.len);
+        }
+    }
+}

@@ -1,0 +1,32 @@
+//! VFIO and iommufd for userspace.
+//!
+//! Open an [`Iommu`] in any of the five [`IommuMode`]s, open a [`Device`] into it, read its
+//! regions and capabilities, mmap BARs aligned for huge pages ([`BarMapping`]), allocate IOVAs
+//! from the kernel's ranges ([`IovaAllocator`]) and DMA-map memory ([`DmaMapping`]). Every
+//! object undoes itself on drop; every error says what failed, on what, and the errno.
+//!
+//! This crate has no `unsafe`: the syscalls live in `vfio-sys`.
+
+#![deny(unsafe_code, missing_docs)]
+
+mod bar;
+mod bdf;
+pub mod caps;
+mod device;
+mod error;
+mod iommu;
+pub mod iova;
+mod mode;
+mod region;
+pub mod sysfs;
+
+pub use bar::{BarMapping, Placement};
+pub use bdf::Bdf;
+pub use device::{Device, DeviceInfo};
+pub use error::{Errnum, Error, Result};
+pub use iommu::{DmaMapping, Iommu};
+pub use iova::{IovaAllocator, IovaRange};
+pub use mode::IommuMode;
+pub use region::{MmapArea, RegionCap, RegionInfo};
+pub use vfio_sys::mm::{DmaRange, MmapWindow, page_size};
+pub use vfio_sys::{Errno, align};

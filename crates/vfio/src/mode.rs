@@ -1,0 +1,124 @@
+//! The five ways to give a device an IOMMU: one table, used everywhere.
+
+use std::fmt;
+use std::str::FromStr;
+
+use vfio_sys::uapi::{VFIO_TYPE1_IOMMU, VFIO_TYPE1V2_IOMMU};
+
+use crate::Error;
+
+/// An IOMMU backend, named as upstream's selftests name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum IommuMode {
+    /// `/dev/vfio/vfio` container with the legacy type1 IOMMU driver.
+    VfioType1,
+    /// `/dev/vfio/vfio` container with type1v2.
+    VfioType1v2,
+    /// `/dev/iommu` used as a VFIO container, type1 semantics.
+    IommufdCompatType1,
+    /// `/dev/iommu` used as a VFIO container, type1v2 semantics.
+    IommufdCompatType1v2,
+    /// Native iommufd: an IOAS, and the device through its cdev.
+    Iommufd,
+}
+
+impl IommuMode {
+    /// Every mode, in upstream's variant order.
+    pub const ALL: [IommuMode; 5] = [
+        Self::VfioType1,
+        Self::VfioType1v2,
+        Self::IommufdCompatType1,
+        Self::IommufdCompatType1v2,
+        Self::Iommufd,
+    ];
+
+    /// The upstream name, e.g. `vfio_type1v2_iommu`.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::VfioType1 => "vfio_type1_iommu",
+            Self::VfioType1v2 => "vfio_type1v2_iommu",
+            Self::IommufdCompatType1 => "iommufd_compat_type1",
+            Self::IommufdCompatType1v2 => "iommufd_compat_type1v2",
+            Self::Iommufd => "iommufd",
+        }
+    }
+
+    /// Every mode's name.
+    pub fn names() -> Vec<&'static str> {
+        Self::ALL.iter().map(|m| m.name()).collect()
+    }
+
+    /// The device node opened as a VFIO container, or `None` for native iommufd.
+    pub const fn container_path(self) -> Option<&'static str> {
+        match self {
+            Self::VfioType1 | Self::VfioType1v2 => Some("/dev/vfio/vfio"),
+            Self::IommufdCompatType1 | Self::IommufdCompatType1v2 => Some("/dev/iommu"),
+            Self::Iommufd => None,
+        }
+    }
+
+    /// The `VFIO_SET_IOMMU` type for container modes.
+    pub const fn type1_kind(self) -> Option<u32> {
+        match self {
+            Self::VfioType1 | Self::IommufdCompatType1 => Some(VFIO_TYPE1_IOMMU),
+            Self::VfioType1v2 | Self::IommufdCompatType1v2 => Some(VFIO_TYPE1V2_IOMMU),
+            Self::Iommufd => None,
+        }
+    }
+
+    /// Whether the backend is iommufd (native or compat), which has its own rules.
+    pub const fn is_iommufd(self) -> bool {
+        !matches!(self, Self::VfioType1 | Self::VfioType1v2)
+    }
+
+    /// Whether a BAR's virtual address can be DMA-mapped. Only the legacy type1 driver
+    /// follows VM_PFNMAP; iommufd refuses MMIO by VA and takes a dma-buf instead.
+    pub const fn allows_va_mmio(self) -> bool {
+        !self.is_iommufd()
+    }
+}
+
+impl fmt::Display for IommuMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for IommuMode {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self, Error> {
+        Self::ALL
+            .into_iter()
+            .find(|m| m.name() == s)
+            .ok_or_else(|| Error::UnknownMode(s.to_owned()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip() {
+        for mode in IommuMode::ALL {
+            assert_eq!(mode.name().parse::<IommuMode>().unwrap(), mode);
+        }
+    }
+
+    #[test]
+    fn unknown_mode_lists_the_valid_ones() {
+        let err = "type2".parse::<IommuMode>().unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "unknown IOMMU mode \"type2\": expected one of vfio_type1_iommu, vfio_type1v2_iommu, \
+             iommufd_compat_type1, iommufd_compat_type1v2, iommufd"
+        );
+    }
+
+    #[test]
+    fn only_legacy_type1_maps_mmio_by_va() {
+        let allowed: Vec<_> = IommuMode::ALL.into_iter().filter(|m| m.allows_va_mmio()).collect();
+        assert_eq!(allowed, [IommuMode::VfioType1, IommuMode::VfioType1v2]);
+    }
+}

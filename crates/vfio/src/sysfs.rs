@@ -1,0 +1,246 @@
+//! What sysfs says about a PCI device: driver, IOMMU group, VFIO cdev; and driver binding.
+
+use std::fs;
+use std::io::ErrorKind;
+use std::path::{Path, PathBuf};
+
+use crate::{Bdf, Error, Result};
+
+/// The driver vfiotest needs devices bound to.
+pub const VFIO_PCI: &str = "vfio-pci";
+
+/// A sysfs tree: `/sys` on a real machine, a directory of files in unit tests.
+#[derive(Debug, Clone)]
+pub struct Sysfs {
+    root: PathBuf,
+}
+
+impl Default for Sysfs {
+    fn default() -> Self {
+        Self::system()
+    }
+}
+
+impl Sysfs {
+    /// The machine's own `/sys`.
+    pub fn system() -> Self {
+        Self::at("/sys")
+    }
+
+    /// A sysfs tree rooted elsewhere.
+    pub fn at(root: impl Into<PathBuf>) -> Self {
+        Self { root: root.into() }
+    }
+
+    /// `/sys/bus/pci/devices/<bdf>`.
+    pub fn device_dir(&self, bdf: Bdf) -> PathBuf {
+        self.root.join("bus/pci/devices").join(bdf.to_string())
+    }
+
+    /// Fails with [`Error::NoSuchDevice`] unless the device exists.
+    ///
+    /// # Errors
+    /// As above.
+    pub fn ensure_exists(&self, bdf: Bdf) -> Result<()> {
+        if self.device_dir(bdf).exists() { Ok(()) } else { Err(Error::NoSuchDevice(bdf)) }
+    }
+
+    /// The name of the driver bound to the device, if any.
+    ///
+    /// # Errors
+    /// [`Error::NoSuchDevice`], or a sysfs read error.
+    pub fn driver(&self, bdf: Bdf) -> Result<Option<String>> {
+        self.ensure_exists(bdf)?;
+        link_name(&self.device_dir(bdf).join("driver"))
+    }
+
+    /// Fails unless the device exists and is bound to vfio-pci, saying what it is bound to.
+    ///
+    /// # Errors
+    /// [`Error::NoSuchDevice`] or [`Error::NotBoundToVfio`].
+    pub fn ensure_vfio_bound(&self, bdf: Bdf) -> Result<()> {
+        match self.driver(bdf)? {
+            Some(d) if d == VFIO_PCI => Ok(()),
+            driver => Err(Error::NotBoundToVfio { bdf, driver }),
+        }
+    }
+
+    /// The device's IOMMU group number.
+    ///
+    /// # Errors
+    /// [`Error::Unsupported`] if the device has no group (no IOMMU, or it is off).
+    pub fn iommu_group(&self, bdf: Bdf) -> Result<u32> {
+        self.ensure_exists(bdf)?;
+        let name = link_name(&self.device_dir(bdf).join("iommu_group"))?.ok_or_else(|| {
+            Error::Unsupported(format!(
+                "{bdf} has no IOMMU group: the IOMMU is absent or disabled (try intel_iommu=on)"
+            ))
+        })?;
+        name.parse().map_err(|_| Error::malformed("iommu_group link", format!("{name:?} is not a number")))
+    }
+
+    /// The device's VFIO character device, `/dev/vfio/devices/vfioN`.
+    ///
+    /// # Errors
+    /// [`Error::Unsupported`] if the kernel has no VFIO cdevs (`CONFIG_VFIO_DEVICE_CDEV`).
+    pub fn vfio_cdev(&self, bdf: Bdf) -> Result<PathBuf> {
+        let dir = self.device_dir(bdf).join("vfio-dev");
+        let entries = match fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                return Err(Error::Unsupported(format!(
+                    "{bdf} has no VFIO cdev: the kernel lacks CONFIG_VFIO_DEVICE_CDEV"
+                )));
+            }
+            Err(e) => return Err(Error::file(dir, e)),
+        };
+        entries
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .find(|name| name.starts_with("vfio"))
+            .map(|name| PathBuf::from("/dev/vfio/devices").join(name))
+            .ok_or_else(|| Error::Unsupported(format!("{bdf} has no VFIO cdev in {}", dir.display())))
+    }
+
+    /// A hex ID attribute such as `vendor` or `device`.
+    ///
+    /// # Errors
+    /// A read error, or [`Error::Malformed`] if it is not hex.
+    pub fn read_hex(&self, bdf: Bdf, attr: &str) -> Result<u64> {
+        let path = self.device_dir(bdf).join(attr);
+        let text = fs::read_to_string(&path).map_err(|e| Error::file(&path, e))?;
+        let digits = text.trim().trim_start_matches("0x");
+        u64::from_str_radix(digits, 16).map_err(|_| Error::malformed(path.display().to_string(), format!("{:?} is not hex", text.trim())))
+    }
+
+    /// Binds the device to vfio-pci through `driver_override`, unbinding it from its current
+    /// driver first. Returns the driver it had, if any.
+    ///
+    /// # Errors
+    /// [`Error::NoSuchDevice`], a sysfs write error, or [`Error::Invalid`] if vfio-pci did not
+    /// take the device.
+    pub fn bind_vfio(&self, bdf: Bdf) -> Result<Option<String>> {
+        let old = self.driver(bdf)?;
+        if old.as_deref() == Some(VFIO_PCI) {
+            return Ok(old);
+        }
+        let dir = self.device_dir(bdf);
+        write(&dir.join("driver_override"), VFIO_PCI)?;
+        if old.is_some() {
+            write(&dir.join("driver/unbind"), &bdf.to_string())?;
+        }
+        write(&self.root.join("bus/pci/drivers_probe"), &bdf.to_string())?;
+        match self.driver(bdf)? {
+            Some(d) if d == VFIO_PCI => Ok(old),
+            now => Err(Error::Invalid(format!(
+                "{bdf} did not bind to vfio-pci (now {}); is CONFIG_VFIO_PCI enabled?",
+                now.as_deref().unwrap_or("unbound")
+            ))),
+        }
+    }
+
+    /// Undoes [`Sysfs::bind_vfio`]: clears `driver_override`, unbinds from vfio-pci and lets the
+    /// kernel probe the device's own driver again. Returns the driver it ends up with.
+    ///
+    /// # Errors
+    /// [`Error::NoSuchDevice`] or a sysfs write error.
+    pub fn unbind_vfio(&self, bdf: Bdf) -> Result<Option<String>> {
+        let dir = self.device_dir(bdf);
+        self.ensure_exists(bdf)?;
+        write(&dir.join("driver_override"), "\n")?;
+        if self.driver(bdf)?.as_deref() == Some(VFIO_PCI) {
+            write(&dir.join("driver/unbind"), &bdf.to_string())?;
+        }
+        write(&self.root.join("bus/pci/drivers_probe"), &bdf.to_string())?;
+        self.driver(bdf)
+    }
+}
+
+fn link_name(path: &Path) -> Result<Option<String>> {
+    match fs::read_link(path) {
+        Ok(target) => Ok(target.file_name().map(|n| n.to_string_lossy().into_owned())),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::file(path, e)),
+    }
+}
+
+fn write(path: &Path, value: &str) -> Result<()> {
+    fs::write(path, value).map_err(|e| Error::file(path, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    struct FakeSysfs {
+        dir: PathBuf,
+    }
+
+    impl FakeSysfs {
+        fn new(name: &str) -> Self {
+            let dir = std::env::temp_dir().join(format!("vfiotest-sysfs-{name}-{}", std::process::id()));
+            let _ = fs::remove_dir_all(&dir);
+            fs::create_dir_all(dir.join("bus/pci/devices")).unwrap();
+            Self { dir }
+        }
+
+        fn device(&self, bdf: &str, driver: Option<&str>, group: Option<u32>) {
+            let dev = self.dir.join("bus/pci/devices").join(bdf);
+            fs::create_dir_all(&dev).unwrap();
+            if let Some(driver) = driver {
+                symlink(format!("../../../bus/pci/drivers/{driver}"), dev.join("driver")).unwrap();
+            }
+            if let Some(group) = group {
+                symlink(format!("../../../kernel/iommu_groups/{group}"), dev.join("iommu_group")).unwrap();
+            }
+            fs::write(dev.join("vendor"), "0x1b36\n").unwrap();
+        }
+
+        fn sysfs(&self) -> Sysfs {
+            Sysfs::at(&self.dir)
+        }
+    }
+
+    impl Drop for FakeSysfs {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.dir);
+        }
+    }
+
+    fn bdf(s: &str) -> Bdf {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn missing_device_is_named() {
+        let fake = FakeSysfs::new("missing");
+        let err = fake.sysfs().ensure_vfio_bound(bdf("0000:00:1f.7")).unwrap_err();
+        assert_eq!(err.to_string(), "no PCI device 0000:00:1f.7 (not in /sys/bus/pci/devices)");
+    }
+
+    #[test]
+    fn device_on_another_driver_says_which() {
+        let fake = FakeSysfs::new("other");
+        fake.device("0000:00:04.0", Some("nvme"), Some(5));
+        fake.device("0000:00:05.0", None, Some(6));
+        let sysfs = fake.sysfs();
+        let err = sysfs.ensure_vfio_bound(bdf("0000:00:04.0")).unwrap_err().to_string();
+        assert_eq!(err, "0000:00:04.0 is bound to nvme, not vfio-pci (run `vfiotest setup 0000:00:04.0`)");
+        let err = sysfs.ensure_vfio_bound(bdf("0000:00:05.0")).unwrap_err().to_string();
+        assert!(err.contains("bound to no driver"), "{err}");
+    }
+
+    #[test]
+    fn reads_group_and_ids() {
+        let fake = FakeSysfs::new("group");
+        fake.device("0000:00:03.0", Some("vfio-pci"), Some(7));
+        fake.device("0000:00:06.0", Some("vfio-pci"), None);
+        let sysfs = fake.sysfs();
+        sysfs.ensure_vfio_bound(bdf("0000:00:03.0")).unwrap();
+        assert_eq!(sysfs.iommu_group(bdf("0000:00:03.0")).unwrap(), 7);
+        assert_eq!(sysfs.read_hex(bdf("0000:00:03.0"), "vendor").unwrap(), 0x1b36);
+        assert!(sysfs.iommu_group(bdf("0000:00:06.0")).unwrap_err().is_unsupported());
+        assert!(sysfs.vfio_cdev(bdf("0000:00:03.0")).unwrap_err().is_unsupported());
+    }
+}
