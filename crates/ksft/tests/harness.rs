@@ -1,0 +1,97 @@
+//! The harness end to end: real child processes, real timeouts, kselftest's exact output.
+//!
+//! The harness re-runs the current executable to run one test; here that is this test binary,
+//! which lands in `main` again and answers as the child.
+
+use std::time::Duration;
+
+use ksft::{Filter, Filters, Outcome, Program, Test, Verdict, ensure, run_child, run_programs, skip};
+
+fn pass() -> Outcome {
+    println!("doing the work");
+    Ok(())
+}
+
+fn skips() -> Outcome {
+    skip!("BAR too small (size=0x800)")
+}
+
+fn fails() -> Outcome {
+    ensure!(1 + 1 == 3, "arithmetic is {}", "broken");
+    Ok(())
+}
+
+fn hangs() -> Outcome {
+    std::thread::sleep(Duration::from_secs(30));
+    Ok(())
+}
+
+fn panics() -> Outcome {
+    let v: Vec<u32> = Vec::new();
+    let _ = v[1];
+    Err(Verdict::Fail("unreachable".into()))
+}
+
+fn catalogue() -> Vec<Program> {
+    let tests = vec![
+        Test::new("fx", "one", "pass", pass),
+        Test::new("fx", "one", "skips", skips),
+        Test::new("fx", "two", "fails", fails),
+        Test::new("fx", "two", "hangs", hangs).with_timeout(Duration::from_secs(1)),
+        Test::new("other", "", "panics", panics),
+    ];
+    vec![Program { name: "demo".into(), tests }]
+}
+
+fn main() {
+    let programs = catalogue();
+    if let Some(code) = run_child(&programs) {
+        std::process::exit(code);
+    }
+
+    let mut out = Vec::new();
+    let code = run_programs(&programs, &Filters::default(), &mut out);
+    let out = String::from_utf8(out).unwrap();
+    let expected = "\
+TAP version 13
+1..5
+# Starting 5 tests from 3 test cases.
+#  RUN           fx.one.pass ...
+doing the work
+#            OK  fx.one.pass
+ok 1 fx.one.pass
+#  RUN           fx.one.skips ...
+#      SKIP      BAR too small (size=0x800)
+#            OK  fx.one.skips
+ok 2 fx.one.skips # SKIP BAR too small (size=0x800)
+#  RUN           fx.two.fails ...
+# fails: crates/ksft/tests/harness.rs:20: arithmetic is broken
+# fails: Test failed
+#          FAIL  fx.two.fails
+not ok 3 fx.two.fails
+#  RUN           fx.two.hangs ...
+# hangs: Test terminated by timeout
+#          FAIL  fx.two.hangs
+not ok 4 fx.two.hangs
+#  RUN           other.panics ...
+";
+    assert!(out.starts_with(expected), "got:\n{out}");
+    let tail = "\
+#          FAIL  other.panics
+not ok 5 other.panics
+# FAILED: 2 / 5 tests passed.
+# 1 skipped test(s) detected. Consider enabling relevant config options to improve coverage.
+# Totals: pass:1 fail:3 xfail:0 xpass:0 skip:1 error:0
+";
+    assert!(out.ends_with(tail), "got:\n{out}");
+    assert!(out.contains("# panic: "), "a panic is reported in one line:\n{out}");
+    assert_eq!(code, 1);
+
+    // Filters pick tests, and an all-pass run exits 0.
+    let mut out = Vec::new();
+    let filters = Filters(vec![Filter::Test(true, "pass".into()), Filter::Test(true, "skips".into())]);
+    assert_eq!(run_programs(&programs, &filters, &mut out), 0);
+    let out = String::from_utf8(out).unwrap();
+    assert!(out.contains("1..2\n") && out.contains("# PASSED: 2 / 2 tests passed.\n"), "got:\n{out}");
+    println!("harness: kselftest output, exit codes, timeout and filters all match");
+}
