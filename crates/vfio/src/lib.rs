@@ -28,5 +28,5 @@ pub use iommu::{DmaMapping, Iommu};
 pub use iova::{IovaAllocator, IovaRange};
 pub use mode::IommuMode;
 pub use region::{MmapArea, RegionCap, RegionInfo};
-pub use vfio_sys::mm::{DmaRange, MmapWindow, page_size};
+pub use vfio_sys::mm::{DmaRange, MmapWindow, Prot, page_size};
 pub use vfio_sys::{Errno, align};

@@ -1,0 +1,311 @@
+//! `vfiotest`: VFIO and iommufd selftests, and an emulated machine to run them in.
+
+#![deny(unsafe_code)]
+
+mod programs;
+mod vm;
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{ArgAction, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
+use ksft::{Filter, Filters, KSFT_FAIL, KSFT_PASS, KSFT_SKIP};
+use vfio::Bdf;
+use vfio::sysfs::Sysfs;
+
+#[derive(Parser)]
+#[command(version, about = "VFIO and iommufd DMA-mapping selftests")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the test programs on devices bound to vfio-pci (kselftest TAP on stdout).
+    Run(RunArgs),
+    /// List programs and their tests.
+    List(ListArgs),
+    /// Boot the emulated machine (QEMU + a Linux 7.3 guest) and run the suite inside it.
+    Vm(vm::VmArgs),
+    /// Bind devices to vfio-pci (through driver_override).
+    Setup {
+        /// Devices, e.g. 0000:00:03.0.
+        #[arg(required = true)]
+        bdfs: Vec<String>,
+    },
+    /// Give devices back to their own drivers.
+    Cleanup {
+        /// Devices, e.g. 0000:00:03.0.
+        #[arg(required = true)]
+        bdfs: Vec<String>,
+    },
+}
+
+#[derive(Args, Clone, Debug)]
+pub struct RunArgs {
+    /// A program name to run alone, then the devices to run on (else $VFIO_SELFTESTS_BDF).
+    #[arg(value_name = "PROGRAM|BDF")]
+    targets: Vec<String>,
+    /// Include tests named NAME.
+    #[arg(short = 't', value_name = "NAME", action = ArgAction::Append)]
+    test: Vec<String>,
+    /// Exclude tests named NAME.
+    #[arg(short = 'T', value_name = "NAME", action = ArgAction::Append)]
+    no_test: Vec<String>,
+    /// Include fixture NAME.
+    #[arg(short = 'f', value_name = "NAME", action = ArgAction::Append)]
+    fixture: Vec<String>,
+    /// Exclude fixture NAME.
+    #[arg(short = 'F', value_name = "NAME", action = ArgAction::Append)]
+    no_fixture: Vec<String>,
+    /// Include variant NAME.
+    #[arg(short = 'v', value_name = "NAME", action = ArgAction::Append)]
+    variant: Vec<String>,
+    /// Exclude variant NAME.
+    #[arg(short = 'V', value_name = "NAME", action = ArgAction::Append)]
+    no_variant: Vec<String>,
+    /// Run only fixture.variant.test.
+    #[arg(short = 'r', value_name = "NAME", action = ArgAction::Append)]
+    run: Vec<String>,
+    /// List the tests that would run, and exit.
+    #[arg(short = 'l')]
+    list: bool,
+    /// The filters in command-line order (first match wins), rebuilt from the options above.
+    #[arg(skip)]
+    filters: Filters,
+}
+
+#[derive(Args)]
+struct ListArgs {
+    /// Only this program.
+    program: Option<String>,
+}
+
+/// A one-line error for the user, with the kselftest exit code to leave with.
+#[derive(Debug)]
+pub struct Fatal {
+    pub code: i32,
+    pub message: String,
+}
+
+impl Fatal {
+    pub fn fail(message: impl Into<String>) -> Self {
+        Self { code: KSFT_FAIL, message: message.into() }
+    }
+
+    pub fn skip(message: impl Into<String>) -> Self {
+        Self { code: KSFT_SKIP, message: message.into() }
+    }
+}
+
+impl<E: std::error::Error> From<E> for Fatal {
+    fn from(e: E) -> Self {
+        Self::fail(e.to_string())
+    }
+}
+
+fn main() -> ExitCode {
+    // A panic is a bug in vfiotest; say so in one line instead of a backtrace.
+    std::panic::set_hook(Box::new(|info| eprintln!("vfiotest: internal error: {info}")));
+    let code = match parse().and_then(dispatch) {
+        Ok(code) => code,
+        Err(fatal) => {
+            eprintln!("vfiotest: {}", fatal.message);
+            fatal.code
+        }
+    };
+    ExitCode::from(code as u8)
+}
+
+fn parse() -> Result<(Cli, Filters), Fatal> {
+    let matches = match Cli::command().try_get_matches() {
+        Ok(m) => m,
+        Err(e) if matches!(e.kind(), clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion) => {
+            let _ = e.print();
+            std::process::exit(0);
+        }
+        Err(e) => {
+            // clap's error is several lines; keep the first, which says what is wrong.
+            let text = e.render().to_string();
+            let first = text.lines().next().unwrap_or("invalid arguments").trim_start_matches("error: ");
+            return Err(Fatal::fail(format!("{first} (see vfiotest --help)")));
+        }
+    };
+    let filters = match matches.subcommand() {
+        Some(("run", sub)) => filters_in_order(sub),
+        _ => Filters::default(),
+    };
+    let cli = Cli::from_arg_matches(&matches).map_err(|e| Fatal::fail(e.to_string()))?;
+    Ok((cli, filters))
+}
+
+/// kselftest filters are decided by the first match, so their command-line order matters.
+fn filters_in_order(m: &clap::ArgMatches) -> Filters {
+    let kinds: [(&str, fn(String) -> Filter); 7] = [
+        ("test", |n| Filter::Test(true, n)),
+        ("no_test", |n| Filter::Test(false, n)),
+        ("fixture", |n| Filter::Fixture(true, n)),
+        ("no_fixture", |n| Filter::Fixture(false, n)),
+        ("variant", |n| Filter::Variant(true, n)),
+        ("no_variant", |n| Filter::Variant(false, n)),
+        ("run", Filter::Run),
+    ];
+    let mut indexed = Vec::new();
+    for (id, make) in kinds {
+        if let (Some(values), Some(indices)) = (m.get_many::<String>(id), m.indices_of(id)) {
+            indexed.extend(indices.zip(values.cloned().map(make)));
+        }
+    }
+    indexed.sort_by_key(|(i, _)| *i);
+    Filters(indexed.into_iter().map(|(_, f)| f).collect())
+}
+
+fn dispatch((cli, filters): (Cli, Filters)) -> Result<i32, Fatal> {
+    match cli.command {
+        Command::Run(mut args) => {
+            args.filters = filters;
+            run(&args)
+        }
+        Command::List(args) => list(args.program.as_deref()),
+        Command::Vm(args) => vm::main(&args),
+        Command::Setup { bdfs } => setup(&bdfs),
+        Command::Cleanup { bdfs } => cleanup(&bdfs),
+    }
+}
+
+/// Splits `run`'s positional arguments into an optional program name and the devices.
+fn resolve_targets(targets: &[String]) -> Result<(Option<&'static str>, Vec<Bdf>), Fatal> {
+    let mut program = None;
+    let mut rest = targets;
+    if let Some(first) = targets.first()
+        && let Some(spec) = programs::PROGRAMS.iter().find(|p| p.name == first)
+    {
+        program = Some(spec.name);
+        rest = &targets[1..];
+    }
+    let mut bdfs = rest
+        .iter()
+        .map(|t| {
+            t.parse::<Bdf>().map_err(|e| match t.contains(':') {
+                true => Fatal::fail(e.to_string()),
+                false => Fatal::fail(format!("{t:?} is neither a test program (see `vfiotest list`) nor a BDF")),
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    if bdfs.is_empty()
+        && let Ok(env) = std::env::var("VFIO_SELFTESTS_BDF")
+    {
+        bdfs = env.split_whitespace().map(|s| s.parse::<Bdf>()).collect::<Result<_, _>>()?;
+    }
+    Ok((program, bdfs))
+}
+
+fn run(args: &RunArgs) -> Result<i32, Fatal> {
+    let (program, bdfs) = resolve_targets(&args.targets)?;
+    if bdfs.is_empty() {
+        return Err(Fatal::skip(
+            "no device to test: pass BDFs (vfiotest run 0000:00:03.0) or set VFIO_SELFTESTS_BDF",
+        ));
+    }
+    let catalogue = programs::catalogue(program, &bdfs);
+    // A harness child runs one test and answers with its exit code.
+    if let Some(code) = ksft::run_child(&catalogue) {
+        return Ok(code);
+    }
+    if args.list {
+        return print_tests(&catalogue);
+    }
+    let sysfs = Sysfs::system();
+    for &bdf in &bdfs {
+        sysfs.ensure_vfio_bound(bdf)?;
+    }
+    Ok(ksft::run_programs(&catalogue, &args.filters, &mut std::io::stdout()))
+}
+
+fn print_tests(catalogue: &[ksft::Program]) -> Result<i32, Fatal> {
+    let mut out = std::io::stdout().lock();
+    for program in catalogue {
+        for test in &program.tests {
+            let _ = writeln!(out, "{} {}", program.name, test.full_name());
+        }
+    }
+    Ok(KSFT_PASS)
+}
+
+fn list(only: Option<&str>) -> Result<i32, Fatal> {
+    if let Some(name) = only
+        && !programs::PROGRAMS.iter().any(|p| p.name == name)
+    {
+        return Err(Fatal::fail(format!("no test program named {name:?}")));
+    }
+    // Names don't depend on the device; any address will do for listing.
+    let any = Bdf { segment: 0, bus: 0, device: 0, function: 0 };
+    print_tests(&programs::catalogue(only, &[any]))
+}
+
+fn parse_bdfs(bdfs: &[String]) -> Result<Vec<Bdf>, Fatal> {
+    bdfs.iter().map(|b| b.parse::<Bdf>().map_err(Fatal::from)).collect()
+}
+
+fn setup(bdfs: &[String]) -> Result<i32, Fatal> {
+    let sysfs = Sysfs::system();
+    for bdf in parse_bdfs(bdfs)? {
+        let old = sysfs.bind_vfio(bdf)?;
+        let group = sysfs.iommu_group(bdf).map(|g| format!("IOMMU group {g}")).unwrap_or_else(|e| e.to_string());
+        println!("{bdf}: vfio-pci (was {}), {group}", old.as_deref().unwrap_or("unbound"));
+    }
+    Ok(KSFT_PASS)
+}
+
+fn cleanup(bdfs: &[String]) -> Result<i32, Fatal> {
+    let sysfs = Sysfs::system();
+    for bdf in parse_bdfs(bdfs)? {
+        let now = sysfs.unbind_vfio(bdf)?;
+        println!("{bdf}: {}", now.as_deref().unwrap_or("unbound"));
+    }
+    Ok(KSFT_PASS)
+}
+
+/// Where the vm runner keeps its downloads and builds, outside the repository.
+pub fn cache_dir() -> PathBuf {
+    std::env::var_os("VFIOTEST_CACHE")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("XDG_CACHE_HOME").map(|d| PathBuf::from(d).join("vfiotest")))
+        .or_else(|| std::env::var_os("HOME").map(|d| PathBuf::from(d).join(".cache/vfiotest")))
+        .unwrap_or_else(|| PathBuf::from("/var/cache/vfiotest"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn filters_keep_command_line_order() {
+        let m = Cli::command().get_matches_from(["vfiotest", "run", "-T", "foo", "-v", "bla", "-t", "x"]);
+        let (_, sub) = m.subcommand().unwrap();
+        assert_eq!(
+            filters_in_order(sub).0,
+            [Filter::Test(false, "foo".into()), Filter::Variant(true, "bla".into()), Filter::Test(true, "x".into())]
+        );
+    }
+
+    #[test]
+    fn targets_split_into_program_and_devices() {
+        let args = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let (p, b) = resolve_targets(&args(&["vfio_dma_mapping_mmio_test", "0000:00:03.0"])).unwrap();
+        assert_eq!(p, Some("vfio_dma_mapping_mmio_test"));
+        assert_eq!(b.len(), 1);
+        let err = resolve_targets(&args(&["nonsense"])).unwrap_err();
+        assert_eq!(err.message, "\"nonsense\" is neither a test program (see `vfiotest list`) nor a BDF");
+        assert_eq!(err.code, KSFT_FAIL);
+        let err = resolve_targets(&args(&["0000:00:zz.0"])).unwrap_err();
+        assert!(err.message.starts_with("invalid BDF"), "{}", err.message);
+    }
+}

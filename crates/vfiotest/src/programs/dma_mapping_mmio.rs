@@ -1,0 +1,157 @@
+//! `vfio_dma_mapping_mmio_test`: DMA-map a BAR's mmap, the seed's P2P scenario.
+//!
+//! The legacy type1 backends follow the BAR's PFNMAP and must map and unmap it; every iommufd
+//! mode must refuse a VA mapping of MMIO (iommufd takes MMIO only as a dma-buf).
+
+use std::time::{Duration, Instant};
+
+use std::sync::Arc;
+
+use ksft::{Outcome, Test, Verdict, ensure, skip};
+use vfio::align::round_up;
+use vfio::{BarMapping, Bdf, DmaRange, Iommu, IommuMode, IovaAllocator, MmapWindow, Prot, page_size};
+
+use super::{DeviceFixture, mode_variants};
+
+const FIXTURE: &str = "vfio_dma_mapping_mmio_test";
+const ONE_GIB: u64 = 1 << 30;
+
+struct MmioFixture {
+    dev: DeviceFixture,
+    /// Index into `dev.bars` of the largest mapped read/write BAR.
+    bar: usize,
+}
+
+impl MmioFixture {
+    fn setup(bdf: Bdf, mode: IommuMode) -> Result<Self, Verdict> {
+        let dev = DeviceFixture::open(bdf, mode)?;
+        // The largest mapped BAR that is readable and writable, as the map asks for both.
+        let mut best: Option<usize> = None;
+        for (i, bar) in dev.bars.iter().enumerate() {
+            let r = bar.region();
+            if r.readable() && r.writable() && best.is_none_or(|b| r.size > dev.bars[b].region().size) {
+                best = Some(i);
+            }
+        }
+        match best {
+            Some(bar) => Ok(Self { dev, bar }),
+            None => skip!("No mappable BAR found on device {bdf}"),
+        }
+    }
+
+    fn bar(&self) -> &BarMapping {
+        &self.dev.bars[self.bar]
+    }
+}
+
+pub fn tests(bdf: Bdf) -> Vec<Test> {
+    ksft::fixture(
+        FIXTURE,
+        &mode_variants(),
+        move |&mode| MmioFixture::setup(bdf, mode),
+        &[
+            ("map_full_bar", map_full_bar),
+            ("map_partial_bar", map_partial_bar),
+            ("map_bar_misaligned", map_bar_misaligned),
+        ],
+    )
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.3} ms", d.as_secs_f64() * 1e3)
+}
+
+/// Maps `range` at a fresh IOVA and checks the mode's verdict: type1 maps and unmaps, iommufd
+/// refuses. Prints what was mapped and how long each ioctl took.
+fn map_and_check(iommu: &Arc<Iommu>, iovas: &mut IovaAllocator, what: &str, range: DmaRange<'_>) -> Outcome {
+    let mode = iommu.mode();
+    let (vaddr, size) = (range.addr(), range.len());
+    let iova = iovas.alloc(size as u64)?;
+    let start = Instant::now();
+    let mapped = iommu.map(range, iova);
+    let map_time = start.elapsed();
+    if mode.allows_va_mmio() {
+        let mapping = mapped?;
+        let start = Instant::now();
+        let unmapped = mapping.unmap()?;
+        let unmap_time = start.elapsed();
+        println!(
+            "# {what}: vaddr={vaddr:#x} size={size:#x} iova={iova:#x} MAP_DMA {} UNMAP_DMA {}",
+            ms(map_time),
+            ms(unmap_time)
+        );
+        ensure!(unmapped == size as u64, "UNMAP_DMA unmapped {unmapped:#x} of {size:#x} bytes");
+    } else {
+        // Since 6.18 compat unmap of an empty range returns 0, so only the map is checked.
+        match mapped {
+            Ok(_) => ensure!(false, "{mode} accepted a VA mapping of MMIO at {vaddr:#x} (size {size:#x})"),
+            Err(e) => println!("# {what}: vaddr={vaddr:#x} size={size:#x} iova={iova:#x} refused as expected: {e}"),
+        }
+    }
+    Ok(())
+}
+
+fn describe(bar: &BarMapping) -> String {
+    let size = bar.region().size;
+    let mut text = format!(
+        "BAR{} size={size:#x} at {:#x} ({}, align {:#x})",
+        bar.index(),
+        bar.addr(),
+        bar.placement(),
+        bar.align()
+    );
+    if size < page_size() as u64 {
+        text.push_str(", sub-page: the whole page vfio-pci reserves for it is mapped");
+    }
+    text
+}
+
+fn map_full_bar(t: &mut MmioFixture) -> Outcome {
+    let DeviceFixture { bars, iommu, iova, .. } = &mut t.dev;
+    let bar = &bars[t.bar];
+    let what = describe(bar);
+    let page = page_size() as u64;
+    // A sparse BAR is mapped area by area: the holes between areas are not ours to map.
+    for area in bar.areas() {
+        let len = round_up(area.size, page).unwrap_or(area.size) as usize;
+        let range = bar
+            .range(area.offset as usize, len)
+            .ok_or_else(|| Verdict::Fail(format!("area {:#x}+{len:#x} lies outside the BAR mapping", area.offset)))?;
+        map_and_check(iommu, iova, &what, range)?;
+    }
+    Ok(())
+}
+
+fn map_partial_bar(t: &mut MmioFixture) -> Outcome {
+    let DeviceFixture { bars, iommu, iova, .. } = &mut t.dev;
+    let bar = &bars[t.bar];
+    let page = page_size();
+    let size = bar.region().size;
+    if size < 2 * page as u64 {
+        skip!("BAR too small (size={size:#x})");
+    }
+    let Some(first) = bar.areas().first().filter(|a| a.size >= page as u64) else {
+        skip!("BAR{} has no mmappable area of a page or more", bar.index());
+    };
+    let range = bar.range(first.offset as usize, page).expect("a page inside a mapped area");
+    map_and_check(iommu, iova, &format!("first page of {}", describe(bar)), range)
+}
+
+/// Maps the BAR at a vaddr that is deliberately one page off 1 GiB alignment.
+fn map_bar_misaligned(t: &mut MmioFixture) -> Outcome {
+    let page = page_size() as u64;
+    let region = t.bar().region().clone();
+    if !t.bar().is_whole() {
+        skip!("BAR{} is sparse: it can't be mapped whole at another address", region.index);
+    }
+    // Bound the time on huge BARs, as upstream does.
+    let size = round_up(region.size.min(ONE_GIB), page).unwrap_or(page) as usize;
+    let mut window = MmapWindow::reserve(size, ONE_GIB as usize, page as usize)
+        .map_err(|e| vfio::Error::sys(format!("reserve({size:#x}, 1 GiB + 1 page)"), e))?;
+    let prot = Prot { read: region.readable(), write: region.writable() };
+    window
+        .map_shared_fixed(0, size, prot, t.dev.device.fd(), region.offset)
+        .map_err(|e| vfio::Error::sys(format!("mmap(BAR{}, size={size:#x}, MAP_FIXED at {:#x})", region.index, window.addr()), e))?;
+    let what = format!("BAR{} size={:#x} misaligned by a page", region.index, region.size);
+    map_and_check(&t.dev.iommu, &mut t.dev.iova, &what, window.whole())
+}

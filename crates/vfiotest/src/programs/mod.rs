@@ -1,0 +1,85 @@
+//! The test programs, named as upstream's, and the fixtures they share.
+
+mod dma_mapping_mmio;
+
+use ksft::{Program, Test, Verdict};
+use vfio::{BarMapping, Bdf, Device, Iommu, IommuMode, IovaAllocator};
+use std::sync::Arc;
+
+/// A test program: upstream's name and how to build its tests for one device.
+pub struct ProgramSpec {
+    /// The upstream name, e.g. `vfio_dma_mapping_mmio_test`.
+    pub name: &'static str,
+    /// Builds the tests for `bdf`.
+    pub tests: fn(Bdf) -> Vec<Test>,
+}
+
+/// Every program, in the order `vfiotest run` runs them.
+pub const PROGRAMS: &[ProgramSpec] = &[ProgramSpec {
+    name: "vfio_dma_mapping_mmio_test",
+    tests: dma_mapping_mmio::tests,
+}];
+
+/// The programs to run: `only` (or all) for each device. With one device the programs keep
+/// upstream's bare names; with several each is suffixed by its BDF.
+pub fn catalogue(only: Option<&str>, bdfs: &[Bdf]) -> Vec<Program> {
+    let mut programs = Vec::new();
+    for spec in PROGRAMS.iter().filter(|p| only.is_none_or(|name| name == p.name)) {
+        for &bdf in bdfs {
+            let name = match bdfs.len() {
+                1 => spec.name.to_owned(),
+                _ => format!("{} {bdf}", spec.name),
+            };
+            programs.push(Program { name, tests: (spec.tests)(bdf) });
+        }
+    }
+    programs
+}
+
+/// Turns library errors into verdicts: what the kernel or machine lacks is a SKIP with the
+/// reason, anything else a failure.
+pub trait OrSkip<T> {
+    /// `Unsupported` → SKIP, other errors → FAIL.
+    fn or_skip(self) -> Result<T, Verdict>;
+}
+
+impl<T> OrSkip<T> for vfio::Result<T> {
+    fn or_skip(self) -> Result<T, Verdict> {
+        self.map_err(|e| match e.is_unsupported() {
+            true => Verdict::Skip(e.to_string()),
+            false => Verdict::Fail(e.to_string()),
+        })
+    }
+}
+
+/// The variants that replicate a fixture across every IOMMU mode.
+pub fn mode_variants() -> Vec<(&'static str, IommuMode)> {
+    IommuMode::ALL.iter().map(|&m| (m.name(), m)).collect()
+}
+
+/// A device opened in one IOMMU mode with every mmappable BAR mapped, as upstream's
+/// `vfio_pci_device_init()` leaves it. Fields drop in order: BARs, device, IOMMU.
+pub struct DeviceFixture {
+    pub bars: Vec<BarMapping>,
+    pub device: Device,
+    pub iommu: Arc<Iommu>,
+    pub iova: IovaAllocator,
+}
+
+impl DeviceFixture {
+    /// Opens `bdf` in `mode`; a mode the kernel lacks is a SKIP.
+    pub fn open(bdf: Bdf, mode: IommuMode) -> Result<Self, Verdict> {
+        let iommu = Iommu::open(mode).or_skip()?;
+        let device = Device::open(bdf, &iommu).or_skip()?;
+        let iova = IovaAllocator::new(iommu.iova_ranges()?)?;
+        let bars = device
+            .bars()
+            .filter(|r| r.mmappable())
+            .map(|r| r.index)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .map(|index| device.map_bar(index))
+            .collect::<vfio::Result<Vec<_>>>()?;
+        Ok(Self { bars, device, iommu, iova })
+    }
+}

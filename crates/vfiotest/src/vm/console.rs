@@ -1,0 +1,210 @@
+//! Reading the guest's serial console: markers from our init, TAP from vfiotest, and signs
+//! that the kernel died.
+
+use ksft::{TapLine, parse_line};
+use serde::Serialize;
+
+/// Lines our init prints start with this.
+pub const MARK: &str = "vfiotest-vm: ";
+
+/// Kernel messages that mean the run can't be trusted.
+const FATAL_PATTERNS: &[&str] = &[
+    "Kernel panic - not syncing",
+    "BUG: ",
+    "Oops: ",
+    "general protection fault",
+    "Unable to handle kernel",
+    "kernel BUG at",
+];
+
+/// One test's verdict.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TestResult {
+    /// The program, e.g. `vfio_dma_mapping_mmio_test 0000:00:03.0`.
+    pub program: String,
+    /// `fixture.variant.test`.
+    pub test: String,
+    /// `pass`, `skip`, `fail`, `xfail` or `xpass`.
+    pub verdict: &'static str,
+    /// The SKIP reason or failure note.
+    pub reason: String,
+}
+
+/// Where the console stream is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Booting,
+    Testing,
+    Finished,
+}
+
+/// What a console line means to the host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// Kernel or init chatter: kept for the log and the failure excerpt.
+    Log,
+    /// A line of the suite's TAP output: shown to the user.
+    Tap,
+    /// Our init says something (booted, setup, ...): shown to the user.
+    Note(String),
+    /// The suite finished with this exit code.
+    Finished(i32),
+    /// The probe boot reached init.
+    ProbeOk,
+    /// The kernel died or misbehaved fatally.
+    Fatal(String),
+}
+
+/// Follows the console line by line.
+#[derive(Debug)]
+pub struct Console {
+    phase: Phase,
+    /// The program whose TAP is being read, in multi-program output.
+    program: String,
+    nested: bool,
+    /// Every test verdict so far.
+    pub results: Vec<TestResult>,
+    /// The suite's exit code, once it ended.
+    pub exit_code: Option<i32>,
+    /// The first fatal kernel message.
+    pub fatal: Option<String>,
+}
+
+impl Console {
+    /// A console for a run of `single_program` (used as the program name when the guest's
+    /// output is a single TAP document).
+    pub fn new(single_program: &str) -> Self {
+        Self {
+            phase: Phase::Booting,
+            program: single_program.to_owned(),
+            nested: false,
+            results: Vec::new(),
+            exit_code: None,
+            fatal: None,
+        }
+    }
+
+    /// Takes one console line (without its newline).
+    pub fn feed(&mut self, raw: &str) -> Event {
+        let line = raw.trim_end_matches('\r');
+        if FATAL_PATTERNS.iter().any(|p| line.contains(p)) {
+            if self.fatal.is_none() {
+                self.fatal = Some(line.trim().to_owned());
+            }
+            return Event::Fatal(line.trim().to_owned());
+        }
+        if let Some(note) = line.strip_prefix(MARK) {
+            return self.marker(note);
+        }
+        if self.phase != Phase::Testing {
+            return Event::Log;
+        }
+        match parse_line(line) {
+            Some(TapLine::Comment(text)) => {
+                if let Some(program) = text.strip_prefix("selftests: vfio: ") {
+                    self.nested = true;
+                    self.program = program.to_owned();
+                } else if self.nested
+                    && let Some(TapLine::Result { ok, name, directive, reason, .. }) = line.strip_prefix("# ").and_then(parse_line)
+                {
+                    self.record(ok, name, directive, reason);
+                }
+                Event::Tap
+            }
+            Some(TapLine::Result { ok, name, directive, reason, .. }) => {
+                if !self.nested {
+                    self.record(ok, name, directive, reason);
+                }
+                Event::Tap
+            }
+            Some(_) => Event::Tap,
+            None => Event::Log,
+        }
+    }
+
+    fn marker(&mut self, note: &str) -> Event {
+        if note == "begin" {
+            self.phase = Phase::Testing;
+            return Event::Note(note.to_owned());
+        }
+        if note == "probe-ok" {
+            return Event::ProbeOk;
+        }
+        if let Some(code) = note.strip_prefix("end exit=") {
+            self.phase = Phase::Finished;
+            let code = code.trim().parse().unwrap_or(ksft::KSFT_FAIL);
+            self.exit_code = Some(code);
+            return Event::Finished(code);
+        }
+        Event::Note(note.to_owned())
+    }
+
+    fn record(&mut self, ok: bool, name: String, directive: Option<String>, reason: String) {
+        let verdict = match (ok, directive.as_deref()) {
+            (true, Some("SKIP")) => "skip",
+            (true, Some("XFAIL")) => "xfail",
+            (true, Some("XPASS")) => "xpass",
+            (true, _) => "pass",
+            (false, _) => "fail",
+        };
+        self.results.push(TestResult { program: self.program.clone(), test: name, verdict, reason });
+    }
+
+    /// Counts of (pass, skip, fail) over all results; xfail counts as pass, xpass as fail.
+    pub fn counts(&self) -> (usize, usize, usize) {
+        let count = |v: &[&str]| self.results.iter().filter(|r| v.contains(&r.verdict)).count();
+        (count(&["pass", "xfail"]), count(&["skip"]), count(&["fail", "xpass"]))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn feed_all(console: &mut Console, text: &str) -> Vec<Event> {
+        text.lines().map(|l| console.feed(l)).collect()
+    }
+
+    #[test]
+    fn single_program_results() {
+        let mut c = Console::new("vfio_dma_mapping_mmio_test");
+        let events = feed_all(
+            &mut c,
+            "[    0.000000] Linux version 7.3.4\r\nok 9 not-a-test-yet\nvfiotest-vm: begin\nTAP version 13\n1..2\n\
+             #  RUN           f.v.map_full_bar ...\nok 1 f.v.map_full_bar\nok 2 f.v.map_partial_bar # SKIP BAR too small (size=0x800)\n\
+             # Totals: pass:1 fail:0 xfail:0 xpass:0 skip:1 error:0\nvfiotest-vm: end exit=0\n",
+        );
+        assert_eq!(events[0], Event::Log);
+        assert_eq!(events[1], Event::Log, "TAP-like lines before begin are boot noise");
+        assert_eq!(events.last(), Some(&Event::Finished(0)));
+        assert_eq!(c.results.len(), 2);
+        assert_eq!(c.results[1].verdict, "skip");
+        assert_eq!(c.results[1].reason, "BAR too small (size=0x800)");
+        assert_eq!(c.results[0].program, "vfio_dma_mapping_mmio_test");
+        assert_eq!(c.counts(), (1, 1, 0));
+    }
+
+    #[test]
+    fn nested_programs_are_keyed_by_program() {
+        let mut c = Console::new("unused");
+        feed_all(
+            &mut c,
+            "vfiotest-vm: begin\nTAP version 13\n1..2\n# selftests: vfio: prog 0000:00:03.0\n# TAP version 13\n# 1..1\n\
+             # ok 1 f.v.t\nok 1 selftests: vfio: prog 0000:00:03.0\n# selftests: vfio: prog 0000:00:04.0\n# TAP version 13\n\
+             # not ok 1 f.v.t\nnot ok 2 selftests: vfio: prog 0000:00:04.0 # exit=1\nvfiotest-vm: end exit=1\n",
+        );
+        let got: Vec<_> = c.results.iter().map(|r| (r.program.as_str(), r.test.as_str(), r.verdict)).collect();
+        assert_eq!(got, [("prog 0000:00:03.0", "f.v.t", "pass"), ("prog 0000:00:04.0", "f.v.t", "fail")]);
+        assert_eq!(c.exit_code, Some(1));
+    }
+
+    #[test]
+    fn kernel_death_is_fatal() {
+        let mut c = Console::new("p");
+        let e = c.feed("[   12.3] BUG: kernel NULL pointer dereference, address: 0000000000000008");
+        assert!(matches!(e, Event::Fatal(_)));
+        assert!(c.fatal.as_deref().unwrap().contains("NULL pointer"));
+        assert!(matches!(c.feed("[   12.4] Kernel panic - not syncing: Fatal exception"), Event::Fatal(_)));
+        assert!(c.fatal.as_deref().unwrap().contains("NULL pointer"), "the first one is kept");
+    }
+}

@@ -1,0 +1,29 @@
+#!/bin/busybox sh
+# vfiotest guest init: mount, reserve hugepages, bind the devices, run the suite, power off.
+# Lines starting with "vfiotest-vm: " are read by the host.
+/bin/busybox --install -s /bin
+mkdir -p /proc /sys /dev /tmp /run
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev 2>/dev/null
+mount -t debugfs debugfs /sys/kernel/debug
+mount -t tmpfs tmpfs /tmp
+if grep -q vfiotest.probe /proc/cmdline; then
+    echo "vfiotest-vm: probe-ok"
+    poweroff -f
+fi
+. /etc/vfiotest.env
+# Hugetlb pages for the DMA tests that ask for them; the tests skip when these fail.
+echo 1 >/sys/kernel/mm/hugepages/hugepages-1048576kB/nr_hugepages 2>/dev/null
+echo 64 >/sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages 2>/dev/null
+echo "vfiotest-vm: booted $(uname -r), $(grep -c ^processor /proc/cpuinfo) cpus"
+for bdf in $VFIOTEST_BDFS; do
+    echo "vfiotest-vm: setup $(/bin/vfiotest setup "$bdf" 2>&1)"
+done
+echo "vfiotest-vm: begin"
+/bin/vfiotest run $VFIOTEST_ARGS $VFIOTEST_BDFS
+echo "vfiotest-vm: end exit=$?"
+for bdf in $VFIOTEST_BDFS; do
+    /bin/vfiotest cleanup "$bdf" >/dev/null 2>&1
+done
+poweroff -f

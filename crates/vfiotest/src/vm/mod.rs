@@ -1,0 +1,324 @@
+//! `vfiotest vm`: boot the emulated machine and run the suite in it.
+//!
+//! Host side: install what is missing, get the guest kernel (built once from Debian's
+//! linux-source-7.3, cached), pack an initramfs holding this very binary, boot QEMU, and follow
+//! the serial console: TAP goes to stdout as it arrives, everything else to a log, and a guest
+//! panic, oops or hang ends the run as a failure with the console's tail.
+
+mod console;
+mod initramfs;
+mod kernel;
+pub mod machine;
+mod provision;
+
+use std::collections::VecDeque;
+use std::fs;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use ksft::{KSFT_FAIL, KSFT_PASS, KSFT_SKIP};
+
+use crate::{Fatal, cache_dir};
+use console::{Console, Event};
+use machine::{Accel, TOPOLOGY};
+
+/// Options of `vfiotest vm`.
+#[derive(Args, Debug)]
+pub struct VmArgs {
+    /// Guest kernel to boot; by default Linux 7.3 is built from Debian's source (once, cached).
+    #[arg(long, value_name = "BZIMAGE")]
+    kernel: Option<PathBuf>,
+    /// The QEMU binary.
+    #[arg(long, value_name = "PATH", default_value = "qemu-system-x86_64")]
+    qemu: PathBuf,
+    /// How QEMU runs the guest; `auto` tries KVM with a short probe and falls back to TCG.
+    #[arg(long, value_enum, default_value_t = Accel::Tcg)]
+    accel: Accel,
+    /// Only these guest devices (default: the whole topology; see --topology).
+    #[arg(long = "device", value_name = "BDF")]
+    devices: Vec<String>,
+    /// Print the topology and exit.
+    #[arg(long)]
+    topology: bool,
+    /// Give up after this many seconds in all.
+    #[arg(long, value_name = "SECONDS", default_value_t = 1800)]
+    timeout: u64,
+    /// Call the guest hung after this many seconds without console output.
+    #[arg(long, value_name = "SECONDS", default_value_t = 300)]
+    silence: u64,
+    /// Write every verdict to this file as JSON.
+    #[arg(long, value_name = "FILE")]
+    results: Option<PathBuf>,
+    /// Show the whole guest console, not just the suite's output.
+    #[arg(long)]
+    verbose: bool,
+    /// Arguments for `vfiotest run` in the guest: a program name and kselftest filters.
+    #[arg(last = true, value_name = "RUN ARGS")]
+    run_args: Vec<String>,
+}
+
+/// How long a KVM probe boot may take before we call KVM broken (it can hang, see FACTS).
+const PROBE_TIMEOUT: Duration = Duration::from_secs(60);
+
+pub fn main(args: &VmArgs) -> Result<i32, Fatal> {
+    if args.topology {
+        for d in TOPOLOGY {
+            println!("{}  {:<45} {}", d.bdf, d.qemu, d.role);
+        }
+        return Ok(KSFT_PASS);
+    }
+    let bdfs = select_devices(&args.devices)?;
+    let cache = cache_dir();
+    let build_kernel = args.kernel.is_none() && !kernel::cached_path(&cache).exists();
+    provision::ensure(build_kernel)?;
+    let kernel = match &args.kernel {
+        Some(k) if k.exists() => k.clone(),
+        Some(k) => return Err(Fatal::fail(format!("kernel {} does not exist", k.display()))),
+        None => kernel::ensure(&cache)?,
+    };
+
+    let me = std::env::current_exe().map_err(|e| Fatal::fail(format!("finding this executable: {e}")))?;
+    let me_bytes = fs::read(&me).map_err(|e| Fatal::fail(format!("{}: {e}", me.display())))?;
+    if !initramfs::is_static_elf(&me_bytes) {
+        return Err(Fatal::fail(format!(
+            "{} is dynamically linked and can't run in the guest; build with the repository's .cargo/config.toml",
+            me.display()
+        )));
+    }
+    let work = WorkDir::new(&cache)?;
+    let initrd = work.path.join("initramfs.cpio");
+    initramfs::build(Path::new("/bin/busybox"), &me, &bdfs, &args.run_args, &initrd)?;
+
+    let accel = match args.accel {
+        Accel::Auto => probe_kvm(args, &kernel, &initrd),
+        accel => accel,
+    };
+    let program = args.run_args.first().map(String::as_str).unwrap_or("vfiotest");
+    let mut console = Console::new(program);
+    let log_path = cache.join("last-console.log");
+    let outcome = boot(args, accel, &kernel, &initrd, &log_path, &mut console)?;
+    finish(args, accel, &console, outcome, &log_path)
+}
+
+fn select_devices(wanted: &[String]) -> Result<Vec<&'static str>, Fatal> {
+    if wanted.is_empty() {
+        return Ok(TOPOLOGY.iter().map(|d| d.bdf).collect());
+    }
+    wanted
+        .iter()
+        .map(|w| {
+            TOPOLOGY.iter().find(|d| d.bdf == w).map(|d| d.bdf).ok_or_else(|| {
+                let all: Vec<_> = TOPOLOGY.iter().map(|d| d.bdf).collect();
+                Fatal::fail(format!("{w} is not in the emulated machine; it has {}", all.join(", ")))
+            })
+        })
+        .collect()
+}
+
+/// A per-run scratch directory, removed when the run ends.
+struct WorkDir {
+    path: PathBuf,
+}
+
+impl WorkDir {
+    fn new(cache: &Path) -> Result<Self, Fatal> {
+        let path = cache.join(format!("run-{}", std::process::id()));
+        fs::create_dir_all(&path).map_err(|e| Fatal::fail(format!("{}: {e}", path.display())))?;
+        Ok(Self { path })
+    }
+}
+
+impl Drop for WorkDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.path);
+    }
+}
+
+/// QEMU, killed if we leave early.
+struct Qemu(Child);
+
+impl Drop for Qemu {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// How a boot ended.
+#[derive(Debug, PartialEq, Eq)]
+enum BootEnd {
+    /// QEMU exited (the guest powered off, or died).
+    Exited,
+    /// The whole-run timeout passed.
+    Timeout,
+    /// The console was silent too long.
+    Silent,
+    /// The KVM probe saw init.
+    ProbeOk,
+}
+
+fn spawn_qemu(args: &VmArgs, accel: Accel, kernel: &Path, initrd: &Path, cmdline: &str) -> Result<(Qemu, mpsc::Receiver<String>), Fatal> {
+    let mut cmd = machine::qemu_command(&args.qemu, accel, kernel, initrd, cmdline);
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| Fatal::fail(format!("starting {}: {e}", args.qemu.display())))?;
+    let (tx, rx) = mpsc::channel();
+    let stdout = child.stdout.take().expect("piped");
+    let stderr = child.stderr.take().expect("piped");
+    for stream in [Box::new(stdout) as Box<dyn std::io::Read + Send>, Box::new(stderr)] {
+        let tx = tx.clone();
+        thread::spawn(move || {
+            for line in BufReader::new(stream).split(b'\n').map_while(Result::ok) {
+                if tx.send(String::from_utf8_lossy(&line).into_owned()).is_err() {
+                    break;
+                }
+            }
+        });
+    }
+    Ok((Qemu(child), rx))
+}
+
+/// Boots the guest once with `vfiotest.probe` under KVM; KVM counts as working only if init
+/// answers within the probe timeout.
+fn probe_kvm(args: &VmArgs, kernel: &Path, initrd: &Path) -> Accel {
+    if !Path::new("/dev/kvm").exists() {
+        eprintln!("[vm] no /dev/kvm: using TCG");
+        return Accel::Tcg;
+    }
+    eprintln!("[vm] probing KVM (up to {} s)", PROBE_TIMEOUT.as_secs());
+    let Ok((mut qemu, lines)) = spawn_qemu(args, Accel::Kvm, kernel, initrd, "vfiotest.probe") else {
+        return Accel::Tcg;
+    };
+    let deadline = Instant::now() + PROBE_TIMEOUT;
+    let mut console = Console::new("probe");
+    let end = follow(&mut qemu, &lines, deadline, PROBE_TIMEOUT, &mut console, &mut |_, _| {});
+    if end == BootEnd::ProbeOk {
+        eprintln!("[vm] KVM works: using it");
+        Accel::Kvm
+    } else {
+        eprintln!("[vm] KVM did not boot the guest: using TCG");
+        Accel::Tcg
+    }
+}
+
+/// Reads console lines until QEMU exits, the probe answers, or a timeout passes.
+fn follow(
+    qemu: &mut Qemu,
+    lines: &mpsc::Receiver<String>,
+    deadline: Instant,
+    silence: Duration,
+    console: &mut Console,
+    on_line: &mut dyn FnMut(&str, &Event),
+) -> BootEnd {
+    let mut last_output = Instant::now();
+    loop {
+        match lines.recv_timeout(Duration::from_millis(100)) {
+            Ok(line) => {
+                last_output = Instant::now();
+                let event = console.feed(&line);
+                on_line(&line, &event);
+                if event == Event::ProbeOk {
+                    return BootEnd::ProbeOk;
+                }
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                let _ = qemu.0.wait();
+                return BootEnd::Exited;
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+        }
+        if Instant::now() >= deadline {
+            return BootEnd::Timeout;
+        }
+        if last_output.elapsed() >= silence {
+            return BootEnd::Silent;
+        }
+    }
+}
+
+struct BootOutcome {
+    end: BootEnd,
+    tail: VecDeque<String>,
+    boot_to_verdict: Option<Duration>,
+}
+
+fn boot(args: &VmArgs, accel: Accel, kernel: &Path, initrd: &Path, log_path: &Path, console: &mut Console) -> Result<BootOutcome, Fatal> {
+    let accel_name = if accel == Accel::Kvm { "KVM" } else { "TCG" };
+    eprintln!("[vm] booting {} under {accel_name}; console log: {}", kernel.display(), log_path.display());
+    let mut log = fs::File::create(log_path).map_err(|e| Fatal::fail(format!("{}: {e}", log_path.display())))?;
+    let started = Instant::now();
+    let (mut qemu, lines) = spawn_qemu(args, accel, kernel, initrd, "")?;
+    let mut tail = VecDeque::new();
+    let mut verdict_at = None;
+    let verbose = args.verbose;
+    let mut stdout = std::io::stdout();
+    let end = follow(
+        &mut qemu,
+        &lines,
+        started + Duration::from_secs(args.timeout),
+        Duration::from_secs(args.silence),
+        console,
+        &mut |line, event| {
+            let _ = writeln!(log, "{line}");
+            if tail.len() == 40 {
+                tail.pop_front();
+            }
+            tail.push_back(line.to_owned());
+            match event {
+                Event::Tap => {
+                    let _ = writeln!(stdout, "{line}");
+                    let _ = stdout.flush();
+                }
+                Event::Note(note) => eprintln!("[vm] {note} ({:.1} s)", started.elapsed().as_secs_f64()),
+                Event::Finished(_) => verdict_at = Some(started.elapsed()),
+                Event::Fatal(text) => eprintln!("[vm] guest kernel: {text}"),
+                Event::Log | Event::ProbeOk => {
+                    if verbose {
+                        eprintln!("{line}");
+                    }
+                }
+            }
+        },
+    );
+    Ok(BootOutcome { end, tail, boot_to_verdict: verdict_at })
+}
+
+fn finish(args: &VmArgs, accel: Accel, console: &Console, outcome: BootOutcome, log_path: &Path) -> Result<i32, Fatal> {
+    if let Some(path) = &args.results {
+        let json = serde_json::to_string_pretty(&console.results).expect("results serialize");
+        fs::write(path, json + "\n").map_err(|e| Fatal::fail(format!("{}: {e}", path.display())))?;
+    }
+    let (pass, skip, fail) = console.counts();
+    let problem = match (&console.fatal, &outcome.end, console.exit_code) {
+        (Some(fatal), _, _) => Some(format!("the guest kernel failed: {fatal}")),
+        (None, BootEnd::Timeout, _) => Some(format!("the run took longer than {} s", args.timeout)),
+        (None, BootEnd::Silent, _) => Some(format!("the guest hung: no console output for {} s", args.silence)),
+        (None, _, None) => Some("the guest stopped before the suite finished".to_owned()),
+        _ => None,
+    };
+    if let Some(problem) = problem {
+        eprintln!("[vm] ---- guest console, last {} lines (all of it: {}) ----", outcome.tail.len(), log_path.display());
+        for line in &outcome.tail {
+            eprintln!("{line}");
+        }
+        eprintln!("[vm] ----");
+        return Err(Fatal::fail(problem));
+    }
+    let guest_code = console.exit_code.unwrap_or(KSFT_FAIL);
+    let accel = if accel == Accel::Kvm { "KVM" } else { "TCG" };
+    let timing = outcome.boot_to_verdict.map(|d| format!(", boot→verdict {:.1} s", d.as_secs_f64())).unwrap_or_default();
+    eprintln!("[vm] {} tests: pass {pass}, skip {skip}, fail {fail} (guest exit {guest_code}, {accel}{timing})", console.results.len());
+    Ok(match (fail, guest_code) {
+        (0, KSFT_PASS) if console.results.is_empty() => KSFT_SKIP,
+        (0, code) => code,
+        _ => KSFT_FAIL,
+    })
+}

@@ -1,0 +1,80 @@
+//! Making sure the host has what the emulated machine needs, installing it if we may.
+
+use std::path::Path;
+use std::process::Command;
+
+use crate::Fatal;
+
+/// A host requirement: a file that must exist, and the Debian package that provides it.
+struct Need {
+    path: &'static str,
+    package: &'static str,
+}
+
+/// What booting the machine needs.
+const RUN: &[Need] = &[
+    Need { path: "/usr/bin/qemu-system-x86_64", package: "qemu-system-x86" },
+    // The static build: the dynamic `busybox` package would not run in the initramfs.
+    Need { path: "/bin/busybox", package: "busybox-static" },
+];
+
+/// What building the guest kernel from Debian's source package needs.
+const KERNEL_BUILD: &[Need] = &[
+    Need { path: "/usr/bin/make", package: "make" },
+    Need { path: "/usr/bin/gcc", package: "gcc" },
+    Need { path: "/usr/bin/flex", package: "flex" },
+    Need { path: "/usr/bin/bison", package: "bison" },
+    Need { path: "/usr/bin/bc", package: "bc" },
+    Need { path: "/usr/bin/xz", package: "xz-utils" },
+    Need { path: "/usr/bin/perl", package: "perl" },
+    Need { path: "/usr/include/libelf.h", package: "libelf-dev" },
+    Need { path: "/usr/include/openssl/opensslv.h", package: "libssl-dev" },
+];
+
+/// Ensures the packages for running (and, if `build_kernel`, for building the kernel) are
+/// installed, installing missing ones with apt when running as root.
+pub fn ensure(build_kernel: bool) -> Result<(), Fatal> {
+    let mut missing: Vec<&str> = RUN.iter().filter(|n| !Path::new(n.path).exists()).map(|n| n.package).collect();
+    if build_kernel {
+        missing.extend(KERNEL_BUILD.iter().filter(|n| !Path::new(n.path).exists()).map(|n| n.package));
+    }
+    if Path::new("/bin/busybox").exists() && !busybox_is_static() {
+        missing.push("busybox-static");
+    }
+    missing.dedup();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let list = missing.join(" ");
+    if !rustix::process::geteuid().is_root() {
+        return Err(Fatal::fail(format!("missing packages; as root run: apt-get install -y {list}")));
+    }
+    eprintln!("[vm] installing {list}");
+    if !apt_install(&missing)? {
+        eprintln!("[vm] apt-get install failed; refreshing package lists and retrying");
+        run_apt(&["update"])?;
+        if !apt_install(&missing)? {
+            return Err(Fatal::fail(format!("apt-get install {list} failed")));
+        }
+    }
+    Ok(())
+}
+
+fn busybox_is_static() -> bool {
+    std::fs::read("/bin/busybox").is_ok_and(|b| super::initramfs::is_static_elf(&b))
+}
+
+fn apt_install(packages: &[&str]) -> Result<bool, Fatal> {
+    let mut args = vec!["install", "-y", "-q", "--no-install-recommends"];
+    args.extend_from_slice(packages);
+    run_apt(&args)
+}
+
+fn run_apt(args: &[&str]) -> Result<bool, Fatal> {
+    let status = Command::new("apt-get")
+        .args(args)
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .status()
+        .map_err(|e| Fatal::fail(format!("apt-get: {e}")))?;
+    Ok(status.success())
+}
