@@ -45,6 +45,9 @@ pub struct VmArgs {
     /// Print the topology and exit.
     #[arg(long)]
     topology: bool,
+    /// Install what is missing and build the guest kernel, then exit without booting.
+    #[arg(long)]
+    prepare: bool,
     /// Give up after this many seconds in all.
     #[arg(long, value_name = "SECONDS", default_value_t = 1800)]
     timeout: u64,
@@ -81,6 +84,10 @@ pub fn main(args: &VmArgs) -> Result<i32, Fatal> {
         Some(k) => return Err(Fatal::fail(format!("kernel {} does not exist", k.display()))),
         None => kernel::ensure(&cache)?,
     };
+    if args.prepare {
+        println!("kernel: {}", kernel.display());
+        return Ok(KSFT_PASS);
+    }
 
     let me = std::env::current_exe().map_err(|e| Fatal::fail(format!("finding this executable: {e}")))?;
     let me_bytes = fs::read(&me).map_err(|e| Fatal::fail(format!("{}: {e}", me.display())))?;
