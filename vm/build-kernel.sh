@@ -54,6 +54,9 @@ fi
 
 build=$cache/build-$(sha256sum "$fragment" | cut -c1-12)
 mkdir -p "$build"
+# One build per tree at a time: two makes in one O= directory corrupt each other.
+exec 9>"$build/.lock"
+flock 9
 say "configuring in $build"
 make -s -C "$src" O="$build" defconfig >&2
 make -s -C "$src" O="$build" kvm_guest.config >&2

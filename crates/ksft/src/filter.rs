@@ -17,7 +17,10 @@ pub enum Filter {
 
 impl Filter {
     fn is_positive(&self) -> bool {
-        matches!(self, Self::Test(true, _) | Self::Fixture(true, _) | Self::Variant(true, _) | Self::Run(_))
+        matches!(
+            self,
+            Self::Test(true, _) | Self::Fixture(true, _) | Self::Variant(true, _) | Self::Run(_)
+        )
     }
 
     /// `Some(include)` if this filter matches the test.
@@ -56,7 +59,11 @@ mod tests {
 
     fn on(filters: &[Filter], tests: &[Test]) -> Vec<String> {
         let filters = Filters(filters.to_vec());
-        tests.iter().filter(|t| filters.enabled(t)).map(Test::full_name).collect()
+        tests
+            .iter()
+            .filter(|t| filters.enabled(t))
+            .map(Test::full_name)
+            .collect()
     }
 
     fn catalogue() -> Vec<Test> {
@@ -76,25 +83,43 @@ mod tests {
     #[test]
     fn include_by_each_kind() {
         let all = catalogue();
-        assert_eq!(on(&[Filter::Test(true, "map_full_bar".into())], &all), ["mmio.vfio_type1_iommu.map_full_bar", "mmio.iommufd.map_full_bar"]);
+        assert_eq!(
+            on(&[Filter::Test(true, "map_full_bar".into())], &all),
+            ["mmio.vfio_type1_iommu.map_full_bar", "mmio.iommufd.map_full_bar"]
+        );
         assert_eq!(on(&[Filter::Fixture(true, "other".into())], &all), ["other.bind"]);
-        assert_eq!(on(&[Filter::Variant(true, "iommufd".into())], &all), ["mmio.iommufd.map_full_bar"]);
-        assert_eq!(on(&[Filter::Run("mmio.vfio_type1_iommu.map_partial_bar".into())], &all), ["mmio.vfio_type1_iommu.map_partial_bar"]);
+        assert_eq!(
+            on(&[Filter::Variant(true, "iommufd".into())], &all),
+            ["mmio.iommufd.map_full_bar"]
+        );
+        assert_eq!(
+            on(&[Filter::Run("mmio.vfio_type1_iommu.map_partial_bar".into())], &all),
+            ["mmio.vfio_type1_iommu.map_partial_bar"]
+        );
         assert_eq!(on(&[Filter::Run("other.bind".into())], &all), ["other.bind"]);
     }
 
     #[test]
     fn exclusions_alone_keep_the_rest() {
-        assert_eq!(on(&[Filter::Variant(false, "vfio_type1_iommu".into())], &catalogue()), ["mmio.iommufd.map_full_bar", "other.bind"]);
+        assert_eq!(
+            on(&[Filter::Variant(false, "vfio_type1_iommu".into())], &catalogue()),
+            ["mmio.iommufd.map_full_bar", "other.bind"]
+        );
     }
 
     #[test]
     fn first_match_wins() {
         // Upstream's own example: all of variant 'bla' but not test 'foo' is `-T foo -v bla`.
         let all = catalogue();
-        let f = [Filter::Test(false, "map_partial_bar".into()), Filter::Variant(true, "vfio_type1_iommu".into())];
+        let f = [
+            Filter::Test(false, "map_partial_bar".into()),
+            Filter::Variant(true, "vfio_type1_iommu".into()),
+        ];
         assert_eq!(on(&f, &all), ["mmio.vfio_type1_iommu.map_full_bar"]);
-        let f = [Filter::Variant(true, "vfio_type1_iommu".into()), Filter::Test(false, "map_partial_bar".into())];
+        let f = [
+            Filter::Variant(true, "vfio_type1_iommu".into()),
+            Filter::Test(false, "map_partial_bar".into()),
+        ];
         assert_eq!(on(&f, &all).len(), 2, "the include matched first");
     }
 }

@@ -17,7 +17,7 @@ mod tap;
 
 pub use filter::{Filter, Filters};
 pub use runner::{Program, Summary, run_child, run_programs};
-pub use tap::{Tap, parse_line, TapLine};
+pub use tap::{Tap, TapLine, parse_line};
 
 use std::fmt;
 use std::sync::Arc;
@@ -119,7 +119,10 @@ pub struct Test {
 
 impl fmt::Debug for Test {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Test").field("name", &self.full_name()).field("timeout", &self.timeout).finish()
+        f.debug_struct("Test")
+            .field("name", &self.full_name())
+            .field("timeout", &self.timeout)
+            .finish()
     }
 }
 
@@ -160,13 +163,16 @@ impl Test {
     }
 }
 
+/// A test body that runs on a set-up fixture.
+pub type TestFn<F> = fn(&mut F) -> Outcome;
+
 /// Builds the tests of one fixture: every variant × every test, in declaration order, as
 /// kselftest_harness does. Setup is `setup(variant)`; teardown is the fixture's `Drop`.
 pub fn fixture<F: 'static, V: Clone + Send + Sync + 'static>(
     fixture: &str,
     variants: &[(&str, V)],
     setup: impl Fn(&V) -> Result<F, Verdict> + Send + Sync + Clone + 'static,
-    tests: &[(&str, fn(&mut F) -> Outcome)],
+    tests: &[(&str, TestFn<F>)],
 ) -> Vec<Test> {
     let mut out = Vec::new();
     for (variant_name, variant) in variants {

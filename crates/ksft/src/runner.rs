@@ -77,7 +77,11 @@ pub fn run_programs(programs: &[Program], filters: &Filters, out: &mut dyn Write
         tap.msg(format!("selftests: vfio: {}", program.name));
         let summary = run_program(program, filters, &mut tap.nested());
         let line = match (summary.exit_code(), summary.pass + summary.xfail + summary.xpass) {
-            (KSFT_FAIL, _) => format!("not ok {} selftests: vfio: {} # exit={KSFT_FAIL}", number + 1, program.name),
+            (KSFT_FAIL, _) => format!(
+                "not ok {} selftests: vfio: {} # exit={KSFT_FAIL}",
+                number + 1,
+                program.name
+            ),
             (_, 0) if summary.skip > 0 => format!("ok {} selftests: vfio: {} # SKIP", number + 1, program.name),
             _ => format!("ok {} selftests: vfio: {}", number + 1, program.name),
         };
@@ -89,10 +93,17 @@ pub fn run_programs(programs: &[Program], filters: &Filters, out: &mut dyn Write
 
 fn run_program(program: &Program, filters: &Filters, tap: &mut Tap<'_>) -> Summary {
     let enabled: Vec<&Test> = program.tests.iter().filter(|t| filters.enabled(t)).collect();
-    let cases: BTreeSet<(&str, &str)> = enabled.iter().map(|t| (t.fixture.as_str(), t.variant.as_str())).collect();
+    let cases: BTreeSet<(&str, &str)> = enabled
+        .iter()
+        .map(|t| (t.fixture.as_str(), t.variant.as_str()))
+        .collect();
     tap.line("TAP version 13");
     tap.line(format!("1..{}", enabled.len()));
-    tap.msg(format!("Starting {} tests from {} test cases.", enabled.len(), cases.len()));
+    tap.msg(format!(
+        "Starting {} tests from {} test cases.",
+        enabled.len(),
+        cases.len()
+    ));
     let mut summary = Summary::default();
     for (number, test) in enabled.iter().enumerate() {
         let name = test.full_name();

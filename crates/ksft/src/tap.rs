@@ -12,13 +12,19 @@ pub struct Tap<'a> {
 impl<'a> Tap<'a> {
     /// A top-level writer.
     pub fn new(out: &'a mut dyn Write) -> Self {
-        Self { out, prefix: String::new() }
+        Self {
+            out,
+            prefix: String::new(),
+        }
     }
 
     /// A writer for a nested document, indented one level.
     pub fn nested<'b>(&'b mut self) -> Tap<'b> {
         let prefix = format!("{}# ", self.prefix);
-        Tap { out: &mut *self.out, prefix }
+        Tap {
+            out: &mut *self.out,
+            prefix,
+        }
     }
 
     /// Writes one line (without its newline) and flushes, so a console shows it at once.
@@ -98,9 +104,14 @@ pub fn parse_line(line: &str) -> Option<TapLine> {
     }
     if let Some(rest) = line.strip_prefix("# Totals: ") {
         let field = |key: &str| -> Option<u32> {
-            rest.split_whitespace().find_map(|kv| kv.strip_prefix(key)?.strip_prefix(':')?.parse().ok())
+            rest.split_whitespace()
+                .find_map(|kv| kv.strip_prefix(key)?.strip_prefix(':')?.parse().ok())
         };
-        return Some(TapLine::Totals { pass: field("pass")?, fail: field("fail")?, skip: field("skip")? });
+        return Some(TapLine::Totals {
+            pass: field("pass")?,
+            fail: field("fail")?,
+            skip: field("skip")?,
+        });
     }
     if let Some(comment) = line.strip_prefix('#') {
         return Some(TapLine::Comment(comment.trim_start().to_owned()));
@@ -117,13 +128,23 @@ pub fn parse_line(line: &str) -> Option<TapLine> {
         Some((name, tail)) => {
             let word = tail.split_whitespace().next().unwrap_or("");
             if ["SKIP", "XFAIL", "XPASS", "TODO"].contains(&word) {
-                (name.to_owned(), Some(word.to_owned()), tail[word.len()..].trim().to_owned())
+                (
+                    name.to_owned(),
+                    Some(word.to_owned()),
+                    tail[word.len()..].trim().to_owned(),
+                )
             } else {
                 (name.to_owned(), None, tail.trim().to_owned())
             }
         }
     };
-    Some(TapLine::Result { ok, number, name, directive, reason })
+    Some(TapLine::Result {
+        ok,
+        number,
+        name,
+        directive,
+        reason,
+    })
 }
 
 #[cfg(test)]
@@ -136,17 +157,36 @@ mod tests {
         assert_eq!(parse_line("1..15\n"), Some(TapLine::Plan(15)));
         assert_eq!(
             parse_line("ok 2 f.v.t # SKIP BAR too small (size=0x800)"),
-            Some(TapLine::Result { ok: true, number: 2, name: "f.v.t".into(), directive: Some("SKIP".into()), reason: "BAR too small (size=0x800)".into() })
+            Some(TapLine::Result {
+                ok: true,
+                number: 2,
+                name: "f.v.t".into(),
+                directive: Some("SKIP".into()),
+                reason: "BAR too small (size=0x800)".into()
+            })
         );
         assert_eq!(
             parse_line("not ok 3 f.v.t"),
-            Some(TapLine::Result { ok: false, number: 3, name: "f.v.t".into(), directive: None, reason: String::new() })
+            Some(TapLine::Result {
+                ok: false,
+                number: 3,
+                name: "f.v.t".into(),
+                directive: None,
+                reason: String::new()
+            })
         );
         assert_eq!(
             parse_line("# Totals: pass:1 fail:1 xfail:0 xpass:0 skip:1 error:0"),
-            Some(TapLine::Totals { pass: 1, fail: 1, skip: 1 })
+            Some(TapLine::Totals {
+                pass: 1,
+                fail: 1,
+                skip: 1
+            })
         );
-        assert_eq!(parse_line("#  RUN           f.v.t ..."), Some(TapLine::Comment("RUN           f.v.t ...".into())));
+        assert_eq!(
+            parse_line("#  RUN           f.v.t ..."),
+            Some(TapLine::Comment("RUN           f.v.t ...".into()))
+        );
         assert_eq!(parse_line("[    1.234] random kernel line"), None);
         assert_eq!(parse_line("ok x"), None);
     }

@@ -40,7 +40,10 @@ fn catalogue() -> Vec<Program> {
         Test::new("fx", "two", "hangs", hangs).with_timeout(Duration::from_secs(1)),
         Test::new("other", "", "panics", panics),
     ];
-    vec![Program { name: "demo".into(), tests }]
+    vec![Program {
+        name: "demo".into(),
+        tests,
+    }]
 }
 
 fn main() {
@@ -89,9 +92,15 @@ not ok 5 other.panics
 
     // Filters pick tests, and an all-pass run exits 0.
     let mut out = Vec::new();
-    let filters = Filters(vec![Filter::Test(true, "pass".into()), Filter::Test(true, "skips".into())]);
+    let filters = Filters(vec![
+        Filter::Test(true, "pass".into()),
+        Filter::Test(true, "skips".into()),
+    ]);
     assert_eq!(run_programs(&programs, &filters, &mut out), 0);
     let out = String::from_utf8(out).unwrap();
-    assert!(out.contains("1..2\n") && out.contains("# PASSED: 2 / 2 tests passed.\n"), "got:\n{out}");
+    assert!(
+        out.contains("1..2\n") && out.contains("# PASSED: 2 / 2 tests passed.\n"),
+        "got:\n{out}"
+    );
     println!("harness: kselftest output, exit codes, timeout and filters all match");
 }

@@ -286,9 +286,7 @@ pub fn device_attach_iommufd_pt(device: impl AsFd, pt_id: u32) -> Result<u32> {
     };
     // SAFETY: VFIO_DEVICE_ATTACH_IOMMUFD_PT takes a `vfio_device_attach_iommufd_pt` with argsz
     // set; the kernel writes the attached pt_id back.
-    unsafe {
-        update::<{ io(nr::VFIO_DEVICE_ATTACH_IOMMUFD_PT) }, _>(device.as_fd(), &mut attach)?
-    };
+    unsafe { update::<{ io(nr::VFIO_DEVICE_ATTACH_IOMMUFD_PT) }, _>(device.as_fd(), &mut attach)? };
     Ok(attach.pt_id)
 }
 
@@ -340,9 +338,7 @@ pub fn ioas_iova_ranges(iommufd: impl AsFd, ioas_id: u32) -> Result<(Vec<iommu_i
         };
         // SAFETY: IOMMU_IOAS_IOVA_RANGES takes an `iommu_ioas_iova_ranges`; the kernel writes at
         // most `num_iovas` entries to `allowed_iovas`, which points at that many.
-        let result = unsafe {
-            update::<{ io(nr::IOMMU_IOAS_IOVA_RANGES) }, _>(iommufd.as_fd(), &mut query)
-        };
+        let result = unsafe { update::<{ io(nr::IOMMU_IOAS_IOVA_RANGES) }, _>(iommufd.as_fd(), &mut query) };
         match result {
             Ok(()) => {
                 ranges.truncate(query.num_iovas as usize);

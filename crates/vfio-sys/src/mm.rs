@@ -62,9 +62,7 @@ impl MmapWindow {
     /// The `mmap` errno.
     pub fn map_shared(fd: impl AsFd, len: usize, prot: Prot, offset: u64) -> Result<Self> {
         // SAFETY: a new shared mapping at an address the kernel picks overlaps nothing we own.
-        let ptr = unsafe {
-            rustix::mm::mmap(core::ptr::null_mut(), len, prot.flags(), MapFlags::SHARED, fd, offset)
-        }?;
+        let ptr = unsafe { rustix::mm::mmap(core::ptr::null_mut(), len, prot.flags(), MapFlags::SHARED, fd, offset) }?;
         Ok(Self::from_raw(ptr, len))
     }
 
@@ -76,7 +74,7 @@ impl MmapWindow {
     /// `mmap`/`munmap` errno.
     pub fn reserve(len: usize, align: usize, phase: usize) -> Result<Self> {
         let page = page_size();
-        if !align.is_power_of_two() || len == 0 || len % page != 0 || phase % page != 0 {
+        if !align.is_power_of_two() || len == 0 || !len.is_multiple_of(page) || !phase.is_multiple_of(page) {
             return Err(Errno::INVAL);
         }
         let align = align.max(page);
@@ -134,25 +132,16 @@ impl MmapWindow {
     /// # Errors
     /// `EINVAL` if `[at, at + len)` is not page-aligned or not inside the window; else the
     /// `mmap` errno.
-    pub fn map_shared_fixed(
-        &mut self,
-        at: usize,
-        len: usize,
-        prot: Prot,
-        fd: impl AsFd,
-        offset: u64,
-    ) -> Result<()> {
+    pub fn map_shared_fixed(&mut self, at: usize, len: usize, prot: Prot, fd: impl AsFd, offset: u64) -> Result<()> {
         let page = page_size();
         let end = at.checked_add(len).ok_or(Errno::INVAL)?;
-        if at % page != 0 || len == 0 || end > self.len {
+        if !at.is_multiple_of(page) || len == 0 || end > self.len {
             return Err(Errno::INVAL);
         }
         let addr = (self.addr() + at) as *mut c_void;
         // SAFETY: [addr, addr + len) lies inside this window, which we own; MAP_FIXED replaces
         // only our own reservation there.
-        unsafe {
-            rustix::mm::mmap(addr, len, prot.flags(), MapFlags::SHARED | MapFlags::FIXED, fd, offset)
-        }?;
+        unsafe { rustix::mm::mmap(addr, len, prot.flags(), MapFlags::SHARED | MapFlags::FIXED, fd, offset) }?;
         Ok(())
     }
 
@@ -184,11 +173,7 @@ impl MmapWindow {
     /// `[at, at + len)` of this window as something a device may be given, if it fits.
     pub fn range(&self, at: usize, len: usize) -> Option<DmaRange<'_>> {
         let end = at.checked_add(len)?;
-        (len > 0 && end <= self.len).then_some(DmaRange {
-            window: self,
-            at,
-            len,
-        })
+        (len > 0 && end <= self.len).then_some(DmaRange { window: self, at, len })
     }
 
     /// The whole window as a [`DmaRange`].
@@ -202,8 +187,7 @@ impl MmapWindow {
 
     fn checked_ptr<T>(&self, at: usize) -> Option<*mut T> {
         let end = at.checked_add(size_of::<T>())?;
-        (end <= self.len && at % align_of::<T>() == 0)
-            .then(|| (self.addr() + at) as *mut T)
+        (end <= self.len && at.is_multiple_of(align_of::<T>())).then(|| (self.addr() + at) as *mut T)
     }
 
     /// A volatile read of a `u32` at byte offset `at`.

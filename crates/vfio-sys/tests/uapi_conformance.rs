@@ -80,9 +80,18 @@ fn ioctls() -> Vec<(&'static str, u64)> {
         ("IOMMU_IOAS_UNMAP", io(nr::IOMMU_IOAS_UNMAP)),
         ("VFIO_TYPE1_IOMMU", u64::from(uapi::VFIO_TYPE1_IOMMU)),
         ("VFIO_TYPE1v2_IOMMU", u64::from(uapi::VFIO_TYPE1V2_IOMMU)),
-        ("VFIO_REGION_INFO_CAP_SPARSE_MMAP", u64::from(uapi::VFIO_REGION_INFO_CAP_SPARSE_MMAP)),
-        ("VFIO_REGION_INFO_CAP_MSIX_MAPPABLE", u64::from(uapi::VFIO_REGION_INFO_CAP_MSIX_MAPPABLE)),
-        ("VFIO_IOMMU_TYPE1_INFO_CAP_IOVA_RANGE", u64::from(uapi::VFIO_IOMMU_TYPE1_INFO_CAP_IOVA_RANGE)),
+        (
+            "VFIO_REGION_INFO_CAP_SPARSE_MMAP",
+            u64::from(uapi::VFIO_REGION_INFO_CAP_SPARSE_MMAP),
+        ),
+        (
+            "VFIO_REGION_INFO_CAP_MSIX_MAPPABLE",
+            u64::from(uapi::VFIO_REGION_INFO_CAP_MSIX_MAPPABLE),
+        ),
+        (
+            "VFIO_IOMMU_TYPE1_INFO_CAP_IOVA_RANGE",
+            u64::from(uapi::VFIO_IOMMU_TYPE1_INFO_CAP_IOVA_RANGE),
+        ),
         ("VFIO_DMA_UNMAP_FLAG_ALL", u64::from(uapi::VFIO_DMA_UNMAP_FLAG_ALL)),
         ("IOMMU_IOAS_MAP_FIXED_IOVA", u64::from(uapi::IOMMU_IOAS_MAP_FIXED_IOVA)),
         ("IOMMU_IOAS_MAP_WRITEABLE", u64::from(uapi::IOMMU_IOAS_MAP_WRITEABLE)),
@@ -100,7 +109,9 @@ fn kernel_source() -> Option<PathBuf> {
     let mut trees: Vec<_> = std::fs::read_dir(cache.join("kernel-src"))
         .ok()?
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("src-")) && p.join(".unpacked").exists())
+        .filter(|p| {
+            p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("src-")) && p.join(".unpacked").exists()
+        })
         .collect();
     trees.sort();
     trees.pop()
@@ -108,7 +119,9 @@ fn kernel_source() -> Option<PathBuf> {
 
 fn main() {
     let Some(src) = kernel_source() else {
-        println!("uapi_conformance: SKIP: no unpacked linux-source-7.3 (run `vfiotest vm --prepare` or set VFIOTEST_KERNEL_SRC)");
+        println!(
+            "uapi_conformance: SKIP: no unpacked linux-source-7.3 (run `vfiotest vm --prepare` or set VFIOTEST_KERNEL_SRC)"
+        );
         return;
     };
     let (mut c, mut want) = (String::new(), String::new());
@@ -117,7 +130,11 @@ fn main() {
         writeln!(c, "printf(\"{name} %zu\\n\", sizeof(struct {name}));").unwrap();
         writeln!(want, "{name} {size}").unwrap();
         for (field, offset) in fields {
-            writeln!(c, "printf(\"{name}.{field} %zu\\n\", offsetof(struct {name}, {field}));").unwrap();
+            writeln!(
+                c,
+                "printf(\"{name}.{field} %zu\\n\", offsetof(struct {name}, {field}));"
+            )
+            .unwrap();
             writeln!(want, "{name}.{field} {offset}").unwrap();
         }
     }
@@ -142,11 +159,30 @@ fn main() {
         .arg(&probe_c)
         .output()
         .expect("run gcc");
-    assert!(cc.status.success(), "probe did not compile:\n{}", String::from_utf8_lossy(&cc.stderr));
+    assert!(
+        cc.status.success(),
+        "probe did not compile:\n{}",
+        String::from_utf8_lossy(&cc.stderr)
+    );
     let out = Command::new(&probe).output().expect("run probe");
     let got = String::from_utf8(out.stdout).unwrap();
     let _ = std::fs::remove_dir_all(&dir);
-    let diff: Vec<_> = want.lines().zip(got.lines()).filter(|(w, g)| w != g).map(|(w, g)| format!("ours: {w}   kernel: {g}")).collect();
-    assert!(diff.is_empty() && want.lines().count() == got.lines().count(), "uAPI mismatch against {}:\n{}", src.display(), diff.join("\n"));
-    println!("uapi_conformance: {} structs and {} constants match {}", structs().len(), ioctls().len(), src.display());
+    let diff: Vec<_> = want
+        .lines()
+        .zip(got.lines())
+        .filter(|(w, g)| w != g)
+        .map(|(w, g)| format!("ours: {w}   kernel: {g}"))
+        .collect();
+    assert!(
+        diff.is_empty() && want.lines().count() == got.lines().count(),
+        "uAPI mismatch against {}:\n{}",
+        src.display(),
+        diff.join("\n")
+    );
+    println!(
+        "uapi_conformance: {} structs and {} constants match {}",
+        structs().len(),
+        ioctls().len(),
+        src.display()
+    );
 }

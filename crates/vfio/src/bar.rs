@@ -121,18 +121,34 @@ impl Device {
             return Err(Error::Unsupported(format!("BAR {index} of {bdf} is not mmappable")));
         }
         let page = page_size() as u64;
-        let len = round_up(region.size, page).ok_or_else(|| Error::malformed(format!("region {index} info"), "size overflows"))?;
-        let len = usize::try_from(len).map_err(|_| Error::Invalid(format!("BAR {index} is larger than the address space")))?;
+        let len = round_up(region.size, page)
+            .ok_or_else(|| Error::malformed(format!("region {index} info"), "size overflows"))?;
+        let len = usize::try_from(len)
+            .map_err(|_| Error::Invalid(format!("BAR {index} is larger than the address space")))?;
         let align = mmap_alignment(region.size, page);
-        let prot = Prot { read: region.readable(), write: region.writable() };
-        let op = |what: &str| format!("mmap({what}, BAR {index} of {bdf}, size={len:#x}, offset={:#x})", region.offset);
+        let prot = Prot {
+            read: region.readable(),
+            write: region.writable(),
+        };
+        let op = |what: &str| {
+            format!(
+                "mmap({what}, BAR {index} of {bdf}, size={len:#x}, offset={:#x})",
+                region.offset
+            )
+        };
 
         let whole = matches!(areas.as_slice(), [a] if a.offset == 0 && a.size == region.size);
         if whole {
             let window = MmapWindow::map_shared(self.fd(), len, prot, region.offset).op(|| op("kernel-placed"))?;
             if is_congruent(window.addr() as u64, region.offset, align) {
                 advise_hugepage(&window, &areas, page);
-                return Ok(BarMapping { region, areas, window, align, placement: Placement::Kernel });
+                return Ok(BarMapping {
+                    region,
+                    areas,
+                    window,
+                    align,
+                    placement: Placement::Kernel,
+                });
             }
         }
 
@@ -141,14 +157,29 @@ impl Device {
         for area in &areas {
             let area_len = round_up(area.size, page).unwrap_or(area.size) as usize;
             if area.offset % page != 0 {
-                return Err(Error::malformed(format!("region {index} info"), format!("sparse area at {:#x} is not page-aligned", area.offset)));
+                return Err(Error::malformed(
+                    format!("region {index} info"),
+                    format!("sparse area at {:#x} is not page-aligned", area.offset),
+                ));
             }
             window
-                .map_shared_fixed(area.offset as usize, area_len, prot, self.fd(), region.offset + area.offset)
+                .map_shared_fixed(
+                    area.offset as usize,
+                    area_len,
+                    prot,
+                    self.fd(),
+                    region.offset + area.offset,
+                )
                 .op(|| op(&format!("area {:#x}+{:#x}", area.offset, area.size)))?;
         }
         advise_hugepage(&window, &areas, page);
-        Ok(BarMapping { region, areas, window, align, placement: Placement::Reserved })
+        Ok(BarMapping {
+            region,
+            areas,
+            window,
+            align,
+            placement: Placement::Reserved,
+        })
     }
 }
 

@@ -33,8 +33,7 @@ impl FromStr for Bdf {
             }
             u32::from_str_radix(field, 16).map_err(|_| bad())
         };
-        let (segment, bus, device, function) =
-            (hex(segment, 4)?, hex(bus, 2)?, hex(device, 2)?, hex(function, 1)?);
+        let (segment, bus, device, function) = (hex(segment, 4)?, hex(bus, 2)?, hex(device, 2)?, hex(function, 1)?);
         if device > 0x1f || function > 7 {
             return Err(bad());
         }
@@ -49,7 +48,11 @@ impl FromStr for Bdf {
 
 impl fmt::Display for Bdf {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:04x}:{:02x}:{:02x}.{:x}", self.segment, self.bus, self.device, self.function)
+        write!(
+            f,
+            "{:04x}:{:02x}:{:02x}.{:x}",
+            self.segment, self.bus, self.device, self.function
+        )
     }
 }
 
@@ -67,8 +70,19 @@ mod tests {
 
     #[test]
     fn rejects_everything_else_with_one_line() {
-        for bad in ["", "00:03.0", "0000:00:03", "0000:00:20.0", "0000:00:03.8", "0000:000:03.0",
-                    "00000:00:03.0", "0000:00:03.0 ", "0000:0g:03.0", "+000:00:03.0", "0000:00:03.0.1"] {
+        for bad in [
+            "",
+            "00:03.0",
+            "0000:00:03",
+            "0000:00:20.0",
+            "0000:00:03.8",
+            "0000:000:03.0",
+            "00000:00:03.0",
+            "0000:00:03.0 ",
+            "0000:0g:03.0",
+            "+000:00:03.0",
+            "0000:00:03.0.1",
+        ] {
             let err = bad.parse::<Bdf>().unwrap_err().to_string();
             assert!(err.starts_with("invalid BDF"), "{bad:?} gave {err}");
             assert!(!err.contains('\n'));

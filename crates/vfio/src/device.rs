@@ -7,7 +7,10 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::Arc;
 
 use vfio_sys::ioctl as sys;
-use vfio_sys::uapi::{VFIO_DEVICE_FLAGS_PCI, VFIO_DEVICE_FLAGS_RESET, VFIO_GROUP_FLAGS_VIABLE, VFIO_PCI_CONFIG_REGION_INDEX, VFIO_PCI_NUM_BARS};
+use vfio_sys::uapi::{
+    VFIO_DEVICE_FLAGS_PCI, VFIO_DEVICE_FLAGS_RESET, VFIO_GROUP_FLAGS_VIABLE, VFIO_PCI_CONFIG_REGION_INDEX,
+    VFIO_PCI_NUM_BARS,
+};
 
 use crate::error::Context;
 use crate::sysfs::Sysfs;
@@ -76,27 +79,41 @@ impl Device {
                 }
                 iommu.attach_group(group.as_fd(), group_no)?;
                 let name = CString::new(bdf.to_string()).expect("a BDF has no NUL");
-                let fd = sys::group_get_device_fd(&group, &name).op(|| format!("VFIO_GROUP_GET_DEVICE_FD({path}, {bdf})"))?;
+                let fd = sys::group_get_device_fd(&group, &name)
+                    .op(|| format!("VFIO_GROUP_GET_DEVICE_FD({path}, {bdf})"))?;
                 (fd, Some(group))
             }
             Some(ioas) => {
                 let path = sysfs.vfio_cdev(bdf)?;
                 let fd = open_rw(&path.to_string_lossy())?;
                 sys::device_bind_iommufd(&fd, iommu.fd()).op(|| format!("VFIO_DEVICE_BIND_IOMMUFD({bdf})"))?;
-                sys::device_attach_iommufd_pt(&fd, ioas).op(|| format!("VFIO_DEVICE_ATTACH_IOMMUFD_PT({bdf}, ioas {ioas})"))?;
+                sys::device_attach_iommufd_pt(&fd, ioas)
+                    .op(|| format!("VFIO_DEVICE_ATTACH_IOMMUFD_PT({bdf}, ioas {ioas})"))?;
                 (fd, None)
             }
         };
         let raw = sys::device_get_info(&fd).op(|| format!("VFIO_DEVICE_GET_INFO({bdf})"))?;
-        let info = DeviceInfo { flags: raw.flags, num_regions: raw.num_regions, num_irqs: raw.num_irqs };
+        let info = DeviceInfo {
+            flags: raw.flags,
+            num_regions: raw.num_regions,
+            num_irqs: raw.num_irqs,
+        };
         // Every region, keyed by its index: one that can't be read fails the open.
         let regions = (0..info.num_regions)
             .map(|index| {
-                let buf = sys::device_get_region_info(&fd, index).op(|| format!("VFIO_DEVICE_GET_REGION_INFO({bdf}, region {index})"))?;
+                let buf = sys::device_get_region_info(&fd, index)
+                    .op(|| format!("VFIO_DEVICE_GET_REGION_INFO({bdf}, region {index})"))?;
                 RegionInfo::parse(index, &buf)
             })
             .collect::<Result<Vec<_>>>()?;
-        Ok(Self { bdf, fd, group, iommu: Arc::clone(iommu), info, regions })
+        Ok(Self {
+            bdf,
+            fd,
+            group,
+            iommu: Arc::clone(iommu),
+            info,
+            regions,
+        })
     }
 
     /// The device's PCI address.
@@ -131,7 +148,10 @@ impl Device {
 
     /// The implemented BARs (size > 0), in index order.
     pub fn bars(&self) -> impl Iterator<Item = &RegionInfo> {
-        self.regions.iter().take(VFIO_PCI_NUM_BARS as usize).filter(|r| r.size > 0)
+        self.regions
+            .iter()
+            .take(VFIO_PCI_NUM_BARS as usize)
+            .filter(|r| r.size > 0)
     }
 
     /// Reads `buf.len()` bytes of PCI config space at `offset`.
@@ -140,9 +160,13 @@ impl Device {
     /// The `pread` errno, or a short read.
     pub fn config_read(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
         let base = self.config_offset()?;
-        let n = rustix::io::pread(&self.fd, &mut *buf, base + offset).op(|| format!("pread(config {offset:#x}, {} bytes)", buf.len()))?;
+        let n = rustix::io::pread(&self.fd, &mut *buf, base + offset)
+            .op(|| format!("pread(config {offset:#x}, {} bytes)", buf.len()))?;
         if n != buf.len() {
-            return Err(Error::Invalid(format!("short config read at {offset:#x}: {n} of {} bytes", buf.len())));
+            return Err(Error::Invalid(format!(
+                "short config read at {offset:#x}: {n} of {} bytes",
+                buf.len()
+            )));
         }
         Ok(())
     }
@@ -153,9 +177,13 @@ impl Device {
     /// The `pwrite` errno, or a short write.
     pub fn config_write(&self, offset: u64, buf: &[u8]) -> Result<()> {
         let base = self.config_offset()?;
-        let n = rustix::io::pwrite(&self.fd, buf, base + offset).op(|| format!("pwrite(config {offset:#x}, {} bytes)", buf.len()))?;
+        let n = rustix::io::pwrite(&self.fd, buf, base + offset)
+            .op(|| format!("pwrite(config {offset:#x}, {} bytes)", buf.len()))?;
         if n != buf.len() {
-            return Err(Error::Invalid(format!("short config write at {offset:#x}: {n} of {} bytes", buf.len())));
+            return Err(Error::Invalid(format!(
+                "short config write at {offset:#x}: {n} of {} bytes",
+                buf.len()
+            )));
         }
         Ok(())
     }

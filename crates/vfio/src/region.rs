@@ -2,8 +2,8 @@
 
 use vfio_sys::uapi::{
     VFIO_REGION_INFO_CAP_MSIX_MAPPABLE, VFIO_REGION_INFO_CAP_SPARSE_MMAP, VFIO_REGION_INFO_CAP_TYPE,
-    VFIO_REGION_INFO_FLAG_CAPS, VFIO_REGION_INFO_FLAG_MMAP, VFIO_REGION_INFO_FLAG_READ,
-    VFIO_REGION_INFO_FLAG_WRITE, vfio_region_info,
+    VFIO_REGION_INFO_FLAG_CAPS, VFIO_REGION_INFO_FLAG_MMAP, VFIO_REGION_INFO_FLAG_READ, VFIO_REGION_INFO_FLAG_WRITE,
+    vfio_region_info,
 };
 
 use crate::caps::{pairs_after, read_u32, read_u64, walk_chain};
@@ -82,24 +82,41 @@ impl RegionInfo {
                             .map(|(offset, size)| MmapArea { offset, size })
                             .filter(|a| a.size > 0)
                             .collect::<Vec<_>>();
-                        if let Some(bad) = areas.iter().find(|a| a.offset.checked_add(a.size).is_none_or(|end| end > size)) {
+                        if let Some(bad) = areas
+                            .iter()
+                            .find(|a| a.offset.checked_add(a.size).is_none_or(|end| end > size))
+                        {
                             return Err(Error::malformed(
                                 &what,
-                                format!("sparse area {:#x}+{:#x} is outside the {size:#x}-byte region", bad.offset, bad.size),
+                                format!(
+                                    "sparse area {:#x}+{:#x} is outside the {size:#x}-byte region",
+                                    bad.offset, bad.size
+                                ),
                             ));
                         }
                         RegionCap::SparseMmap(areas)
                     }
                     VFIO_REGION_INFO_CAP_TYPE => RegionCap::Type {
-                        ty: read_u32(buf, cap.offset + 8).ok_or_else(|| Error::malformed(&what, "truncated type capability"))?,
-                        subtype: read_u32(buf, cap.offset + 12).ok_or_else(|| Error::malformed(&what, "truncated type capability"))?,
+                        ty: read_u32(buf, cap.offset + 8)
+                            .ok_or_else(|| Error::malformed(&what, "truncated type capability"))?,
+                        subtype: read_u32(buf, cap.offset + 12)
+                            .ok_or_else(|| Error::malformed(&what, "truncated type capability"))?,
                     },
                     VFIO_REGION_INFO_CAP_MSIX_MAPPABLE => RegionCap::MsixMappable,
-                    id => RegionCap::Other { id, version: cap.version },
+                    id => RegionCap::Other {
+                        id,
+                        version: cap.version,
+                    },
                 });
             }
         }
-        Ok(Self { index, flags, size, offset, caps })
+        Ok(Self {
+            index,
+            flags,
+            size,
+            offset,
+            caps,
+        })
     }
 
     /// The region can be read.
@@ -129,7 +146,12 @@ impl RegionInfo {
                 RegionCap::SparseMmap(areas) => Some(areas.clone()),
                 _ => None,
             })
-            .unwrap_or_else(|| vec![MmapArea { offset: 0, size: self.size }])
+            .unwrap_or_else(|| {
+                vec![MmapArea {
+                    offset: 0,
+                    size: self.size,
+                }]
+            })
     }
 }
 
@@ -155,7 +177,13 @@ mod tests {
     fn plain_bar_is_one_area() {
         let info = RegionInfo::parse(2, &region_bytes(RWM, 0x10000, 0, 0)).unwrap();
         assert_eq!(info.offset, 2 << 40);
-        assert_eq!(info.mmap_areas(), [MmapArea { offset: 0, size: 0x10000 }]);
+        assert_eq!(
+            info.mmap_areas(),
+            [MmapArea {
+                offset: 0,
+                size: 0x10000
+            }]
+        );
         assert!(info.readable() && info.writable());
     }
 
@@ -172,7 +200,16 @@ mod tests {
         let info = RegionInfo::parse(0, &buf).unwrap();
         assert_eq!(
             info.mmap_areas(),
-            [MmapArea { offset: 0, size: 0x1000 }, MmapArea { offset: 0x3000, size: 0x1000 }]
+            [
+                MmapArea {
+                    offset: 0,
+                    size: 0x1000
+                },
+                MmapArea {
+                    offset: 0x3000,
+                    size: 0x1000
+                }
+            ]
         );
         assert!(info.caps.contains(&RegionCap::MsixMappable));
     }
@@ -185,7 +222,10 @@ mod tests {
         buf[48..56].copy_from_slice(&0x1000u64.to_ne_bytes());
         buf[56..64].copy_from_slice(&0x2000u64.to_ne_bytes());
         let err = RegionInfo::parse(0, &buf).unwrap_err().to_string();
-        assert_eq!(err, "malformed region 0 info: sparse area 0x1000+0x2000 is outside the 0x2000-byte region");
+        assert_eq!(
+            err,
+            "malformed region 0 info: sparse area 0x1000+0x2000 is outside the 0x2000-byte region"
+        );
     }
 
     #[test]

@@ -8,13 +8,25 @@
 use std::collections::BTreeMap;
 use std::process::Command;
 
-const MODES: [&str; 5] = ["vfio_type1_iommu", "vfio_type1v2_iommu", "iommufd_compat_type1", "iommufd_compat_type1v2", "iommufd"];
+const MODES: [&str; 5] = [
+    "vfio_type1_iommu",
+    "vfio_type1v2_iommu",
+    "iommufd_compat_type1",
+    "iommufd_compat_type1v2",
+    "iommufd",
+];
 const MMIO: &str = "vfio_dma_mapping_mmio_test";
 
 /// (device, test) → expected verdict and, for skips, a piece of the reason.
 fn expected() -> BTreeMap<(String, String), (&'static str, &'static str)> {
     let mut table = BTreeMap::new();
-    let devices = ["0000:00:03.0", "0000:00:04.0", "0000:00:05.0", "0000:00:06.0", "0000:00:07.0"];
+    let devices = [
+        "0000:00:03.0",
+        "0000:00:04.0",
+        "0000:00:05.0",
+        "0000:00:06.0",
+        "0000:00:07.0",
+    ];
     for dev in devices {
         for mode in MODES {
             for test in ["map_full_bar", "map_partial_bar", "map_bar_misaligned"] {
@@ -46,7 +58,8 @@ fn main() {
         .arg(&results)
         .status()
         .expect("run vfiotest vm");
-    let text = std::fs::read_to_string(&results).unwrap_or_else(|e| panic!("no results from vfiotest vm ({status}): {e}"));
+    let text =
+        std::fs::read_to_string(&results).unwrap_or_else(|e| panic!("no results from vfiotest vm ({status}): {e}"));
     let _ = std::fs::remove_file(&results);
     let got: Vec<Result> = serde_json::from_str(&text).expect("results are JSON");
 
@@ -63,7 +76,12 @@ fn main() {
         }
     }
     wrong.extend(expected.keys().map(|(p, t)| format!("missing: {p} / {t}")));
-    assert!(wrong.is_empty(), "{} wrong verdicts:\n{}", wrong.len(), wrong.join("\n"));
+    assert!(
+        wrong.is_empty(),
+        "{} wrong verdicts:\n{}",
+        wrong.len(),
+        wrong.join("\n")
+    );
     assert_eq!(status.code(), Some(0), "vfiotest vm exit status");
     println!("emulated_machine: all {} verdicts as expected", got.len());
 }

@@ -3,8 +3,8 @@
 mod dma_mapping_mmio;
 
 use ksft::{Program, Test, Verdict};
-use vfio::{BarMapping, Bdf, Device, Iommu, IommuMode, IovaAllocator};
 use std::sync::Arc;
+use vfio::{BarMapping, Bdf, Device, Iommu, IommuMode, IovaAllocator};
 
 /// A test program: upstream's name and how to build its tests for one device.
 pub struct ProgramSpec {
@@ -30,7 +30,10 @@ pub fn catalogue(only: Option<&str>, bdfs: &[Bdf]) -> Vec<Program> {
                 1 => spec.name.to_owned(),
                 _ => format!("{} {bdf}", spec.name),
             };
-            programs.push(Program { name, tests: (spec.tests)(bdf) });
+            programs.push(Program {
+                name,
+                tests: (spec.tests)(bdf),
+            });
         }
     }
     programs
@@ -80,6 +83,11 @@ impl DeviceFixture {
             .into_iter()
             .map(|index| device.map_bar(index))
             .collect::<vfio::Result<Vec<_>>>()?;
-        Ok(Self { bars, device, iommu, iova })
+        Ok(Self {
+            bars,
+            device,
+            iommu,
+            iova,
+        })
     }
 }

@@ -105,13 +105,25 @@ impl Console {
                     self.nested = true;
                     self.program = program.to_owned();
                 } else if self.nested
-                    && let Some(TapLine::Result { ok, name, directive, reason, .. }) = line.strip_prefix("# ").and_then(parse_line)
+                    && let Some(TapLine::Result {
+                        ok,
+                        name,
+                        directive,
+                        reason,
+                        ..
+                    }) = line.strip_prefix("# ").and_then(parse_line)
                 {
                     self.record(ok, name, directive, reason);
                 }
                 Event::Tap
             }
-            Some(TapLine::Result { ok, name, directive, reason, .. }) => {
+            Some(TapLine::Result {
+                ok,
+                name,
+                directive,
+                reason,
+                ..
+            }) => {
                 if !self.nested {
                     self.record(ok, name, directive, reason);
                 }
@@ -147,7 +159,12 @@ impl Console {
             (true, _) => "pass",
             (false, _) => "fail",
         };
-        self.results.push(TestResult { program: self.program.clone(), test: name, verdict, reason });
+        self.results.push(TestResult {
+            program: self.program.clone(),
+            test: name,
+            verdict,
+            reason,
+        });
     }
 
     /// Counts of (pass, skip, fail) over all results; xfail counts as pass, xpass as fail.
@@ -193,8 +210,18 @@ mod tests {
              # ok 1 f.v.t\nok 1 selftests: vfio: prog 0000:00:03.0\n# selftests: vfio: prog 0000:00:04.0\n# TAP version 13\n\
              # not ok 1 f.v.t\nnot ok 2 selftests: vfio: prog 0000:00:04.0 # exit=1\nvfiotest-vm: end exit=1\n",
         );
-        let got: Vec<_> = c.results.iter().map(|r| (r.program.as_str(), r.test.as_str(), r.verdict)).collect();
-        assert_eq!(got, [("prog 0000:00:03.0", "f.v.t", "pass"), ("prog 0000:00:04.0", "f.v.t", "fail")]);
+        let got: Vec<_> = c
+            .results
+            .iter()
+            .map(|r| (r.program.as_str(), r.test.as_str(), r.verdict))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("prog 0000:00:03.0", "f.v.t", "pass"),
+                ("prog 0000:00:04.0", "f.v.t", "fail")
+            ]
+        );
         assert_eq!(c.exit_code, Some(1));
     }
 
@@ -204,7 +231,13 @@ mod tests {
         let e = c.feed("[   12.3] BUG: kernel NULL pointer dereference, address: 0000000000000008");
         assert!(matches!(e, Event::Fatal(_)));
         assert!(c.fatal.as_deref().unwrap().contains("NULL pointer"));
-        assert!(matches!(c.feed("[   12.4] Kernel panic - not syncing: Fatal exception"), Event::Fatal(_)));
-        assert!(c.fatal.as_deref().unwrap().contains("NULL pointer"), "the first one is kept");
+        assert!(matches!(
+            c.feed("[   12.4] Kernel panic - not syncing: Fatal exception"),
+            Event::Fatal(_)
+        ));
+        assert!(
+            c.fatal.as_deref().unwrap().contains("NULL pointer"),
+            "the first one is kept"
+        );
     }
 }

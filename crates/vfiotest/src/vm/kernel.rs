@@ -35,14 +35,18 @@ pub fn ensure(cache: &Path) -> Result<PathBuf, Fatal> {
     let lock = File::create(&lock_path).map_err(|e| Fatal::fail(format!("{}: {e}", lock_path.display())))?;
     if flock(&lock, FlockOperation::NonBlockingLockExclusive).is_err() {
         eprintln!("[kernel] another vfiotest is building the kernel; waiting for it");
-        flock(&lock, FlockOperation::LockExclusive).map_err(|e| Fatal::fail(format!("flock {}: {e}", lock_path.display())))?;
+        flock(&lock, FlockOperation::LockExclusive)
+            .map_err(|e| Fatal::fail(format!("flock {}: {e}", lock_path.display())))?;
     }
     if bzimage.exists() {
         return Ok(bzimage);
     }
     let fragment = dir.join("guest.config");
     fs::write(&fragment, FRAGMENT).map_err(|e| Fatal::fail(format!("{}: {e}", fragment.display())))?;
-    eprintln!("[kernel] building the guest kernel into {} (once; cached after)", dir.display());
+    eprintln!(
+        "[kernel] building the guest kernel into {} (once; cached after)",
+        dir.display()
+    );
     let status = Command::new("bash")
         .arg("-c")
         .arg(BUILD_SCRIPT)

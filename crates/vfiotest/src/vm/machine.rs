@@ -74,7 +74,9 @@ pub fn qemu_command(qemu: &Path, accel: Accel, kernel: &Path, initrd: &Path, ext
         _ => cmd.args(["-accel", "tcg", "-cpu", "max", "-machine", "q35"]),
     };
     cmd.args(["-m", MEMORY, "-smp", "2", "-nodefaults", "-no-reboot", "-nic", "none"])
-        .args(["-display", "none", "-vga", "none", "-serial", "stdio", "-monitor", "none"])
+        .args([
+            "-display", "none", "-vga", "none", "-serial", "stdio", "-monitor", "none",
+        ])
         // Room above 4 GiB for the 128 GiB BAR.
         .args(["-global", "q35-pcihost.pci-hole64-size=512G"])
         // The vIOMMU comes first so every device behind it is translated.
@@ -85,12 +87,8 @@ pub fn qemu_command(qemu: &Path, accel: Accel, kernel: &Path, initrd: &Path, ext
         cmd.args(["-device", &format!("{},addr=0x{slot}", dev.qemu)]);
     }
     cmd.arg("-kernel").arg(kernel).arg("-initrd").arg(initrd);
-    cmd.args([
-        "-append",
-        &format!("console=ttyS0 intel_iommu=on panic=-1 oops=panic loglevel=4 {extra_cmdline}")
-            .trim_end()
-            .to_owned(),
-    ]);
+    let cmdline = format!("console=ttyS0 intel_iommu=on panic=-1 oops=panic loglevel=4 {extra_cmdline}");
+    cmd.arg("-append").arg(cmdline.trim_end());
     cmd
 }
 
@@ -113,7 +111,10 @@ mod tests {
     fn command_line_places_each_device() {
         let cmd = qemu_command(Path::new("qemu"), Accel::Tcg, Path::new("bz"), Path::new("rd"), "");
         let args: Vec<_> = cmd.get_args().map(|a| a.to_string_lossy().into_owned()).collect();
-        assert!(args.contains(&"pci-testdev,membar=0x2000000000,addr=0x03".to_owned()), "{args:?}");
+        assert!(
+            args.contains(&"pci-testdev,membar=0x2000000000,addr=0x03".to_owned()),
+            "{args:?}"
+        );
         assert!(args.contains(&"nvme,serial=vfiotest,drive=vfiotest-null,addr=0x07".to_owned()));
         let iommu = args.iter().position(|a| a.starts_with("intel-iommu")).unwrap();
         let first_dev = args.iter().position(|a| a.starts_with("pci-testdev")).unwrap();

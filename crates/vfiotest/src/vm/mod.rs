@@ -169,7 +169,13 @@ enum BootEnd {
     ProbeOk,
 }
 
-fn spawn_qemu(args: &VmArgs, accel: Accel, kernel: &Path, initrd: &Path, cmdline: &str) -> Result<(Qemu, mpsc::Receiver<String>), Fatal> {
+fn spawn_qemu(
+    args: &VmArgs,
+    accel: Accel,
+    kernel: &Path,
+    initrd: &Path,
+    cmdline: &str,
+) -> Result<(Qemu, mpsc::Receiver<String>), Fatal> {
     let mut cmd = machine::qemu_command(&args.qemu, accel, kernel, initrd, cmdline);
     let mut child = cmd
         .stdin(Stdio::null())
@@ -257,9 +263,20 @@ struct BootOutcome {
     boot_to_verdict: Option<Duration>,
 }
 
-fn boot(args: &VmArgs, accel: Accel, kernel: &Path, initrd: &Path, log_path: &Path, console: &mut Console) -> Result<BootOutcome, Fatal> {
+fn boot(
+    args: &VmArgs,
+    accel: Accel,
+    kernel: &Path,
+    initrd: &Path,
+    log_path: &Path,
+    console: &mut Console,
+) -> Result<BootOutcome, Fatal> {
     let accel_name = if accel == Accel::Kvm { "KVM" } else { "TCG" };
-    eprintln!("[vm] booting {} under {accel_name}; console log: {}", kernel.display(), log_path.display());
+    eprintln!(
+        "[vm] booting {} under {accel_name}; console log: {}",
+        kernel.display(),
+        log_path.display()
+    );
     let mut log = fs::File::create(log_path).map_err(|e| Fatal::fail(format!("{}: {e}", log_path.display())))?;
     let started = Instant::now();
     let (mut qemu, lines) = spawn_qemu(args, accel, kernel, initrd, "")?;
@@ -295,7 +312,11 @@ fn boot(args: &VmArgs, accel: Accel, kernel: &Path, initrd: &Path, log_path: &Pa
             }
         },
     );
-    Ok(BootOutcome { end, tail, boot_to_verdict: verdict_at })
+    Ok(BootOutcome {
+        end,
+        tail,
+        boot_to_verdict: verdict_at,
+    })
 }
 
 fn finish(args: &VmArgs, accel: Accel, console: &Console, outcome: BootOutcome, log_path: &Path) -> Result<i32, Fatal> {
@@ -312,7 +333,11 @@ fn finish(args: &VmArgs, accel: Accel, console: &Console, outcome: BootOutcome, 
         _ => None,
     };
     if let Some(problem) = problem {
-        eprintln!("[vm] ---- guest console, last {} lines (all of it: {}) ----", outcome.tail.len(), log_path.display());
+        eprintln!(
+            "[vm] ---- guest console, last {} lines (all of it: {}) ----",
+            outcome.tail.len(),
+            log_path.display()
+        );
         for line in &outcome.tail {
             eprintln!("{line}");
         }
@@ -321,8 +346,14 @@ fn finish(args: &VmArgs, accel: Accel, console: &Console, outcome: BootOutcome, 
     }
     let guest_code = console.exit_code.unwrap_or(KSFT_FAIL);
     let accel = if accel == Accel::Kvm { "KVM" } else { "TCG" };
-    let timing = outcome.boot_to_verdict.map(|d| format!(", boot→verdict {:.1} s", d.as_secs_f64())).unwrap_or_default();
-    eprintln!("[vm] {} tests: pass {pass}, skip {skip}, fail {fail} (guest exit {guest_code}, {accel}{timing})", console.results.len());
+    let timing = outcome
+        .boot_to_verdict
+        .map(|d| format!(", boot→verdict {:.1} s", d.as_secs_f64()))
+        .unwrap_or_default();
+    eprintln!(
+        "[vm] {} tests: pass {pass}, skip {skip}, fail {fail} (guest exit {guest_code}, {accel}{timing})",
+        console.results.len()
+    );
     Ok(match (fail, guest_code) {
         (0, KSFT_PASS) if console.results.is_empty() => KSFT_SKIP,
         (0, code) => code,
