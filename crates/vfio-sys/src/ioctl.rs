@@ -265,13 +265,20 @@ pub fn iommu_unmap_dma(container: impl AsFd, iova: u64, size: u64, flags: u32) -
 /// `VFIO_DEVICE_BIND_IOMMUFD`: returns the device id within the iommufd.
 #[doc(alias = "VFIO_DEVICE_BIND_IOMMUFD")]
 pub fn device_bind_iommufd(device: impl AsFd, iommufd: impl AsFd) -> Result<u32> {
+    device_bind_iommufd_number(device, std::os::fd::AsRawFd::as_raw_fd(&iommufd.as_fd()))
+}
+
+/// `VFIO_DEVICE_BIND_IOMMUFD` with a raw fd number, which need not be open: negative tests use
+/// this to check that the kernel rejects a bad one.
+#[doc(alias = "VFIO_DEVICE_BIND_IOMMUFD")]
+pub fn device_bind_iommufd_number(device: impl AsFd, iommufd: RawFd) -> Result<u32> {
     let mut bind = vfio_device_bind_iommufd {
         argsz: argsz::<vfio_device_bind_iommufd>(),
-        iommufd: std::os::fd::AsRawFd::as_raw_fd(&iommufd.as_fd()),
+        iommufd,
         ..Default::default()
     };
     // SAFETY: VFIO_DEVICE_BIND_IOMMUFD takes a `vfio_device_bind_iommufd` with argsz set and
-    // no token, so the kernel dereferences no user pointer.
+    // no token, so the kernel dereferences no user pointer. The fd number is only looked up.
     unsafe { update::<{ io(nr::VFIO_DEVICE_BIND_IOMMUFD) }, _>(device.as_fd(), &mut bind)? };
     Ok(bind.out_devid)
 }

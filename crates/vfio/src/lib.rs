@@ -12,6 +12,7 @@
 mod bar;
 mod bdf;
 pub mod caps;
+pub mod cdev;
 mod device;
 mod error;
 mod iommu;

@@ -16,6 +16,15 @@ const MODES: [&str; 5] = [
     "iommufd",
 ];
 const MMIO: &str = "vfio_dma_mapping_mmio_test";
+const SETUP: &str = "vfio_iommufd_setup_test";
+const SETUP_TESTS: [&str; 6] = [
+    "bind",
+    "get_info_without_bind_fails",
+    "bind_bad_iommufd_fails",
+    "repeated_bind_fails",
+    "attach_detatch_pt",
+    "attach_invalid_pt_fails",
+];
 
 /// (device, test) → expected verdict and, for skips, a piece of the reason.
 fn expected() -> BTreeMap<(String, String), (&'static str, &'static str)> {
@@ -38,6 +47,9 @@ fn expected() -> BTreeMap<(String, String), (&'static str, &'static str)> {
                 };
                 table.insert((format!("{MMIO} {dev}"), format!("{MMIO}.{mode}.{test}")), verdict);
             }
+        }
+        for test in SETUP_TESTS {
+            table.insert((format!("{SETUP} {dev}"), format!("vfio_cdev.{test}")), ("pass", ""));
         }
     }
     table

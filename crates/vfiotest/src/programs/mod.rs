@@ -1,6 +1,7 @@
 //! The test programs, named as upstream's, and the fixtures they share.
 
 mod dma_mapping_mmio;
+mod iommufd_setup;
 
 use ksft::{Program, Test, Verdict};
 use std::sync::Arc;
@@ -15,10 +16,16 @@ pub struct ProgramSpec {
 }
 
 /// Every program, in the order `vfiotest run` runs them.
-pub const PROGRAMS: &[ProgramSpec] = &[ProgramSpec {
-    name: "vfio_dma_mapping_mmio_test",
-    tests: dma_mapping_mmio::tests,
-}];
+pub const PROGRAMS: &[ProgramSpec] = &[
+    ProgramSpec {
+        name: "vfio_dma_mapping_mmio_test",
+        tests: dma_mapping_mmio::tests,
+    },
+    ProgramSpec {
+        name: "vfio_iommufd_setup_test",
+        tests: iommufd_setup::tests,
+    },
+];
 
 /// The programs to run: `only` (or all) for each device. With one device the programs keep
 /// upstream's bare names; with several each is suffixed by its BDF.

@@ -1,0 +1,122 @@
+//! The VFIO device cdev and `/dev/iommu` at the level of single ioctls, for tests of the
+//! iommufd setup sequence itself. [`crate::Device`] does the whole sequence for normal use.
+
+use std::fs::{File, OpenOptions};
+use std::io::ErrorKind;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd, RawFd};
+use std::path::Path;
+
+use vfio_sys::ioctl as sys;
+
+use crate::error::Context;
+use crate::sysfs::Sysfs;
+use crate::{Bdf, DeviceInfo, Error, Result};
+
+fn open(path: &Path, missing: impl FnOnce() -> String) -> Result<OwnedFd> {
+    match OpenOptions::new().read(true).write(true).open(path) {
+        Ok(f) => Ok(File::into(f)),
+        Err(e) if e.kind() == ErrorKind::NotFound => Err(Error::Unsupported(missing())),
+        Err(e) => Err(Error::file(path, e)),
+    }
+}
+
+/// An open `/dev/iommu`.
+#[derive(Debug)]
+pub struct Iommufd {
+    fd: OwnedFd,
+}
+
+impl Iommufd {
+    /// Opens `/dev/iommu`.
+    ///
+    /// # Errors
+    /// [`Error::Unsupported`] if the kernel lacks iommufd.
+    pub fn open() -> Result<Self> {
+        let fd = open(Path::new("/dev/iommu"), || {
+            "/dev/iommu is missing: the kernel lacks CONFIG_IOMMUFD".into()
+        })?;
+        Ok(Self { fd })
+    }
+
+    /// `IOMMU_IOAS_ALLOC`: a new IOAS id (freed when the iommufd closes).
+    ///
+    /// # Errors
+    /// The ioctl's errno.
+    pub fn alloc_ioas(&self) -> Result<u32> {
+        sys::ioas_alloc(&self.fd).op(|| "IOMMU_IOAS_ALLOC".into())
+    }
+}
+
+impl AsFd for Iommufd {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+/// An open `/dev/vfio/devices/vfioN`, not yet bound to anything.
+#[derive(Debug)]
+pub struct DeviceCdev {
+    bdf: Bdf,
+    fd: OwnedFd,
+}
+
+impl DeviceCdev {
+    /// Opens the cdev of `bdf`.
+    ///
+    /// # Errors
+    /// [`Error::Unsupported`] without VFIO cdevs; the device errors of [`Sysfs`].
+    pub fn open(bdf: Bdf) -> Result<Self> {
+        let sysfs = Sysfs::system();
+        sysfs.ensure_vfio_bound(bdf)?;
+        let path = sysfs.vfio_cdev(bdf)?;
+        let fd = open(&path, || format!("{} does not exist", path.display()))?;
+        Ok(Self { bdf, fd })
+    }
+
+    /// `VFIO_DEVICE_BIND_IOMMUFD`: returns the device id.
+    ///
+    /// # Errors
+    /// The ioctl's errno.
+    pub fn bind(&self, iommufd: &Iommufd) -> Result<u32> {
+        sys::device_bind_iommufd(&self.fd, iommufd).op(|| format!("VFIO_DEVICE_BIND_IOMMUFD({})", self.bdf))
+    }
+
+    /// `VFIO_DEVICE_BIND_IOMMUFD` with any fd number, valid or not.
+    ///
+    /// # Errors
+    /// The ioctl's errno.
+    pub fn bind_fd_number(&self, iommufd: RawFd) -> Result<u32> {
+        sys::device_bind_iommufd_number(&self.fd, iommufd)
+            .op(|| format!("VFIO_DEVICE_BIND_IOMMUFD({}, fd {iommufd})", self.bdf))
+    }
+
+    /// `VFIO_DEVICE_ATTACH_IOMMUFD_PT`.
+    ///
+    /// # Errors
+    /// The ioctl's errno.
+    pub fn attach(&self, pt_id: u32) -> Result<u32> {
+        sys::device_attach_iommufd_pt(&self.fd, pt_id)
+            .op(|| format!("VFIO_DEVICE_ATTACH_IOMMUFD_PT({}, pt {pt_id:#x})", self.bdf))
+    }
+
+    /// `VFIO_DEVICE_DETACH_IOMMUFD_PT`.
+    ///
+    /// # Errors
+    /// The ioctl's errno.
+    pub fn detach(&self) -> Result<()> {
+        sys::device_detach_iommufd_pt(&self.fd).op(|| format!("VFIO_DEVICE_DETACH_IOMMUFD_PT({})", self.bdf))
+    }
+
+    /// `VFIO_DEVICE_GET_INFO`.
+    ///
+    /// # Errors
+    /// The ioctl's errno (an unbound cdev refuses it).
+    pub fn info(&self) -> Result<DeviceInfo> {
+        let raw = sys::device_get_info(&self.fd).op(|| format!("VFIO_DEVICE_GET_INFO({})", self.bdf))?;
+        Ok(DeviceInfo {
+            flags: raw.flags,
+            num_regions: raw.num_regions,
+            num_irqs: raw.num_irqs,
+        })
+    }
+}
