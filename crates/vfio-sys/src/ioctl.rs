@@ -224,6 +224,41 @@ pub fn device_get_irq_info(device: impl AsFd, index: u32) -> Result<vfio_irq_inf
     Ok(info)
 }
 
+/// `VFIO_DEVICE_SET_IRQS` with `ACTION_TRIGGER`: wires `eventfds` to vectors `start..` of IRQ
+/// `index`; an empty slice with `count` 0 disables the index.
+#[doc(alias = "VFIO_DEVICE_SET_IRQS")]
+pub fn device_set_irq_eventfds(device: impl AsFd, index: u32, start: u32, eventfds: &[BorrowedFd<'_>]) -> Result<()> {
+    let header = size_of::<vfio_irq_set>();
+    let argsz = header + eventfds.len() * size_of::<i32>();
+    // u32 words: the header is five u32s and each eventfd one s32.
+    let mut buf = vec![0u32; argsz / 4];
+    let flags = VFIO_IRQ_SET_ACTION_TRIGGER
+        | if eventfds.is_empty() { VFIO_IRQ_SET_DATA_NONE } else { VFIO_IRQ_SET_DATA_EVENTFD };
+    buf[..5].copy_from_slice(&[argsz as u32, flags, index, start, eventfds.len() as u32]);
+    for (slot, fd) in buf[5..].iter_mut().zip(eventfds) {
+        *slot = std::os::fd::AsRawFd::as_raw_fd(fd) as u32;
+    }
+    // SAFETY: the buffer is a `vfio_irq_set` followed by `count` s32 eventfds, `argsz` bytes
+    // long, 4-byte aligned; the kernel only reads it.
+    unsafe { ioctl(device.as_fd(), Raw { opcode: io(nr::VFIO_DEVICE_SET_IRQS), arg: buf.as_mut_ptr().cast() }) }
+        .map(drop)
+}
+
+/// `VFIO_DEVICE_SET_IRQS` with `ACTION_TRIGGER | DATA_NONE`: fires `count` vectors from `start`
+/// in software, as if the device had sent them.
+#[doc(alias = "VFIO_DEVICE_SET_IRQS")]
+pub fn device_trigger_irq(device: impl AsFd, index: u32, start: u32, count: u32) -> Result<()> {
+    let mut set = vfio_irq_set {
+        argsz: argsz::<vfio_irq_set>(),
+        flags: VFIO_IRQ_SET_ACTION_TRIGGER | VFIO_IRQ_SET_DATA_NONE,
+        index,
+        start,
+        count,
+    };
+    // SAFETY: VFIO_DEVICE_SET_IRQS takes a `vfio_irq_set`; with DATA_NONE no data follows.
+    unsafe { update::<{ io(nr::VFIO_DEVICE_SET_IRQS) }, _>(device.as_fd(), &mut set) }
+}
+
 /// `VFIO_DEVICE_RESET`
 #[doc(alias = "VFIO_DEVICE_RESET")]
 pub fn device_reset(device: impl AsFd) -> Result<()> {

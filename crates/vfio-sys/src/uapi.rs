@@ -44,11 +44,17 @@ pub const VFIO_DMA_UNMAP_FLAG_ALL: u32 = 1 << 1;
 pub const VFIO_PCI_BAR0_REGION_INDEX: u32 = 0;
 pub const VFIO_PCI_ROM_REGION_INDEX: u32 = 6;
 pub const VFIO_PCI_CONFIG_REGION_INDEX: u32 = 7;
+pub const VFIO_PCI_VGA_REGION_INDEX: u32 = 8;
 pub const VFIO_PCI_NUM_BARS: u32 = 6;
 
 pub const VFIO_PCI_INTX_IRQ_INDEX: u32 = 0;
 pub const VFIO_PCI_MSI_IRQ_INDEX: u32 = 1;
 pub const VFIO_PCI_MSIX_IRQ_INDEX: u32 = 2;
+
+pub const VFIO_IRQ_INFO_EVENTFD: u32 = 1 << 0;
+pub const VFIO_IRQ_SET_DATA_NONE: u32 = 1 << 0;
+pub const VFIO_IRQ_SET_DATA_EVENTFD: u32 = 1 << 2;
+pub const VFIO_IRQ_SET_ACTION_TRIGGER: u32 = 1 << 5;
 
 pub const IOMMU_IOAS_MAP_FIXED_IOVA: u32 = 1 << 0;
 pub const IOMMU_IOAS_MAP_WRITEABLE: u32 = 1 << 1;
@@ -65,6 +71,7 @@ pub mod nr {
     pub const VFIO_DEVICE_GET_INFO: u8 = super::VFIO_BASE + 7;
     pub const VFIO_DEVICE_GET_REGION_INFO: u8 = super::VFIO_BASE + 8;
     pub const VFIO_DEVICE_GET_IRQ_INFO: u8 = super::VFIO_BASE + 9;
+    pub const VFIO_DEVICE_SET_IRQS: u8 = super::VFIO_BASE + 10;
     pub const VFIO_DEVICE_RESET: u8 = super::VFIO_BASE + 11;
     pub const VFIO_IOMMU_GET_INFO: u8 = super::VFIO_BASE + 12;
     pub const VFIO_IOMMU_MAP_DMA: u8 = super::VFIO_BASE + 13;
@@ -147,6 +154,17 @@ pub struct vfio_irq_info {
     pub argsz: u32,
     pub flags: u32,
     pub index: u32,
+    pub count: u32,
+}
+
+/// Header of `struct vfio_irq_set`; `count` data entries (eventfds here) follow.
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy)]
+pub struct vfio_irq_set {
+    pub argsz: u32,
+    pub flags: u32,
+    pub index: u32,
+    pub start: u32,
     pub count: u32,
 }
 
@@ -292,6 +310,7 @@ assert_layout!(vfio_region_sparse_mmap_area, 16, { offset: 0, size: 8 });
 assert_layout!(vfio_region_info_cap_sparse_mmap, 16, { header: 0, nr_areas: 8, reserved: 12 });
 assert_layout!(vfio_region_info_cap_type, 16, { header: 0, type_: 8, subtype: 12 });
 assert_layout!(vfio_irq_info, 16, { argsz: 0, flags: 4, index: 8, count: 12 });
+assert_layout!(vfio_irq_set, 20, { argsz: 0, flags: 4, index: 8, start: 12, count: 16 });
 assert_layout!(vfio_iommu_type1_info, 24, { argsz: 0, flags: 4, iova_pgsizes: 8, cap_offset: 16, pad: 20 });
 assert_layout!(vfio_iova_range, 16, { start: 0, end: 8 });
 assert_layout!(vfio_iommu_type1_info_cap_iova_range, 16, { header: 0, nr_iovas: 8, reserved: 12 });

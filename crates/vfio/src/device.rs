@@ -6,9 +6,10 @@ use std::io::ErrorKind;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::Arc;
 
+use vfio_sys::Errno;
 use vfio_sys::ioctl as sys;
 use vfio_sys::uapi::{
-    VFIO_DEVICE_FLAGS_PCI, VFIO_DEVICE_FLAGS_RESET, VFIO_GROUP_FLAGS_VIABLE, VFIO_PCI_CONFIG_REGION_INDEX,
+    VFIO_DEVICE_FLAGS_PCI, VFIO_DEVICE_FLAGS_RESET, VFIO_GROUP_FLAGS_VIABLE, VFIO_PCI_CONFIG_REGION_INDEX, VFIO_PCI_VGA_REGION_INDEX,
     VFIO_PCI_NUM_BARS,
 };
 
@@ -100,10 +101,12 @@ impl Device {
         };
         // Every region, keyed by its index: one that can't be read fails the open.
         let regions = (0..info.num_regions)
-            .map(|index| {
-                let buf = sys::device_get_region_info(&fd, index)
-                    .op(|| format!("VFIO_DEVICE_GET_REGION_INFO({bdf}, region {index})"))?;
-                RegionInfo::parse(index, &buf)
+            .map(|index| match sys::device_get_region_info(&fd, index) {
+                Ok(buf) => RegionInfo::parse(index, &buf),
+                // vfio-pci counts the VGA region on every device but answers EINVAL for it on
+                // devices that aren't VGA: the region is absent, not broken.
+                Err(Errno::INVAL) if info.is_pci() && index == VFIO_PCI_VGA_REGION_INDEX => Ok(RegionInfo::absent(index)),
+                Err(e) => Err(Error::sys(format!("VFIO_DEVICE_GET_REGION_INFO({bdf}, region {index})"), e)),
             })
             .collect::<Result<Vec<_>>>()?;
         Ok(Self {

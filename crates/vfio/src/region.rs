@@ -119,6 +119,11 @@ impl RegionInfo {
         })
     }
 
+    /// A region the device doesn't implement: size 0, no flags.
+    pub fn absent(index: u32) -> Self {
+        Self { index, flags: 0, size: 0, offset: 0, caps: Vec::new() }
+    }
+
     /// The region can be read.
     pub fn readable(&self) -> bool {
         self.flags & VFIO_REGION_INFO_FLAG_READ != 0

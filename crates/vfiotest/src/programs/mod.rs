@@ -2,6 +2,7 @@
 
 mod dma_mapping_mmio;
 mod iommufd_setup;
+mod pci_device;
 
 use ksft::{Program, Test, Verdict};
 use std::sync::Arc;
@@ -24,6 +25,10 @@ pub const PROGRAMS: &[ProgramSpec] = &[
     ProgramSpec {
         name: "vfio_iommufd_setup_test",
         tests: iommufd_setup::tests,
+    },
+    ProgramSpec {
+        name: "vfio_pci_device_test",
+        tests: pci_device::tests,
     },
 ];
 

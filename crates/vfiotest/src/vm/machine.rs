@@ -49,7 +49,7 @@ const BACKENDS: &[&str] = &[
     "-object",
     "memory-backend-ram,id=vfiotest-shm,size=4M",
     "-blockdev",
-    "driver=null-co,node-name=vfiotest-null,size=16M",
+    "driver=null-co,node-name=vfiotest-null,size=16777216",
 ];
 
 /// How QEMU executes the guest.

@@ -1,0 +1,130 @@
+//! `vfio_pci_device_test`: config space, BARs, reset and interrupts of one device, in the
+//! default mode (native iommufd, as upstream).
+
+use std::time::Duration;
+
+use ksft::{Outcome, Test, Verdict, ensure, ensure_eq, skip};
+use vfio::sysfs::Sysfs;
+use vfio::{Bdf, Errno, IommuMode};
+use vfio_sys_consts::*;
+
+use super::DeviceFixture;
+
+/// The mode upstream's device tests use when none is given.
+const DEFAULT_MODE: IommuMode = IommuMode::Iommufd;
+/// At most this many vectors are exercised, whatever the device has (IRTE limits).
+const MAX_TEST_MSI: u32 = 16;
+
+mod vfio_sys_consts {
+    pub const PCI_VENDOR_ID: u64 = 0x00;
+    pub const PCI_DEVICE_ID: u64 = 0x02;
+    pub const PCI_COMMAND: u64 = 0x04;
+    pub const PCI_COMMAND_MASTER: u16 = 0x4;
+    pub const VFIO_PCI_MSI_IRQ_INDEX: u32 = 1;
+    pub const VFIO_PCI_MSIX_IRQ_INDEX: u32 = 2;
+    pub const PCI_STD_NUM_BARS: u32 = 6;
+}
+
+struct PciFixture {
+    bdf: Bdf,
+    dev: DeviceFixture,
+}
+
+pub fn tests(bdf: Bdf) -> Vec<Test> {
+    let setup = move |_: &()| -> Result<PciFixture, Verdict> { Ok(PciFixture { bdf, dev: DeviceFixture::open(bdf, DEFAULT_MODE)? }) };
+    let mut tests = ksft::fixture(
+        "vfio_pci_device_test",
+        &[("", ())],
+        setup,
+        &[("config_space_read_write", config_space_read_write), ("validate_bars", validate_bars), ("reset", reset)],
+    );
+    let setup = move |&index: &u32| -> Result<(PciFixture, u32), Verdict> {
+        Ok((PciFixture { bdf, dev: DeviceFixture::open(bdf, DEFAULT_MODE)? }, index))
+    };
+    tests.extend(ksft::fixture(
+        "vfio_pci_irq_test",
+        &[("msi", VFIO_PCI_MSI_IRQ_INDEX), ("msix", VFIO_PCI_MSIX_IRQ_INDEX)],
+        setup,
+        &[("enable_trigger_disable", enable_trigger_disable)],
+    ));
+    tests
+}
+
+fn read_u16(t: &PciFixture, offset: u64) -> Result<u16, Verdict> {
+    let mut buf = [0u8; 2];
+    t.dev.device.config_read(offset, &mut buf)?;
+    Ok(u16::from_le_bytes(buf))
+}
+
+fn write_u16(t: &PciFixture, offset: u64, value: u16) -> Outcome {
+    Ok(t.dev.device.config_write(offset, &value.to_le_bytes())?)
+}
+
+fn config_space_read_write(t: &mut PciFixture) -> Outcome {
+    let sysfs = Sysfs::system();
+    let (vendor, device) = (sysfs.read_hex(t.bdf, "vendor")? as u16, sysfs.read_hex(t.bdf, "device")? as u16);
+    ensure_eq!(read_u16(t, PCI_VENDOR_ID)?, vendor, "vendor ID: config space vs sysfs");
+    ensure_eq!(read_u16(t, PCI_DEVICE_ID)?, device, "device ID: config space vs sysfs");
+    println!("Vendor: {vendor:04x}, Device: {device:04x}");
+
+    let command = read_u16(t, PCI_COMMAND)?;
+    ensure!(command & PCI_COMMAND_MASTER == 0, "bus mastering is on before the test (command {command:04x})");
+    write_u16(t, PCI_COMMAND, command | PCI_COMMAND_MASTER)?;
+    let command = read_u16(t, PCI_COMMAND)?;
+    ensure!(command & PCI_COMMAND_MASTER != 0, "bus mastering did not turn on (command {command:04x})");
+    println!("Enabled Bus Mastering (command: {command:04x})");
+    write_u16(t, PCI_COMMAND, command & !PCI_COMMAND_MASTER)?;
+    let command = read_u16(t, PCI_COMMAND)?;
+    ensure!(command & PCI_COMMAND_MASTER == 0, "bus mastering did not turn off (command {command:04x})");
+    println!("Disabled Bus Mastering (command: {command:04x})");
+    Ok(())
+}
+
+fn validate_bars(t: &mut PciFixture) -> Outcome {
+    for index in 0..PCI_STD_NUM_BARS {
+        let region = t.dev.device.region(index).ok_or_else(|| Verdict::Fail(format!("no region {index}")))?;
+        let mapping = t.dev.bars.iter().find(|b| b.index() == index);
+        if !region.mmappable() {
+            println!("BAR {index} does not support mmap()");
+            ensure!(mapping.is_none(), "BAR {index} is mapped although it does not support mmap()");
+            continue;
+        }
+        // BARs that support mmap() are mapped by the fixture, as by vfio_pci_device_init().
+        let Some(bar) = mapping else {
+            return Err(Verdict::Fail(format!("BAR {index} supports mmap() but is not mapped")));
+        };
+        ensure!(region.size != 0, "BAR {index} supports mmap() but has size 0");
+        println!("BAR {index} mapped at {:#x} (size {:#x}, {})", bar.addr(), region.size, bar.placement());
+    }
+    Ok(())
+}
+
+fn reset(t: &mut PciFixture) -> Outcome {
+    if !t.dev.device.info().can_reset() {
+        skip!("Device does not support reset");
+    }
+    // A reset can race with the device's own work; the kernel asks to retry then.
+    for _ in 0..20 {
+        match t.dev.device.reset() {
+            Err(e) if e.errno() == Some(Errno::AGAIN) => std::thread::sleep(Duration::from_millis(10)),
+            result => return Ok(result?),
+        }
+    }
+    Ok(t.dev.device.reset()?)
+}
+
+fn enable_trigger_disable((t, index): &mut (PciFixture, u32)) -> Outcome {
+    let kind = if *index == VFIO_PCI_MSIX_IRQ_INDEX { "MSI-x" } else { "MSI" };
+    let count = t.dev.device.irq_info(*index)?.count.min(MAX_TEST_MSI);
+    if count == 0 {
+        skip!("{kind}: not supported");
+    }
+    let irqs = t.dev.device.enable_irqs(*index, count)?;
+    println!("{kind}: enabled {count} interrupts");
+    for vector in 0..count {
+        ensure_eq!(irqs.take(vector)?, None, "vector {vector} fired before it was triggered");
+        irqs.trigger(vector)?;
+        ensure_eq!(irqs.take(vector)?, Some(1), "vector {vector} after one trigger");
+    }
+    Ok(irqs.disable()?)
+}
