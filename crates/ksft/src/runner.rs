@@ -108,7 +108,7 @@ fn run_program(program: &Program, filters: &Filters, tap: &mut Tap<'_>) -> Summa
     for (number, test) in enabled.iter().enumerate() {
         let name = test.full_name();
         tap.msg(format!(" RUN           {name} ..."));
-        let (code, reason) = run_in_child(test, tap);
+        let (code, reason) = run_in_child(&program.name, test, tap);
         let passed = matches!(code, KSFT_PASS | KSFT_SKIP | KSFT_XFAIL | KSFT_XPASS);
         tap.msg(format!("         {:>4}  {name}", if passed { "OK" } else { "FAIL" }));
         summary.add(code);
@@ -143,9 +143,15 @@ fn run_program(program: &Program, filters: &Filters, tap: &mut Tap<'_>) -> Summa
     summary
 }
 
+/// The value of [`CHILD_ENV`] that names `test` of `program`: test names repeat across
+/// programs (one program per device), so both are needed.
+fn child_key(program: &str, test: &Test) -> String {
+    format!("{program}/{}", test.full_name())
+}
+
 /// Re-runs this executable with the same arguments to run `test` alone, relays its output,
 /// and returns its kselftest code and SKIP reason.
-fn run_in_child(test: &Test, tap: &mut Tap<'_>) -> (i32, Option<String>) {
+fn run_in_child(program: &str, test: &Test, tap: &mut Tap<'_>) -> (i32, Option<String>) {
     let short = test.name.clone();
     let spawned = (|| {
         let (read, write) = rustix::pipe::pipe()?;
@@ -153,7 +159,7 @@ fn run_in_child(test: &Test, tap: &mut Tap<'_>) -> (i32, Option<String>) {
         let exe = std::env::current_exe()?;
         let child = Command::new(exe)
             .args(std::env::args_os().skip(1))
-            .env(CHILD_ENV, test.full_name())
+            .env(CHILD_ENV, child_key(program, test))
             .stdin(Stdio::null())
             .stdout(Stdio::from(write))
             .stderr(Stdio::from(write_err))
@@ -251,7 +257,11 @@ pub fn run_child(programs: &[Program]) -> Option<i32> {
     std::panic::set_hook(Box::new(|info| {
         eprintln!("# panic: {info}");
     }));
-    let Some(test) = programs.iter().flat_map(|p| &p.tests).find(|t| t.full_name() == wanted) else {
+    let found = programs
+        .iter()
+        .flat_map(|p| p.tests.iter().map(move |t| (p, t)))
+        .find(|(p, t)| child_key(&p.name, t) == wanted);
+    let Some((_, test)) = found else {
         eprintln!("# no test named {wanted} in this run");
         return Some(KSFT_FAIL);
     };

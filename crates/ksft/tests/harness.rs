@@ -40,10 +40,19 @@ fn catalogue() -> Vec<Program> {
         Test::new("fx", "two", "hangs", hangs).with_timeout(Duration::from_secs(1)),
         Test::new("other", "", "panics", panics),
     ];
-    vec![Program {
-        name: "demo".into(),
-        tests,
-    }]
+    // A second program with the same test names, as when one program runs on two devices:
+    // the child must run the test of the right one.
+    let other = vec![Test::new("fx", "one", "pass", || skip!("the other program's test"))];
+    vec![
+        Program {
+            name: "demo".into(),
+            tests,
+        },
+        Program {
+            name: "demo 2".into(),
+            tests: other,
+        },
+    ]
 }
 
 fn main() {
@@ -53,7 +62,7 @@ fn main() {
     }
 
     let mut out = Vec::new();
-    let code = run_programs(&programs, &Filters::default(), &mut out);
+    let code = run_programs(&programs[..1], &Filters::default(), &mut out);
     let out = String::from_utf8(out).unwrap();
     let expected = "\
 TAP version 13
@@ -90,13 +99,47 @@ not ok 5 other.panics
     assert!(out.contains("# panic: "), "a panic is reported in one line:\n{out}");
     assert_eq!(code, 1);
 
+    // Two programs nest as the kselftest runner does, each child running its own program's test.
+    let mut out = Vec::new();
+    let filters = Filters(vec![Filter::Run("fx.one.pass".into())]);
+    assert_eq!(run_programs(&programs, &filters, &mut out), 0);
+    let out = String::from_utf8(out).unwrap();
+    let nested = "\
+TAP version 13
+1..2
+# selftests: vfio: demo
+# TAP version 13
+# 1..1
+# # Starting 1 tests from 1 test cases.
+# #  RUN           fx.one.pass ...
+# doing the work
+# #            OK  fx.one.pass
+# ok 1 fx.one.pass
+# # PASSED: 1 / 1 tests passed.
+# # Totals: pass:1 fail:0 xfail:0 xpass:0 skip:0 error:0
+ok 1 selftests: vfio: demo
+# selftests: vfio: demo 2
+# TAP version 13
+# 1..1
+# # Starting 1 tests from 1 test cases.
+# #  RUN           fx.one.pass ...
+# #      SKIP      the other program's test
+# #            OK  fx.one.pass
+# ok 1 fx.one.pass # SKIP the other program's test
+# # PASSED: 1 / 1 tests passed.
+# # 1 skipped test(s) detected. Consider enabling relevant config options to improve coverage.
+# # Totals: pass:0 fail:0 xfail:0 xpass:0 skip:1 error:0
+ok 2 selftests: vfio: demo 2 # SKIP
+";
+    assert_eq!(out, nested);
+
     // Filters pick tests, and an all-pass run exits 0.
     let mut out = Vec::new();
     let filters = Filters(vec![
         Filter::Test(true, "pass".into()),
         Filter::Test(true, "skips".into()),
     ]);
-    assert_eq!(run_programs(&programs, &filters, &mut out), 0);
+    assert_eq!(run_programs(&programs[..1], &filters, &mut out), 0);
     let out = String::from_utf8(out).unwrap();
     assert!(
         out.contains("1..2\n") && out.contains("# PASSED: 2 / 2 tests passed.\n"),

@@ -233,15 +233,27 @@ pub fn device_set_irq_eventfds(device: impl AsFd, index: u32, start: u32, eventf
     // u32 words: the header is five u32s and each eventfd one s32.
     let mut buf = vec![0u32; argsz / 4];
     let flags = VFIO_IRQ_SET_ACTION_TRIGGER
-        | if eventfds.is_empty() { VFIO_IRQ_SET_DATA_NONE } else { VFIO_IRQ_SET_DATA_EVENTFD };
+        | if eventfds.is_empty() {
+            VFIO_IRQ_SET_DATA_NONE
+        } else {
+            VFIO_IRQ_SET_DATA_EVENTFD
+        };
     buf[..5].copy_from_slice(&[argsz as u32, flags, index, start, eventfds.len() as u32]);
     for (slot, fd) in buf[5..].iter_mut().zip(eventfds) {
         *slot = std::os::fd::AsRawFd::as_raw_fd(fd) as u32;
     }
     // SAFETY: the buffer is a `vfio_irq_set` followed by `count` s32 eventfds, `argsz` bytes
     // long, 4-byte aligned; the kernel only reads it.
-    unsafe { ioctl(device.as_fd(), Raw { opcode: io(nr::VFIO_DEVICE_SET_IRQS), arg: buf.as_mut_ptr().cast() }) }
-        .map(drop)
+    unsafe {
+        ioctl(
+            device.as_fd(),
+            Raw {
+                opcode: io(nr::VFIO_DEVICE_SET_IRQS),
+                arg: buf.as_mut_ptr().cast(),
+            },
+        )
+    }
+    .map(drop)
 }
 
 /// `VFIO_DEVICE_SET_IRQS` with `ACTION_TRIGGER | DATA_NONE`: fires `count` vectors from `start`

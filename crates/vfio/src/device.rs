@@ -9,8 +9,8 @@ use std::sync::Arc;
 use vfio_sys::Errno;
 use vfio_sys::ioctl as sys;
 use vfio_sys::uapi::{
-    VFIO_DEVICE_FLAGS_PCI, VFIO_DEVICE_FLAGS_RESET, VFIO_GROUP_FLAGS_VIABLE, VFIO_PCI_CONFIG_REGION_INDEX, VFIO_PCI_VGA_REGION_INDEX,
-    VFIO_PCI_NUM_BARS,
+    VFIO_DEVICE_FLAGS_PCI, VFIO_DEVICE_FLAGS_RESET, VFIO_GROUP_FLAGS_VIABLE, VFIO_PCI_CONFIG_REGION_INDEX,
+    VFIO_PCI_NUM_BARS, VFIO_PCI_VGA_REGION_INDEX,
 };
 
 use crate::error::Context;
@@ -105,8 +105,13 @@ impl Device {
                 Ok(buf) => RegionInfo::parse(index, &buf),
                 // vfio-pci counts the VGA region on every device but answers EINVAL for it on
                 // devices that aren't VGA: the region is absent, not broken.
-                Err(Errno::INVAL) if info.is_pci() && index == VFIO_PCI_VGA_REGION_INDEX => Ok(RegionInfo::absent(index)),
-                Err(e) => Err(Error::sys(format!("VFIO_DEVICE_GET_REGION_INFO({bdf}, region {index})"), e)),
+                Err(Errno::INVAL) if info.is_pci() && index == VFIO_PCI_VGA_REGION_INDEX => {
+                    Ok(RegionInfo::absent(index))
+                }
+                Err(e) => Err(Error::sys(
+                    format!("VFIO_DEVICE_GET_REGION_INFO({bdf}, region {index})"),
+                    e,
+                )),
             })
             .collect::<Result<Vec<_>>>()?;
         Ok(Self {

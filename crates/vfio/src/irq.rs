@@ -37,7 +37,11 @@ impl Device {
     pub fn irq_info(&self, index: u32) -> Result<IrqInfo> {
         let raw = sys::device_get_irq_info(self.fd(), index)
             .op(|| format!("VFIO_DEVICE_GET_IRQ_INFO({}, index {index})", self.bdf()))?;
-        Ok(IrqInfo { index, flags: raw.flags, count: raw.count })
+        Ok(IrqInfo {
+            index,
+            flags: raw.flags,
+            count: raw.count,
+        })
     }
 
     /// Enables vectors `0..count` of IRQ `index`, each signalling its own non-blocking eventfd.
@@ -51,7 +55,12 @@ impl Device {
         let borrowed: Vec<_> = eventfds.iter().map(|fd| fd.as_fd()).collect();
         sys::device_set_irq_eventfds(self.fd(), index, 0, &borrowed)
             .op(|| format!("VFIO_DEVICE_SET_IRQS({}, index {index}, {count} eventfds)", self.bdf()))?;
-        Ok(IrqEventfds { device: self, index, eventfds, enabled: true })
+        Ok(IrqEventfds {
+            device: self,
+            index,
+            eventfds,
+            enabled: true,
+        })
     }
 }
 
@@ -71,8 +80,13 @@ impl IrqEventfds<'_> {
     /// # Errors
     /// The ioctl's errno.
     pub fn trigger(&self, vector: u32) -> Result<()> {
-        sys::device_trigger_irq(self.device.fd(), self.index, vector, 1)
-            .op(|| format!("VFIO_DEVICE_SET_IRQS({}, index {}, trigger vector {vector})", self.device.bdf(), self.index))
+        sys::device_trigger_irq(self.device.fd(), self.index, vector, 1).op(|| {
+            format!(
+                "VFIO_DEVICE_SET_IRQS({}, index {}, trigger vector {vector})",
+                self.device.bdf(),
+                self.index
+            )
+        })
     }
 
     /// Reads and clears `vector`'s eventfd: `Some(count)` if it fired, `None` if not.
@@ -103,8 +117,13 @@ impl IrqEventfds<'_> {
     }
 
     fn disable_now(&self) -> Result<()> {
-        sys::device_set_irq_eventfds(self.device.fd(), self.index, 0, &[])
-            .op(|| format!("VFIO_DEVICE_SET_IRQS({}, index {}, disable)", self.device.bdf(), self.index))
+        sys::device_set_irq_eventfds(self.device.fd(), self.index, 0, &[]).op(|| {
+            format!(
+                "VFIO_DEVICE_SET_IRQS({}, index {}, disable)",
+                self.device.bdf(),
+                self.index
+            )
+        })
     }
 }
 

@@ -121,7 +121,13 @@ impl RegionInfo {
 
     /// A region the device doesn't implement: size 0, no flags.
     pub fn absent(index: u32) -> Self {
-        Self { index, flags: 0, size: 0, offset: 0, caps: Vec::new() }
+        Self {
+            index,
+            flags: 0,
+            size: 0,
+            offset: 0,
+            caps: Vec::new(),
+        }
     }
 
     /// The region can be read.

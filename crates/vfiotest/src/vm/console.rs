@@ -17,6 +17,12 @@ const FATAL_PATTERNS: &[&str] = &[
     "kernel BUG at",
 ];
 
+fn is_kernel_message(line: &str) -> bool {
+    line.strip_prefix('[')
+        .and_then(|rest| rest.split_once(']'))
+        .is_some_and(|(stamp, _)| stamp.trim().chars().all(|c| c.is_ascii_digit() || c == '.'))
+}
+
 /// One test's verdict.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct TestResult {
@@ -130,7 +136,10 @@ impl Console {
                 Event::Tap
             }
             Some(_) => Event::Tap,
-            None => Event::Log,
+            // Kernel messages carry a "[    1.234567]" timestamp; anything else is the suite's
+            // own output (upstream tests print plain lines too).
+            None if is_kernel_message(line) => Event::Log,
+            None => Event::Tap,
         }
     }
 
@@ -199,6 +208,14 @@ mod tests {
         assert_eq!(c.results[1].reason, "BAR too small (size=0x800)");
         assert_eq!(c.results[0].program, "vfio_dma_mapping_mmio_test");
         assert_eq!(c.counts(), (1, 1, 0));
+    }
+
+    #[test]
+    fn suite_output_is_shown_and_kernel_messages_are_not() {
+        let mut c = Console::new("p");
+        c.feed("vfiotest-vm: begin");
+        assert_eq!(c.feed("Vendor: 1b36, Device: 0005"), Event::Tap);
+        assert_eq!(c.feed("[   10.123456] vfio-pci 0000:00:03.0: resetting"), Event::Log);
     }
 
     #[test]

@@ -20,12 +20,12 @@ pub const TOPOLOGY: &[EmulatedDevice] = &[
     EmulatedDevice {
         bdf: "0000:00:03.0",
         qemu: "pci-testdev,membar=0x2000000000",
-        role: "128 GiB unbacked 64-bit BAR2 (the seed's size) and a 2 KiB BAR0",
+        role: "128 GiB unbacked 64-bit BAR2 (the seed's size) and a 4 KiB BAR0",
     },
     EmulatedDevice {
         bdf: "0000:00:04.0",
         qemu: "pci-testdev",
-        role: "only a 2 KiB BAR0: every mapped BAR is smaller than a page",
+        role: "only a 4 KiB BAR0: the largest BAR is one page",
     },
     EmulatedDevice {
         bdf: "0000:00:05.0",
@@ -40,9 +40,15 @@ pub const TOPOLOGY: &[EmulatedDevice] = &[
     EmulatedDevice {
         bdf: "0000:00:07.0",
         qemu: "nvme,serial=vfiotest,drive=vfiotest-null",
-        role: "MSI-X with its table inside BAR0",
+        role: "MSI-X with its table inside BAR0, and FLR for reset",
+    },
+    EmulatedDevice {
+        bdf: "0000:00:08.0",
+        qemu: "i6300esb",
+        role: "only a 16-byte BAR0: a BAR smaller than a page",
     },
 ];
+
 
 /// Backends the devices above refer to.
 const BACKENDS: &[&str] = &[
@@ -87,7 +93,9 @@ pub fn qemu_command(qemu: &Path, accel: Accel, kernel: &Path, initrd: &Path, ext
         cmd.args(["-device", &format!("{},addr=0x{slot}", dev.qemu)]);
     }
     cmd.arg("-kernel").arg(kernel).arg("-initrd").arg(initrd);
-    let cmdline = format!("console=ttyS0 intel_iommu=on panic=-1 oops=panic loglevel=4 {extra_cmdline}");
+    let cmdline = format!(
+        "console=ttyS0 intel_iommu=on panic=-1 oops=panic loglevel=4 {extra_cmdline}"
+    );
     cmd.arg("-append").arg(cmdline.trim_end());
     cmd
 }
