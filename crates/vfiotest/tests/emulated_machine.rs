@@ -17,6 +17,7 @@ const MODES: [&str; 5] = [
 ];
 const MMIO: &str = "vfio_dma_mapping_mmio_test";
 const SETUP: &str = "vfio_iommufd_setup_test";
+const PCI: &str = "vfio_pci_device_test";
 const SETUP_TESTS: [&str; 6] = [
     "bind",
     "get_info_without_bind_fails",
@@ -26,31 +27,104 @@ const SETUP_TESTS: [&str; 6] = [
     "attach_invalid_pt_fails",
 ];
 
-/// (device, test) → expected verdict and, for skips, a piece of the reason.
-fn expected() -> BTreeMap<(String, String), (&'static str, &'static str)> {
-    let mut table = BTreeMap::new();
-    let devices = [
-        "0000:00:03.0",
-        "0000:00:04.0",
-        "0000:00:05.0",
-        "0000:00:06.0",
-        "0000:00:07.0",
-    ];
-    for dev in devices {
+/// What each emulated device can do, which decides the verdicts.
+struct Device {
+    bdf: &'static str,
+    /// The largest BAR is under two pages, so map_partial_bar skips with this reason.
+    partial_bar_skip: Option<&'static str>,
+    msi: bool,
+    msix: bool,
+    reset: bool,
+}
+
+const DEVICES: [Device; 6] = [
+    // 128 GiB BAR2.
+    Device {
+        bdf: "0000:00:03.0",
+        partial_bar_skip: None,
+        msi: false,
+        msix: false,
+        reset: false,
+    },
+    // One 4 KiB BAR.
+    Device {
+        bdf: "0000:00:04.0",
+        partial_bar_skip: Some("BAR too small (size=0x1000)"),
+        msi: false,
+        msix: false,
+        reset: false,
+    },
+    // edu: MSI.
+    Device {
+        bdf: "0000:00:05.0",
+        partial_bar_skip: None,
+        msi: true,
+        msix: false,
+        reset: false,
+    },
+    // ivshmem: 256-byte BAR0 plus RAM BAR2.
+    Device {
+        bdf: "0000:00:06.0",
+        partial_bar_skip: None,
+        msi: false,
+        msix: false,
+        reset: false,
+    },
+    // nvme: MSI-X and FLR.
+    Device {
+        bdf: "0000:00:07.0",
+        partial_bar_skip: None,
+        msi: false,
+        msix: true,
+        reset: true,
+    },
+    // i6300esb: one 16-byte BAR, smaller than a page.
+    Device {
+        bdf: "0000:00:08.0",
+        partial_bar_skip: Some("BAR too small (size=0x10)"),
+        msi: false,
+        msix: false,
+        reset: false,
+    },
+];
+
+type Expected = BTreeMap<(String, String), (&'static str, &'static str)>;
+
+/// (program on device, test) → expected verdict and, for skips, a piece of the reason.
+fn expected() -> Expected {
+    let mut table = Expected::new();
+    let pass_or = |ok: bool, reason: &'static str| if ok { ("pass", "") } else { ("skip", reason) };
+    for dev in &DEVICES {
+        let mut add = |program: &str, test: String, verdict| {
+            table.insert((format!("{program} {}", dev.bdf), test), verdict);
+        };
         for mode in MODES {
-            for test in ["map_full_bar", "map_partial_bar", "map_bar_misaligned"] {
-                // 00:04.0's only memory BAR is 2 KiB: one page can be mapped, but no "partial"
-                // page of it exists.
-                let verdict = match (dev, test) {
-                    ("0000:00:04.0", "map_partial_bar") => ("skip", "BAR too small (size=0x800)"),
-                    _ => ("pass", ""),
-                };
-                table.insert((format!("{MMIO} {dev}"), format!("{MMIO}.{mode}.{test}")), verdict);
-            }
+            // Type1 maps a BAR's VA and iommufd refuses it: both are passes.
+            add(MMIO, format!("{MMIO}.{mode}.map_full_bar"), ("pass", ""));
+            add(MMIO, format!("{MMIO}.{mode}.map_bar_misaligned"), ("pass", ""));
+            let partial = dev.partial_bar_skip.map_or(("pass", ""), |reason| ("skip", reason));
+            add(MMIO, format!("{MMIO}.{mode}.map_partial_bar"), partial);
         }
         for test in SETUP_TESTS {
-            table.insert((format!("{SETUP} {dev}"), format!("vfio_cdev.{test}")), ("pass", ""));
+            add(SETUP, format!("vfio_cdev.{test}"), ("pass", ""));
         }
+        add(PCI, "vfio_pci_device_test.config_space_read_write".into(), ("pass", ""));
+        add(PCI, "vfio_pci_device_test.validate_bars".into(), ("pass", ""));
+        add(
+            PCI,
+            "vfio_pci_device_test.reset".into(),
+            pass_or(dev.reset, "Device does not support reset"),
+        );
+        add(
+            PCI,
+            "vfio_pci_irq_test.msi.enable_trigger_disable".into(),
+            pass_or(dev.msi, "MSI: not supported"),
+        );
+        add(
+            PCI,
+            "vfio_pci_irq_test.msix.enable_trigger_disable".into(),
+            pass_or(dev.msix, "MSI-x: not supported"),
+        );
     }
     table
 }

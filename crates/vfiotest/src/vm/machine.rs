@@ -49,7 +49,6 @@ pub const TOPOLOGY: &[EmulatedDevice] = &[
     },
 ];
 
-
 /// Backends the devices above refer to.
 const BACKENDS: &[&str] = &[
     "-object",
@@ -93,9 +92,7 @@ pub fn qemu_command(qemu: &Path, accel: Accel, kernel: &Path, initrd: &Path, ext
         cmd.args(["-device", &format!("{},addr=0x{slot}", dev.qemu)]);
     }
     cmd.arg("-kernel").arg(kernel).arg("-initrd").arg(initrd);
-    let cmdline = format!(
-        "console=ttyS0 intel_iommu=on panic=-1 oops=panic loglevel=4 {extra_cmdline}"
-    );
+    let cmdline = format!("console=ttyS0 intel_iommu=on panic=-1 oops=panic loglevel=4 {extra_cmdline}");
     cmd.arg("-append").arg(cmdline.trim_end());
     cmd
 }
