@@ -37,6 +37,7 @@ fn structs() -> Vec<Layout> {
         vfio_region_info_cap_sparse_mmap { header, nr_areas, reserved }
         vfio_region_info_cap_type { header, type_ as "type", subtype }
         vfio_irq_info { argsz, flags, index, count }
+        vfio_irq_set { argsz, flags, index, start, count }
         vfio_iommu_type1_info { argsz, flags, iova_pgsizes, cap_offset, pad }
         vfio_iova_range { start, end }
         vfio_iommu_type1_info_cap_iova_range { header, nr_iovas, reserved }
@@ -66,6 +67,7 @@ fn ioctls() -> Vec<(&'static str, u64)> {
         ("VFIO_DEVICE_GET_INFO", io(nr::VFIO_DEVICE_GET_INFO)),
         ("VFIO_DEVICE_GET_REGION_INFO", io(nr::VFIO_DEVICE_GET_REGION_INFO)),
         ("VFIO_DEVICE_GET_IRQ_INFO", io(nr::VFIO_DEVICE_GET_IRQ_INFO)),
+        ("VFIO_DEVICE_SET_IRQS", io(nr::VFIO_DEVICE_SET_IRQS)),
         ("VFIO_DEVICE_RESET", io(nr::VFIO_DEVICE_RESET)),
         ("VFIO_IOMMU_GET_INFO", io(nr::VFIO_IOMMU_GET_INFO)),
         ("VFIO_IOMMU_MAP_DMA", io(nr::VFIO_IOMMU_MAP_DMA)),
@@ -93,6 +95,11 @@ fn ioctls() -> Vec<(&'static str, u64)> {
             u64::from(uapi::VFIO_IOMMU_TYPE1_INFO_CAP_IOVA_RANGE),
         ),
         ("VFIO_DMA_UNMAP_FLAG_ALL", u64::from(uapi::VFIO_DMA_UNMAP_FLAG_ALL)),
+        ("VFIO_IRQ_SET_DATA_NONE", u64::from(uapi::VFIO_IRQ_SET_DATA_NONE)),
+        ("VFIO_IRQ_SET_DATA_EVENTFD", u64::from(uapi::VFIO_IRQ_SET_DATA_EVENTFD)),
+        ("VFIO_IRQ_SET_ACTION_TRIGGER", u64::from(uapi::VFIO_IRQ_SET_ACTION_TRIGGER)),
+        ("VFIO_PCI_VGA_REGION_INDEX", u64::from(uapi::VFIO_PCI_VGA_REGION_INDEX)),
+        ("VFIO_PCI_CONFIG_REGION_INDEX", u64::from(uapi::VFIO_PCI_CONFIG_REGION_INDEX)),
         ("IOMMU_IOAS_MAP_FIXED_IOVA", u64::from(uapi::IOMMU_IOAS_MAP_FIXED_IOVA)),
         ("IOMMU_IOAS_MAP_WRITEABLE", u64::from(uapi::IOMMU_IOAS_MAP_WRITEABLE)),
         ("IOMMU_IOAS_MAP_READABLE", u64::from(uapi::IOMMU_IOAS_MAP_READABLE)),
