@@ -41,6 +41,17 @@ impl Prot {
     }
 }
 
+/// The pages behind anonymous memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backing {
+    /// Base pages (transparent huge pages as the kernel sees fit).
+    Normal,
+    /// 2 MiB hugetlb pages (`MAP_HUGETLB | MAP_HUGE_2MB`).
+    Hugetlb2M,
+    /// 1 GiB hugetlb pages (`MAP_HUGETLB | MAP_HUGE_1GB`).
+    Hugetlb1G,
+}
+
 /// An owned range of virtual address space, unmapped as a whole on drop.
 #[derive(Debug)]
 pub struct MmapWindow {
@@ -108,14 +119,23 @@ impl MmapWindow {
     /// # Errors
     /// The `mmap` errno.
     pub fn anonymous(len: usize) -> Result<Self> {
+        Self::anonymous_backed(len, Backing::Normal)
+    }
+
+    /// Anonymous private read-write memory of `len` bytes on the given pages.
+    ///
+    /// # Errors
+    /// The `mmap` errno; `ENOMEM` when not enough hugetlb pages are reserved.
+    pub fn anonymous_backed(len: usize, backing: Backing) -> Result<Self> {
+        let flags = MapFlags::PRIVATE
+            | match backing {
+                Backing::Normal => MapFlags::empty(),
+                Backing::Hugetlb2M => MapFlags::HUGETLB | MapFlags::HUGE_2MB,
+                Backing::Hugetlb1G => MapFlags::HUGETLB | MapFlags::HUGE_1GB,
+            };
         // SAFETY: a new private anonymous mapping at a kernel-chosen address.
         let ptr = unsafe {
-            rustix::mm::mmap_anonymous(
-                core::ptr::null_mut(),
-                len,
-                ProtFlags::READ | ProtFlags::WRITE,
-                MapFlags::PRIVATE,
-            )
+            rustix::mm::mmap_anonymous(core::ptr::null_mut(), len, ProtFlags::READ | ProtFlags::WRITE, flags)
         }?;
         Ok(Self::from_raw(ptr, len))
     }

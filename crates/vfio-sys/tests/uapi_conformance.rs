@@ -97,9 +97,15 @@ fn ioctls() -> Vec<(&'static str, u64)> {
         ("VFIO_DMA_UNMAP_FLAG_ALL", u64::from(uapi::VFIO_DMA_UNMAP_FLAG_ALL)),
         ("VFIO_IRQ_SET_DATA_NONE", u64::from(uapi::VFIO_IRQ_SET_DATA_NONE)),
         ("VFIO_IRQ_SET_DATA_EVENTFD", u64::from(uapi::VFIO_IRQ_SET_DATA_EVENTFD)),
-        ("VFIO_IRQ_SET_ACTION_TRIGGER", u64::from(uapi::VFIO_IRQ_SET_ACTION_TRIGGER)),
+        (
+            "VFIO_IRQ_SET_ACTION_TRIGGER",
+            u64::from(uapi::VFIO_IRQ_SET_ACTION_TRIGGER),
+        ),
         ("VFIO_PCI_VGA_REGION_INDEX", u64::from(uapi::VFIO_PCI_VGA_REGION_INDEX)),
-        ("VFIO_PCI_CONFIG_REGION_INDEX", u64::from(uapi::VFIO_PCI_CONFIG_REGION_INDEX)),
+        (
+            "VFIO_PCI_CONFIG_REGION_INDEX",
+            u64::from(uapi::VFIO_PCI_CONFIG_REGION_INDEX),
+        ),
         ("IOMMU_IOAS_MAP_FIXED_IOVA", u64::from(uapi::IOMMU_IOAS_MAP_FIXED_IOVA)),
         ("IOMMU_IOAS_MAP_WRITEABLE", u64::from(uapi::IOMMU_IOAS_MAP_WRITEABLE)),
         ("IOMMU_IOAS_MAP_READABLE", u64::from(uapi::IOMMU_IOAS_MAP_READABLE)),

@@ -214,6 +214,12 @@ impl DmaMapping {
         self.len == 0
     }
 
+    /// Drops the mapping without unmapping it, because the caller already removed it another
+    /// way (an unmap-all, or an unmap of a covering range).
+    pub fn already_unmapped(mut self) {
+        self.mapped = false;
+    }
+
     /// Unmaps now and reports the result; returns the number of bytes the kernel unmapped.
     ///
     /// # Errors

@@ -19,6 +19,7 @@ mod iommu;
 pub mod iova;
 mod irq;
 mod mode;
+pub mod pgtable;
 mod region;
 pub mod sysfs;
 
@@ -31,5 +32,5 @@ pub use iova::{IovaAllocator, IovaRange};
 pub use irq::{IrqEventfds, IrqInfo};
 pub use mode::IommuMode;
 pub use region::{MmapArea, RegionCap, RegionInfo};
-pub use vfio_sys::mm::{DmaRange, MmapWindow, Prot, page_size};
+pub use vfio_sys::mm::{Backing, DmaRange, MmapWindow, Prot, page_size};
 pub use vfio_sys::{Errno, align};

@@ -1,5 +1,6 @@
 //! The test programs, named as upstream's, and the fixtures they share.
 
+mod dma_mapping;
 mod dma_mapping_mmio;
 mod iommufd_setup;
 mod pci_device;
@@ -18,6 +19,10 @@ pub struct ProgramSpec {
 
 /// Every program, in the order `vfiotest run` runs them.
 pub const PROGRAMS: &[ProgramSpec] = &[
+    ProgramSpec {
+        name: "vfio_dma_mapping_test",
+        tests: dma_mapping::tests,
+    },
     ProgramSpec {
         name: "vfio_dma_mapping_mmio_test",
         tests: dma_mapping_mmio::tests,

@@ -1,0 +1,108 @@
+//! Reading the IOMMU's own page tables back, to check at what level a mapping landed.
+//!
+//! Intel's IOMMU driver dumps a device's translation table in debugfs
+//! (`/sys/kernel/debug/iommu/intel/<bdf>/domain_translation_struct`), one line per leaf:
+//! `0x<iova pfn> |\t<PML5E>\t<PML4E>\t<PDPE>[\t<PDE>[\t<PTE>]]`.
+
+use std::path::PathBuf;
+
+use crate::{Bdf, Error, Result};
+
+/// The entries on the walk to one leaf; absent levels are 0.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PageWalk {
+    /// 5th-level entry (0 with 4-level tables).
+    pub pml5e: u64,
+    /// 4th-level entry.
+    pub pml4e: u64,
+    /// 3rd-level entry: the leaf for a 1 GiB page.
+    pub pdpe: u64,
+    /// 2nd-level entry: the leaf for a 2 MiB page.
+    pub pde: u64,
+    /// 1st-level entry: the leaf for a 4 KiB page.
+    pub pte: u64,
+}
+
+impl PageWalk {
+    /// The size of the page this walk ends in.
+    pub fn leaf_size(&self) -> Option<u64> {
+        match (self.pdpe, self.pde, self.pte) {
+            (_, _, pte) if pte != 0 => Some(4 << 10),
+            (_, pde, _) if pde != 0 => Some(2 << 20),
+            (pdpe, _, _) if pdpe != 0 => Some(1 << 30),
+            _ => None,
+        }
+    }
+}
+
+/// Finds the leaf that starts at `iova` in a `domain_translation_struct` dump.
+pub fn find_leaf(dump: &str, iova: u64) -> Option<PageWalk> {
+    let pfn = iova >> 12;
+    dump.lines().find_map(|line| {
+        let mut fields = line
+            .split(|c: char| c == '|' || c.is_whitespace())
+            .filter(|f| !f.is_empty());
+        let hex = |f: &str| u64::from_str_radix(f.strip_prefix("0x")?, 16).ok();
+        if hex(fields.next()?)? != pfn {
+            return None;
+        }
+        let mut entries = fields.map(|f| hex(f).unwrap_or_default());
+        let mut next = || entries.next().unwrap_or_default();
+        Some(PageWalk {
+            pml5e: next(),
+            pml4e: next(),
+            pdpe: next(),
+            pde: next(),
+            pte: next(),
+        })
+    })
+}
+
+/// The debugfs dump of `bdf`'s translation table.
+pub fn intel_dump_path(bdf: Bdf) -> PathBuf {
+    PathBuf::from(format!("/sys/kernel/debug/iommu/intel/{bdf}/domain_translation_struct"))
+}
+
+/// Looks `iova` up in the IOMMU's page table for `bdf`. `Ok(None)` if it is not mapped.
+///
+/// # Errors
+/// [`Error::Unsupported`] without the Intel IOMMU debugfs (`CONFIG_INTEL_IOMMU_DEBUGFS`, debugfs
+/// mounted); a read error.
+pub fn lookup(bdf: Bdf, iova: u64) -> Result<Option<PageWalk>> {
+    if !std::path::Path::new("/sys/kernel/debug/iommu/intel").exists() {
+        return Err(Error::Unsupported(
+            "no /sys/kernel/debug/iommu/intel: needs an Intel IOMMU, CONFIG_INTEL_IOMMU_DEBUGFS and debugfs mounted"
+                .into(),
+        ));
+    }
+    let path = intel_dump_path(bdf);
+    let dump = std::fs::read_to_string(&path).map_err(|e| Error::file(&path, e))?;
+    Ok(find_leaf(&dump, iova))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DUMP: &str = "Device 0000:00:05.0 @0x10d6d000\n\
+        IOVA_PFN\t\tPML5E\t\t\tPML4E\t\t\tPDPE\t\t\tPDE\t\t\tPTE\n\
+        0x0000000000000 |\t0x0000000000000000\t0x000000010d6e0003\t0x000000010d6f0003\t0x000000010d7a0003\t0x0000000104c4d003\n\
+        0x0000000000200 |\t0x0000000000000000\t0x000000010d6e0003\t0x000000010d6f0003\t0x0000000106000083\n\
+        0x0000000040000 |\t0x0000000000000000\t0x000000010d6e0003\t0x0000000140000083\n";
+
+    #[test]
+    fn finds_each_leaf_level() {
+        assert_eq!(find_leaf(DUMP, 0).unwrap().leaf_size(), Some(4096));
+        let two_meg = find_leaf(DUMP, 0x20_0000).unwrap();
+        assert_eq!((two_meg.pde, two_meg.pte), (0x1_0600_0083, 0));
+        assert_eq!(two_meg.leaf_size(), Some(2 << 20));
+        assert_eq!(find_leaf(DUMP, 1 << 30).unwrap().leaf_size(), Some(1 << 30));
+    }
+
+    #[test]
+    fn unmapped_iova_is_absent() {
+        assert_eq!(find_leaf(DUMP, 0x1000), None);
+        assert_eq!(find_leaf("", 0), None);
+        assert_eq!(find_leaf("garbage | line\n", 0), None);
+    }
+}
