@@ -16,6 +16,7 @@ const MODES: [&str; 5] = [
     "iommufd",
 ];
 const MMIO: &str = "vfio_dma_mapping_mmio_test";
+const DMA: &str = "vfio_dma_mapping_test";
 const SETUP: &str = "vfio_iommufd_setup_test";
 const PCI: &str = "vfio_pci_device_test";
 const SETUP_TESTS: [&str; 6] = [
@@ -104,6 +105,16 @@ fn expected() -> Expected {
             add(MMIO, format!("{MMIO}.{mode}.map_bar_misaligned"), ("pass", ""));
             let partial = dev.partial_bar_skip.map_or(("pass", ""), |reason| ("skip", reason));
             add(MMIO, format!("{MMIO}.{mode}.map_partial_bar"), partial);
+        }
+        for backing in ["anonymous", "anonymous_hugetlb_2mb", "anonymous_hugetlb_1gb"] {
+            for mode in MODES {
+                add(DMA, format!("vfio_dma_mapping_test.{mode}_{backing}.dma_map_unmap"), ("pass", ""));
+            }
+        }
+        for mode in MODES {
+            for test in ["unmap_range", "unmap_all", "overflow"] {
+                add(DMA, format!("vfio_dma_map_limit_test.{mode}.{test}"), ("pass", ""));
+            }
         }
         for test in SETUP_TESTS {
             add(SETUP, format!("vfio_cdev.{test}"), ("pass", ""));

@@ -13,10 +13,8 @@ if grep -q vfiotest.probe /proc/cmdline; then
     poweroff -f
 fi
 . /etc/vfiotest.env
-# Hugetlb pages for the DMA tests that ask for them; the tests skip when these fail.
-echo 1 >/sys/kernel/mm/hugepages/hugepages-1048576kB/nr_hugepages 2>/dev/null
-echo 64 >/sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages 2>/dev/null
-echo "vfiotest-vm: booted $(uname -r), $(grep -c ^processor /proc/cpuinfo) cpus"
+hugepages() { cat /sys/kernel/mm/hugepages/hugepages-$1/nr_hugepages 2>/dev/null || echo 0; }
+echo "vfiotest-vm: booted $(uname -r), $(grep -c ^processor /proc/cpuinfo) cpus, hugetlb 1G:$(hugepages 1048576kB) 2M:$(hugepages 2048kB)"
 for bdf in $VFIOTEST_BDFS; do
     echo "vfiotest-vm: setup $(/bin/vfiotest setup "$bdf" 2>&1)"
 done

@@ -68,6 +68,9 @@ pub enum Accel {
     Auto,
 }
 
+/// Hugetlb pages for the DMA tests, reserved at boot: a 1 GiB page can't be found later.
+const HUGEPAGES: &str = "hugepagesz=1G hugepages=1 hugepagesz=2M hugepages=64";
+
 /// Guest RAM. Room for 1 GiB and 2 MiB hugetlb pages besides the kernel.
 pub const MEMORY: &str = "4G";
 
@@ -92,7 +95,7 @@ pub fn qemu_command(qemu: &Path, accel: Accel, kernel: &Path, initrd: &Path, ext
         cmd.args(["-device", &format!("{},addr=0x{slot}", dev.qemu)]);
     }
     cmd.arg("-kernel").arg(kernel).arg("-initrd").arg(initrd);
-    let cmdline = format!("console=ttyS0 intel_iommu=on panic=-1 oops=panic loglevel=4 {extra_cmdline}");
+    let cmdline = format!("console=ttyS0 intel_iommu=on panic=-1 oops=panic loglevel=4 {HUGEPAGES} {extra_cmdline}");
     cmd.arg("-append").arg(cmdline.trim_end());
     cmd
 }
