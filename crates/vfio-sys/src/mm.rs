@@ -232,6 +232,52 @@ impl MmapWindow {
         unsafe { ptr.write_volatile(value) };
         Ok(())
     }
+
+    /// A volatile read of a `u64` at byte offset `at`, as one 8-byte access.
+    ///
+    /// # Errors
+    /// `EINVAL` if `at` is out of bounds or misaligned.
+    pub fn read_u64(&self, at: usize) -> Result<u64> {
+        let ptr = self.checked_ptr::<u64>(at).ok_or(Errno::INVAL)?;
+        // SAFETY: as in `read_u32`.
+        Ok(unsafe { ptr.read_volatile() })
+    }
+
+    /// A volatile write of a `u64` at byte offset `at`, as one 8-byte access.
+    ///
+    /// # Errors
+    /// `EINVAL` if `at` is out of bounds or misaligned.
+    pub fn write_u64(&self, at: usize, value: u64) -> Result<()> {
+        let ptr = self.checked_ptr::<u64>(at).ok_or(Errno::INVAL)?;
+        // SAFETY: as in `write_u32`.
+        unsafe { ptr.write_volatile(value) };
+        Ok(())
+    }
+
+    /// Fills `[at, at + len)` with `byte`, with volatile stores (a device may be reading it).
+    ///
+    /// # Errors
+    /// `EINVAL` if the range is outside the window.
+    pub fn fill(&self, at: usize, len: usize, byte: u8) -> Result<()> {
+        let range = self.range(at, len).ok_or(Errno::INVAL)?;
+        let base = range.addr() as *mut u8;
+        for i in 0..len {
+            // SAFETY: `base + i` is inside the checked range of our own mapping.
+            unsafe { base.add(i).write_volatile(byte) };
+        }
+        Ok(())
+    }
+
+    /// Copies `[at, at + len)` out with volatile loads.
+    ///
+    /// # Errors
+    /// `EINVAL` if the range is outside the window.
+    pub fn read_bytes(&self, at: usize, len: usize) -> Result<Vec<u8>> {
+        let range = self.range(at, len).ok_or(Errno::INVAL)?;
+        let base = range.addr() as *const u8;
+        // SAFETY: each `base + i` is inside the checked range of our own mapping.
+        Ok((0..len).map(|i| unsafe { base.add(i).read_volatile() }).collect())
+    }
 }
 
 impl Drop for MmapWindow {

@@ -21,9 +21,12 @@ pub struct IrqInfo {
 }
 
 /// Vectors `0..n` of one IRQ index wired to eventfds. Disabled again on drop.
+///
+/// It holds its own duplicate of the device fd, so it can outlive borrows of the [`Device`].
 #[derive(Debug)]
-pub struct IrqEventfds<'d> {
-    device: &'d Device,
+pub struct IrqEventfds {
+    device: OwnedFd,
+    bdf: crate::Bdf,
     index: u32,
     eventfds: Vec<OwnedFd>,
     enabled: bool,
@@ -48,15 +51,20 @@ impl Device {
     ///
     /// # Errors
     /// `eventfd` or `VFIO_DEVICE_SET_IRQS` errno.
-    pub fn enable_irqs(&self, index: u32, count: u32) -> Result<IrqEventfds<'_>> {
+    pub fn enable_irqs(&self, index: u32, count: u32) -> Result<IrqEventfds> {
         let eventfds = (0..count)
             .map(|_| eventfd(0, EventfdFlags::NONBLOCK | EventfdFlags::CLOEXEC).op(|| "eventfd".into()))
             .collect::<Result<Vec<_>>>()?;
         let borrowed: Vec<_> = eventfds.iter().map(|fd| fd.as_fd()).collect();
         sys::device_set_irq_eventfds(self.fd(), index, 0, &borrowed)
             .op(|| format!("VFIO_DEVICE_SET_IRQS({}, index {index}, {count} eventfds)", self.bdf()))?;
+        let device = self
+            .fd()
+            .try_clone_to_owned()
+            .map_err(|e| crate::Error::Invalid(format!("dup of the device fd: {e}")))?;
         Ok(IrqEventfds {
-            device: self,
+            device,
+            bdf: self.bdf(),
             index,
             eventfds,
             enabled: true,
@@ -64,7 +72,7 @@ impl Device {
     }
 }
 
-impl IrqEventfds<'_> {
+impl IrqEventfds {
     /// How many vectors are enabled.
     pub fn len(&self) -> usize {
         self.eventfds.len()
@@ -80,11 +88,10 @@ impl IrqEventfds<'_> {
     /// # Errors
     /// The ioctl's errno.
     pub fn trigger(&self, vector: u32) -> Result<()> {
-        sys::device_trigger_irq(self.device.fd(), self.index, vector, 1).op(|| {
+        sys::device_trigger_irq(&self.device, self.index, vector, 1).op(|| {
             format!(
                 "VFIO_DEVICE_SET_IRQS({}, index {}, trigger vector {vector})",
-                self.device.bdf(),
-                self.index
+                self.bdf, self.index
             )
         })
     }
@@ -107,6 +114,23 @@ impl IrqEventfds<'_> {
         }
     }
 
+    /// Waits up to `timeout` for `vector` to fire, then reads and clears it.
+    ///
+    /// # Errors
+    /// As [`IrqEventfds::take`].
+    pub fn wait(&self, vector: u32, timeout: std::time::Duration) -> Result<Option<u64>> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if let Some(count) = self.take(vector)? {
+                return Ok(Some(count));
+            }
+            if std::time::Instant::now() >= deadline {
+                return Ok(None);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+    }
+
     /// Disables the index and reports the result.
     ///
     /// # Errors
@@ -117,17 +141,12 @@ impl IrqEventfds<'_> {
     }
 
     fn disable_now(&self) -> Result<()> {
-        sys::device_set_irq_eventfds(self.device.fd(), self.index, 0, &[]).op(|| {
-            format!(
-                "VFIO_DEVICE_SET_IRQS({}, index {}, disable)",
-                self.device.bdf(),
-                self.index
-            )
-        })
+        sys::device_set_irq_eventfds(&self.device, self.index, 0, &[])
+            .op(|| format!("VFIO_DEVICE_SET_IRQS({}, index {}, disable)", self.bdf, self.index))
     }
 }
 
-impl Drop for IrqEventfds<'_> {
+impl Drop for IrqEventfds {
     fn drop(&mut self) {
         if self.enabled {
             let _ = self.disable_now();

@@ -14,6 +14,7 @@ mod bdf;
 pub mod caps;
 pub mod cdev;
 mod device;
+pub mod driver;
 mod error;
 mod iommu;
 pub mod iova;

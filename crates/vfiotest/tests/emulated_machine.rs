@@ -19,6 +19,16 @@ const MMIO: &str = "vfio_dma_mapping_mmio_test";
 const DMA: &str = "vfio_dma_mapping_test";
 const SETUP: &str = "vfio_iommufd_setup_test";
 const PCI: &str = "vfio_pci_device_test";
+const DRIVER: &str = "vfio_pci_driver_test";
+const DRIVER_TESTS: [&str; 7] = [
+    "init_remove",
+    "memcpy_success",
+    "memcpy_from_unmapped_iova",
+    "memcpy_to_unmapped_iova",
+    "send_msi",
+    "mix_and_match",
+    "memcpy_storm",
+];
 const SETUP_TESTS: [&str; 6] = [
     "bind",
     "get_info_without_bind_fails",
@@ -36,6 +46,8 @@ struct Device {
     msi: bool,
     msix: bool,
     reset: bool,
+    /// A userspace DMA driver exists for it (edu).
+    dma_driver: bool,
 }
 
 const DEVICES: [Device; 6] = [
@@ -108,12 +120,22 @@ fn expected() -> Expected {
         }
         for backing in ["anonymous", "anonymous_hugetlb_2mb", "anonymous_hugetlb_1gb"] {
             for mode in MODES {
-                add(DMA, format!("vfio_dma_mapping_test.{mode}_{backing}.dma_map_unmap"), ("pass", ""));
+                add(
+                    DMA,
+                    format!("vfio_dma_mapping_test.{mode}_{backing}.dma_map_unmap"),
+                    ("pass", ""),
+                );
             }
         }
         for mode in MODES {
             for test in ["unmap_range", "unmap_all", "overflow"] {
                 add(DMA, format!("vfio_dma_map_limit_test.{mode}.{test}"), ("pass", ""));
+            }
+        }
+        for mode in MODES {
+            for test in DRIVER_TESTS {
+                let verdict = pass_or(dev.dma_driver, "No driver found for device");
+                add(DRIVER, format!("vfio_pci_driver_test.{mode}.{test}"), verdict);
             }
         }
         for test in SETUP_TESTS {

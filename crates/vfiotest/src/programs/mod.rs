@@ -4,6 +4,7 @@ mod dma_mapping;
 mod dma_mapping_mmio;
 mod iommufd_setup;
 mod pci_device;
+mod pci_driver;
 
 use ksft::{Program, Test, Verdict};
 use std::sync::Arc;
@@ -34,6 +35,10 @@ pub const PROGRAMS: &[ProgramSpec] = &[
     ProgramSpec {
         name: "vfio_pci_device_test",
         tests: pci_device::tests,
+    },
+    ProgramSpec {
+        name: "vfio_pci_driver_test",
+        tests: pci_driver::tests,
     },
 ];
 

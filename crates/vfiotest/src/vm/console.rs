@@ -17,7 +17,11 @@ const FATAL_PATTERNS: &[&str] = &[
     "kernel BUG at",
 ];
 
+/// Kernel printk lines and QEMU's own messages: logged, not shown as the suite's output.
 fn is_kernel_message(line: &str) -> bool {
+    if line.starts_with("[qemu] ") {
+        return true;
+    }
     line.strip_prefix('[')
         .and_then(|rest| rest.split_once(']'))
         .is_some_and(|(stamp, _)| stamp.trim().chars().all(|c| c.is_ascii_digit() || c == '.'))

@@ -65,6 +65,9 @@ pub struct VmArgs {
     run_args: Vec<String>,
 }
 
+/// Marks QEMU's own stderr lines in the console log.
+const QEMU_PREFIX: &str = "[qemu] ";
+
 /// How long a KVM probe boot may take before we call KVM broken (it can hang, see FACTS).
 const PROBE_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -186,11 +189,17 @@ fn spawn_qemu(
     let (tx, rx) = mpsc::channel();
     let stdout = child.stdout.take().expect("piped");
     let stderr = child.stderr.take().expect("piped");
-    for stream in [Box::new(stdout) as Box<dyn std::io::Read + Send>, Box::new(stderr)] {
+    // The serial console is stdout; QEMU's own messages (stderr) are kept apart so they can't
+    // be taken for the suite's output.
+    let streams = [
+        (Box::new(stdout) as Box<dyn std::io::Read + Send>, ""),
+        (Box::new(stderr), QEMU_PREFIX),
+    ];
+    for (stream, prefix) in streams {
         let tx = tx.clone();
         thread::spawn(move || {
             for line in BufReader::new(stream).split(b'\n').map_while(Result::ok) {
-                if tx.send(String::from_utf8_lossy(&line).into_owned()).is_err() {
+                if tx.send(format!("{prefix}{}", String::from_utf8_lossy(&line))).is_err() {
                     break;
                 }
             }

@@ -1,0 +1,227 @@
+//! QEMU's `edu` device (PCI 1234:11e8), documented in QEMU's `docs/specs/edu.rst`.
+//!
+//! It copies between guest memory (an IOVA, translated by the IOMMU) and a 4 KiB buffer inside
+//! the device, one transfer at a time, each finishing 100 ms of virtual time after it starts.
+//! A memcpy is therefore two transfers per 4 KiB: RAM → buffer, then buffer → RAM.
+
+use std::time::{Duration, Instant};
+
+use vfio_sys::uapi::VFIO_PCI_MSI_IRQ_INDEX;
+
+use super::DmaDriver;
+use crate::{BarMapping, Device, Error, IrqEventfds, Result};
+
+const VENDOR: u64 = 0x1234;
+const DEVICE: u64 = 0x11e8;
+
+/// Register offsets in BAR0.
+const REG_ID: usize = 0x00;
+const REG_IRQ_RAISE: usize = 0x60;
+const REG_IRQ_ACK: usize = 0x64;
+const REG_DMA_SRC: usize = 0x80;
+const REG_DMA_DST: usize = 0x88;
+const REG_DMA_COUNT: usize = 0x90;
+const REG_DMA_CMD: usize = 0x98;
+
+const DMA_CMD_START: u64 = 1 << 0;
+/// Direction: set means buffer → RAM.
+const DMA_CMD_TO_RAM: u64 = 1 << 1;
+
+/// The device's DMA buffer, in its own address space.
+const DMA_BUFFER: u64 = 0x40000;
+/// The buffer is 4 KiB, but QEMU before 8.2.1 rejects a transfer that ends on its last byte
+/// (an off-by-one fixed by "edu: fix DMA range upper bound check") and then aborts the whole
+/// VM with hw_error. Half the buffer is safe on every version.
+const MAX_TRANSFER: u64 = 2048;
+
+/// A transfer takes 100 ms of virtual time; allow for a slow emulator before calling it stuck.
+const TRANSFER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The value the driver raises as its interrupt.
+const MSI_STATUS: u32 = 1;
+
+const PCI_COMMAND: u64 = 0x04;
+const PCI_COMMAND_MEMORY: u16 = 1 << 1;
+const PCI_COMMAND_MASTER: u16 = 1 << 2;
+
+/// Copies started by `memcpy_start` and driven to the end by `memcpy_wait`.
+#[derive(Debug, Clone, Copy)]
+struct Job {
+    src: u64,
+    dst: u64,
+    size: u64,
+    remaining: u64,
+}
+
+/// The edu driver.
+#[derive(Debug, Default)]
+pub struct Edu {
+    regs: Option<BarMapping>,
+    msi: Option<IrqEventfds>,
+    job: Option<Job>,
+}
+
+impl Edu {
+    /// An edu driver if `device` is an edu.
+    pub fn probe(device: &Device) -> Option<Self> {
+        let sysfs = crate::sysfs::Sysfs::system();
+        let ids = (
+            sysfs.read_hex(device.bdf(), "vendor").ok()?,
+            sysfs.read_hex(device.bdf(), "device").ok()?,
+        );
+        (ids == (VENDOR, DEVICE)).then(Self::default)
+    }
+
+    fn regs(&self) -> Result<&BarMapping> {
+        self.regs
+            .as_ref()
+            .ok_or_else(|| Error::Invalid("edu: not initialized".into()))
+    }
+
+    fn write64(&self, reg: usize, value: u64) -> Result<()> {
+        self.regs()?
+            .window()
+            .write_u64(reg, value)
+            .map_err(|e| Error::sys(format!("edu: write {reg:#x}"), e))
+    }
+
+    fn read64(&self, reg: usize) -> Result<u64> {
+        self.regs()?
+            .window()
+            .read_u64(reg)
+            .map_err(|e| Error::sys(format!("edu: read {reg:#x}"), e))
+    }
+
+    fn write32(&self, reg: usize, value: u32) -> Result<()> {
+        self.regs()?
+            .window()
+            .write_u32(reg, value)
+            .map_err(|e| Error::sys(format!("edu: write {reg:#x}"), e))
+    }
+
+    /// Starts one transfer of `len` bytes between RAM at `iova` and the device buffer.
+    fn transfer(&self, iova: u64, len: u64, to_ram: bool) -> Result<()> {
+        let (src, dst, cmd) = match to_ram {
+            false => (iova, DMA_BUFFER, DMA_CMD_START),
+            true => (DMA_BUFFER, iova, DMA_CMD_START | DMA_CMD_TO_RAM),
+        };
+        self.write64(REG_DMA_SRC, src)?;
+        self.write64(REG_DMA_DST, dst)?;
+        self.write64(REG_DMA_COUNT, len)?;
+        self.write64(REG_DMA_CMD, cmd)
+    }
+
+    /// Waits for the transfer in flight to finish (the START bit clears).
+    fn wait_transfer(&self) -> Result<()> {
+        let deadline = Instant::now() + TRANSFER_TIMEOUT;
+        while self.read64(REG_DMA_CMD)? & DMA_CMD_START != 0 {
+            if Instant::now() >= deadline {
+                return Err(Error::Invalid(format!(
+                    "edu: DMA still running after {} s",
+                    TRANSFER_TIMEOUT.as_secs()
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        Ok(())
+    }
+
+    fn set_command_bits(device: &Device, bits: u16, on: bool) -> Result<()> {
+        let mut buf = [0u8; 2];
+        device.config_read(PCI_COMMAND, &mut buf)?;
+        let command = u16::from_le_bytes(buf);
+        let command = if on { command | bits } else { command & !bits };
+        device.config_write(PCI_COMMAND, &command.to_le_bytes())
+    }
+}
+
+impl DmaDriver for Edu {
+    fn name(&self) -> &'static str {
+        "edu"
+    }
+
+    fn max_memcpy_size(&self) -> u64 {
+        MAX_TRANSFER
+    }
+
+    /// Sized by time, not bytes: 40 copies take about 8 s at 200 ms each.
+    fn max_memcpy_count(&self) -> u64 {
+        40
+    }
+
+    fn init(&mut self, device: &Device) -> Result<()> {
+        let regs = device.map_bar(0)?;
+        let id = regs
+            .window()
+            .read_u32(REG_ID)
+            .map_err(|e| Error::sys("edu: read ID", e))?;
+        if id & 0xffff != 0x00ed {
+            return Err(Error::Invalid(format!("edu: unexpected ID register {id:#010x}")));
+        }
+        Self::set_command_bits(device, PCI_COMMAND_MEMORY | PCI_COMMAND_MASTER, true)?;
+        self.msi = Some(device.enable_irqs(VFIO_PCI_MSI_IRQ_INDEX, 1)?);
+        self.regs = Some(regs);
+        Ok(())
+    }
+
+    fn remove(&mut self, device: &Device) -> Result<()> {
+        if self.job.is_some() {
+            self.memcpy_wait()?;
+        }
+        if let Some(msi) = self.msi.take() {
+            msi.disable()?;
+        }
+        self.regs = None;
+        Self::set_command_bits(device, PCI_COMMAND_MASTER, false)
+    }
+
+    fn memcpy_start(&mut self, src: u64, dst: u64, size: u64, count: u64) -> Result<()> {
+        if size == 0 || size > MAX_TRANSFER || count == 0 || count > self.max_memcpy_count() {
+            return Err(Error::Invalid(format!(
+                "edu: memcpy of {size:#x} bytes × {count} is out of range"
+            )));
+        }
+        if self.job.is_some() {
+            return Err(Error::Invalid("edu: a memcpy is already in progress".into()));
+        }
+        // The device does one transfer at a time: start the first here, the rest in wait.
+        self.transfer(src, size, false)?;
+        self.job = Some(Job {
+            src,
+            dst,
+            size,
+            remaining: count,
+        });
+        Ok(())
+    }
+
+    fn memcpy_wait(&mut self) -> Result<()> {
+        let Some(job) = self.job.take() else {
+            return Err(Error::Invalid("edu: no memcpy in progress".into()));
+        };
+        for copy in 0..job.remaining {
+            if copy > 0 {
+                self.transfer(job.src, job.size, false)?;
+            }
+            self.wait_transfer()?;
+            self.transfer(job.dst, job.size, true)?;
+            self.wait_transfer()?;
+        }
+        Ok(())
+    }
+
+    fn send_msi(&mut self) -> Result<bool> {
+        self.write32(REG_IRQ_RAISE, MSI_STATUS)?;
+        // Acknowledge at once, so the next raise signals again.
+        self.write32(REG_IRQ_ACK, MSI_STATUS)?;
+        Ok(true)
+    }
+
+    fn msi_count(&self, timeout: Duration) -> Result<u64> {
+        let msi = self
+            .msi
+            .as_ref()
+            .ok_or_else(|| Error::Invalid("edu: not initialized".into()))?;
+        Ok(msi.wait(0, timeout)?.unwrap_or(0))
+    }
+}

@@ -1,0 +1,209 @@
+//! `vfio_pci_driver_test`: a userspace driver makes the device DMA through the IOMMU in every
+//! mode: copies between mapped IOVAs must arrive byte for byte, copies from or to an unmapped
+//! IOVA must not disturb mapped memory, and the device's MSI must reach its eventfd.
+
+use std::time::Duration;
+
+use ksft::{Outcome, Test, Verdict, ensure, ensure_eq, skip};
+use vfio::driver::{self, DmaDriver};
+use vfio::{Bdf, DmaMapping, IommuMode, MmapWindow};
+
+use super::{DeviceFixture, mode_variants};
+
+/// Memory for copies: src and dst halves. Upstream maps 1 GiB; the edu copies 16 KiB at most,
+/// and pinning 1 GiB per test under TCG costs seconds for nothing.
+const MEMCPY_REGION: u64 = 2 << 20;
+/// How long an MSI may take to reach its eventfd.
+const MSI_WAIT: Duration = Duration::from_secs(2);
+/// What "no MSI" waits before it is believed.
+const NO_MSI_WAIT: Duration = Duration::from_millis(50);
+
+struct DriverFixture {
+    // Drop order: the device stops (Drop), then the mapping goes, then the memory behind it.
+    driver: Box<dyn DmaDriver>,
+    _memcpy_mapping: DmaMapping,
+    memcpy: MmapWindow,
+    size: u64,
+    src_iova: u64,
+    dst_iova: u64,
+    unmapped_iova: u64,
+    dev: DeviceFixture,
+}
+
+impl DriverFixture {
+    fn setup(bdf: Bdf, mode: IommuMode) -> Result<Self, Verdict> {
+        let mut dev = DeviceFixture::open(bdf, mode)?;
+        let Some(mut driver) = driver::probe(&dev.device) else {
+            skip!("No driver found for device {bdf}");
+        };
+        let memcpy =
+            MmapWindow::anonymous(MEMCPY_REGION as usize).map_err(|e| vfio::Error::sys("mmap(memcpy region)", e))?;
+        let iova = dev.iova.alloc(MEMCPY_REGION)?;
+        let mapping = dev.iommu.map(memcpy.whole(), iova)?;
+        // Any IOVA that overlaps no mapping.
+        let unmapped_iova = dev.iova.alloc(1 << 30)?;
+        driver.init(&dev.device)?;
+        // Four times the largest single copy exercises chunking; half the region at most.
+        let size = (driver.max_memcpy_size() * 4).min(MEMCPY_REGION / 2);
+        Ok(Self {
+            driver,
+            _memcpy_mapping: mapping,
+            memcpy,
+            size,
+            src_iova: iova,
+            dst_iova: iova + size,
+            unmapped_iova,
+            dev,
+        })
+    }
+
+    fn fill(&self, src: u8, dst: u8) -> Outcome {
+        let len = self.size as usize;
+        self.memcpy
+            .fill(0, len, src)
+            .map_err(|e| vfio::Error::sys("fill src", e))?;
+        self.memcpy
+            .fill(len, len, dst)
+            .map_err(|e| vfio::Error::sys("fill dst", e))?;
+        Ok(())
+    }
+
+    /// Counts of the bytes of src and dst that are not `src_byte` and `dst_byte`.
+    fn differing(&self, src_byte: u8, dst_byte: u8) -> Result<(usize, usize), Verdict> {
+        let len = self.size as usize;
+        let read = |at| {
+            self.memcpy
+                .read_bytes(at, len)
+                .map_err(|e| vfio::Error::sys("read back", e))
+        };
+        let (src, dst) = (read(0)?, read(len)?);
+        Ok((
+            src.iter().filter(|&&b| b != src_byte).count(),
+            dst.iter().filter(|&&b| b != dst_byte).count(),
+        ))
+    }
+
+    fn ensure_no_msi(&self) -> Outcome {
+        let fired = self.driver.msi_count(NO_MSI_WAIT)?;
+        ensure_eq!(fired, 0, "MSIs the {} raised without being asked", self.driver.name());
+        Ok(())
+    }
+
+    fn copy_and_check(&mut self) -> Outcome {
+        self.fill(b'x', b'y')?;
+        self.driver.memcpy(self.src_iova, self.dst_iova, self.size)?;
+        let (_, dst_wrong) = self.differing(b'x', b'x')?;
+        ensure_eq!(
+            dst_wrong,
+            0,
+            "bytes of dst that differ from src after a {:#x}-byte DMA copy",
+            self.size
+        );
+        Ok(())
+    }
+}
+
+impl Drop for DriverFixture {
+    fn drop(&mut self) {
+        // Stop the device's DMA before its memory and IOMMU go away.
+        let _ = self.driver.remove(&self.dev.device);
+    }
+}
+
+pub fn tests(bdf: Bdf) -> Vec<Test> {
+    let tests = ksft::fixture(
+        "vfio_pci_driver_test",
+        &mode_variants(),
+        move |&mode| DriverFixture::setup(bdf, mode),
+        &[
+            ("init_remove", init_remove),
+            ("memcpy_success", memcpy_success),
+            ("memcpy_from_unmapped_iova", memcpy_from_unmapped_iova),
+            ("memcpy_to_unmapped_iova", memcpy_to_unmapped_iova),
+            ("send_msi", send_msi),
+            ("mix_and_match", mix_and_match),
+            ("memcpy_storm", memcpy_storm),
+        ],
+    );
+    // Upstream gives the storm 60 s; the others keep the default.
+    tests
+        .into_iter()
+        .map(|t| {
+            if t.name == "memcpy_storm" {
+                t.with_timeout(Duration::from_secs(60))
+            } else {
+                t
+            }
+        })
+        .collect()
+}
+
+fn init_remove(t: &mut DriverFixture) -> Outcome {
+    for _ in 0..10 {
+        t.driver.remove(&t.dev.device)?;
+        t.driver.init(&t.dev.device)?;
+    }
+    Ok(())
+}
+
+fn memcpy_success(t: &mut DriverFixture) -> Outcome {
+    t.copy_and_check()?;
+    t.ensure_no_msi()
+}
+
+fn memcpy_from_unmapped_iova(t: &mut DriverFixture) -> Outcome {
+    t.fill(b'x', b'y')?;
+    // Not every device reports a faulting read, so the result is not asserted (as upstream);
+    // what is asserted is that the source, which the copy never names, is untouched.
+    let _ = t.driver.memcpy(t.unmapped_iova, t.dst_iova, t.size);
+    let (src_wrong, _) = t.differing(b'x', b'y')?;
+    ensure_eq!(src_wrong, 0, "bytes of src changed by a copy from an unmapped IOVA");
+    t.ensure_no_msi()
+}
+
+fn memcpy_to_unmapped_iova(t: &mut DriverFixture) -> Outcome {
+    t.fill(b'x', b'y')?;
+    let _ = t.driver.memcpy(t.src_iova, t.unmapped_iova, t.size);
+    // The write had nowhere to land: neither half of the mapped region may have changed.
+    let (src_wrong, dst_wrong) = t.differing(b'x', b'y')?;
+    ensure!(
+        src_wrong == 0 && dst_wrong == 0,
+        "a copy to an unmapped IOVA changed mapped memory ({src_wrong} src, {dst_wrong} dst bytes)"
+    );
+    t.ensure_no_msi()
+}
+
+fn send_msi(t: &mut DriverFixture) -> Outcome {
+    if !t.driver.send_msi()? {
+        skip!("Driver does not support send_msi()");
+    }
+    ensure_eq!(t.driver.msi_count(MSI_WAIT)?, 1, "MSIs seen after one send_msi()");
+    Ok(())
+}
+
+fn mix_and_match(t: &mut DriverFixture) -> Outcome {
+    for _ in 0..10 {
+        t.copy_and_check()?;
+        let _ = t.driver.memcpy(t.unmapped_iova, t.dst_iova, t.size);
+        if t.driver.send_msi()? {
+            ensure_eq!(t.driver.msi_count(MSI_WAIT)?, 1, "MSIs seen after one send_msi()");
+        }
+    }
+    Ok(())
+}
+
+fn memcpy_storm(t: &mut DriverFixture) -> Outcome {
+    let total: u64 = 250 << 30;
+    let size = t.driver.max_memcpy_size().min(MEMCPY_REGION / 2);
+    let count = (total / size).min(t.driver.max_memcpy_count());
+    println!("Kicking off {count} memcpys of size {size:#x}");
+    t.fill(b'x', b'y')?;
+    t.driver.memcpy_start(t.src_iova, t.dst_iova, size, count)?;
+    t.driver.memcpy_wait()?;
+    let copied = t
+        .memcpy
+        .read_bytes(t.size as usize, size as usize)
+        .map_err(|e| vfio::Error::sys("read back", e))?;
+    ensure!(copied.iter().all(|&b| b == b'x'), "the storm's copies did not arrive");
+    t.ensure_no_msi()
+}
