@@ -58,6 +58,7 @@ const DEVICES: [Device; 6] = [
         msi: false,
         msix: false,
         reset: false,
+        dma_driver: false,
     },
     // One 4 KiB BAR.
     Device {
@@ -66,14 +67,16 @@ const DEVICES: [Device; 6] = [
         msi: false,
         msix: false,
         reset: false,
+        dma_driver: false,
     },
-    // edu: MSI.
+    // edu: MSI and a DMA engine.
     Device {
         bdf: "0000:00:05.0",
         partial_bar_skip: None,
         msi: true,
         msix: false,
         reset: false,
+        dma_driver: true,
     },
     // ivshmem: 256-byte BAR0 plus RAM BAR2.
     Device {
@@ -82,6 +85,7 @@ const DEVICES: [Device; 6] = [
         msi: false,
         msix: false,
         reset: false,
+        dma_driver: false,
     },
     // nvme: MSI-X and FLR.
     Device {
@@ -90,6 +94,7 @@ const DEVICES: [Device; 6] = [
         msi: false,
         msix: true,
         reset: true,
+        dma_driver: false,
     },
     // i6300esb: one 16-byte BAR, smaller than a page.
     Device {
@@ -98,6 +103,7 @@ const DEVICES: [Device; 6] = [
         msi: false,
         msix: false,
         reset: false,
+        dma_driver: false,
     },
 ];
 
