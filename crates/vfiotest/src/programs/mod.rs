@@ -2,6 +2,7 @@
 
 mod dma_mapping;
 mod dma_mapping_mmio;
+mod init_perf;
 mod iommufd_setup;
 mod pci_device;
 mod pci_driver;
@@ -10,52 +11,72 @@ use ksft::{Program, Test, Verdict};
 use std::sync::Arc;
 use vfio::{BarMapping, Bdf, Device, Iommu, IommuMode, IovaAllocator};
 
-/// A test program: upstream's name and how to build its tests for one device.
+/// A test program: upstream's name and how to build its tests.
 pub struct ProgramSpec {
     /// The upstream name, e.g. `vfio_dma_mapping_mmio_test`.
     pub name: &'static str,
-    /// Builds the tests for `bdf`.
-    pub tests: fn(Bdf) -> Vec<Test>,
+    /// Builds the tests.
+    pub tests: Devices,
+}
+
+/// Which devices a program's tests take.
+pub enum Devices {
+    /// One device: the program runs once per device.
+    Each(fn(Bdf) -> Vec<Test>),
+    /// All devices together, in one run.
+    All(fn(&[Bdf]) -> Vec<Test>),
 }
 
 /// Every program, in the order `vfiotest run` runs them.
 pub const PROGRAMS: &[ProgramSpec] = &[
     ProgramSpec {
         name: "vfio_dma_mapping_test",
-        tests: dma_mapping::tests,
+        tests: Devices::Each(dma_mapping::tests),
     },
     ProgramSpec {
         name: "vfio_dma_mapping_mmio_test",
-        tests: dma_mapping_mmio::tests,
+        tests: Devices::Each(dma_mapping_mmio::tests),
     },
     ProgramSpec {
         name: "vfio_iommufd_setup_test",
-        tests: iommufd_setup::tests,
+        tests: Devices::Each(iommufd_setup::tests),
     },
     ProgramSpec {
         name: "vfio_pci_device_test",
-        tests: pci_device::tests,
+        tests: Devices::Each(pci_device::tests),
     },
     ProgramSpec {
         name: "vfio_pci_driver_test",
-        tests: pci_driver::tests,
+        tests: Devices::Each(pci_driver::tests),
+    },
+    ProgramSpec {
+        name: "vfio_pci_device_init_perf_test",
+        tests: Devices::All(init_perf::tests),
     },
 ];
 
-/// The programs to run: `only` (or all) for each device. With one device the programs keep
-/// upstream's bare names; with several each is suffixed by its BDF.
+/// The programs to run: `only` (or all). Per-device programs run once for each device; with
+/// several devices their names get the BDF appended.
 pub fn catalogue(only: Option<&str>, bdfs: &[Bdf]) -> Vec<Program> {
     let mut programs = Vec::new();
     for spec in PROGRAMS.iter().filter(|p| only.is_none_or(|name| name == p.name)) {
-        for &bdf in bdfs {
-            let name = match bdfs.len() {
-                1 => spec.name.to_owned(),
-                _ => format!("{} {bdf}", spec.name),
-            };
-            programs.push(Program {
-                name,
-                tests: (spec.tests)(bdf),
-            });
+        match spec.tests {
+            Devices::Each(tests) => {
+                for &bdf in bdfs {
+                    let name = match bdfs.len() {
+                        1 => spec.name.to_owned(),
+                        _ => format!("{} {bdf}", spec.name),
+                    };
+                    programs.push(Program {
+                        name,
+                        tests: tests(bdf),
+                    });
+                }
+            }
+            Devices::All(tests) => programs.push(Program {
+                name: spec.name.to_owned(),
+                tests: tests(bdfs),
+            }),
         }
     }
     programs
@@ -82,6 +103,18 @@ pub fn mode_variants() -> Vec<(&'static str, IommuMode)> {
     IommuMode::ALL.iter().map(|&m| (m.name(), m)).collect()
 }
 
+/// Opens `bdf` into `iommu` and maps every mmappable BAR, as upstream's
+/// `vfio_pci_device_init()` does.
+pub fn open_with_bars(bdf: Bdf, iommu: &Arc<Iommu>) -> vfio::Result<(Device, Vec<BarMapping>)> {
+    let device = Device::open(bdf, iommu)?;
+    let mappable: Vec<u32> = device.bars().filter(|r| r.mmappable()).map(|r| r.index).collect();
+    let bars = mappable
+        .into_iter()
+        .map(|index| device.map_bar(index))
+        .collect::<vfio::Result<Vec<_>>>()?;
+    Ok((device, bars))
+}
+
 /// A device opened in one IOMMU mode with every mmappable BAR mapped, as upstream's
 /// `vfio_pci_device_init()` leaves it. Fields drop in order: BARs, device, IOMMU.
 pub struct DeviceFixture {
@@ -95,16 +128,8 @@ impl DeviceFixture {
     /// Opens `bdf` in `mode`; a mode the kernel lacks is a SKIP.
     pub fn open(bdf: Bdf, mode: IommuMode) -> Result<Self, Verdict> {
         let iommu = Iommu::open(mode).or_skip()?;
-        let device = Device::open(bdf, &iommu).or_skip()?;
+        let (device, bars) = open_with_bars(bdf, &iommu).or_skip()?;
         let iova = IovaAllocator::new(iommu.iova_ranges()?)?;
-        let bars = device
-            .bars()
-            .filter(|r| r.mmappable())
-            .map(|r| r.index)
-            .collect::<Vec<_>>()
-            .into_iter()
-            .map(|index| device.map_bar(index))
-            .collect::<vfio::Result<Vec<_>>>()?;
         Ok(Self {
             bars,
             device,

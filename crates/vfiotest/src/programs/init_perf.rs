@@ -1,0 +1,89 @@
+//! `vfio_pci_device_init_perf_test`: open every device at once, one thread each, into one
+//! IOMMU context, and report how long initialization took.
+
+use std::sync::{Arc, Barrier};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use ksft::{Outcome, Test, Verdict, ensure};
+use vfio::{Bdf, Iommu, IommuMode};
+
+use super::{OrSkip, mode_variants, open_with_bars};
+
+struct PerfFixture {
+    bdfs: Vec<Bdf>,
+    iommu: Arc<Iommu>,
+}
+
+pub fn tests(bdfs: &[Bdf]) -> Vec<Test> {
+    let bdfs = bdfs.to_vec();
+    ksft::fixture(
+        "vfio_pci_device_init_perf_test",
+        &mode_variants(),
+        move |&mode: &IommuMode| -> Result<PerfFixture, Verdict> {
+            Ok(PerfFixture {
+                bdfs: bdfs.clone(),
+                iommu: Iommu::open(mode).or_skip()?,
+            })
+        },
+        &[("init", init)],
+    )
+}
+
+fn secs(d: Duration) -> String {
+    format!("{}.{:09}s", d.as_secs(), d.subsec_nanos())
+}
+
+fn init(t: &mut PerfFixture) -> Outcome {
+    println!("Testing parallel initialization of {} devices:", t.bdfs.len());
+    for bdf in &t.bdfs {
+        println!("    {bdf}");
+    }
+    let barrier = Arc::new(Barrier::new(t.bdfs.len()));
+    let threads: Vec<_> = t
+        .bdfs
+        .iter()
+        .map(|&bdf| {
+            let (iommu, barrier) = (Arc::clone(&t.iommu), Arc::clone(&barrier));
+            thread::spawn(move || {
+                barrier.wait();
+                let start = Instant::now();
+                let device = open_with_bars(bdf, &iommu);
+                let end = Instant::now();
+                // Everyone finishes initializing before anyone tears down.
+                barrier.wait();
+                (bdf, start, end, device.map(drop).or_skip())
+            })
+        })
+        .collect();
+    let mut results = Vec::new();
+    for thread in threads {
+        results.push(
+            thread
+                .join()
+                .map_err(|_| Verdict::Fail("a device thread panicked".into()))?,
+        );
+    }
+    for (bdf, _, _, outcome) in &results {
+        if let Err(verdict) = outcome {
+            return Err(match verdict {
+                Verdict::Skip(reason) => Verdict::Skip(reason.clone()),
+                Verdict::Fail(message) => Verdict::Fail(format!("{bdf}: {message}")),
+            });
+        }
+    }
+    let first = results.iter().map(|r| r.1).min().expect("at least one device");
+    let last = results.iter().map(|r| r.2).max().expect("at least one device");
+    let times: Vec<Duration> = results.iter().map(|r| r.2 - r.1).collect();
+    let (min, max) = (
+        times.iter().min().copied().unwrap_or_default(),
+        times.iter().max().copied().unwrap_or_default(),
+    );
+    let avg = times.iter().sum::<Duration>() / times.len() as u32;
+    println!("Wall time: {}", secs(last - first));
+    println!("Min init time (per device): {}", secs(min));
+    println!("Max init time (per device): {}", secs(max));
+    println!("Avg init time (per device): {}", secs(avg));
+    ensure!(min <= max, "timing is inconsistent");
+    Ok(())
+}
