@@ -17,10 +17,7 @@ pub enum Filter {
 
 impl Filter {
     fn is_positive(&self) -> bool {
-        matches!(
-            self,
-            Self::Test(true, _) | Self::Fixture(true, _) | Self::Variant(true, _) | Self::Run(_)
-        )
+        matches!(self, Self::Test(true, _) | Self::Fixture(true, _) | Self::Variant(true, _) | Self::Run(_))
     }
 
     /// `Some(include)` if this filter matches the test.
@@ -42,10 +39,7 @@ impl Filters {
     /// Whether `test` runs: the first matching filter decides; with none matching, a test runs
     /// only if there are no including filters at all (so `-T foo` alone means "all but foo").
     pub fn enabled(&self, test: &Test) -> bool {
-        self.0
-            .iter()
-            .find_map(|f| f.decide(test))
-            .unwrap_or_else(|| !self.0.iter().any(Filter::is_positive))
+        self.0.iter().find_map(|f| f.decide(test)).unwrap_or_else(|| !self.0.iter().any(Filter::is_positive))
     }
 }
 
@@ -59,11 +53,7 @@ mod tests {
 
     fn on(filters: &[Filter], tests: &[Test]) -> Vec<String> {
         let filters = Filters(filters.to_vec());
-        tests
-            .iter()
-            .filter(|t| filters.enabled(t))
-            .map(Test::full_name)
-            .collect()
+        tests.iter().filter(|t| filters.enabled(t)).map(Test::full_name).collect()
     }
 
     fn catalogue() -> Vec<Test> {
@@ -88,10 +78,7 @@ mod tests {
             ["mmio.vfio_type1_iommu.map_full_bar", "mmio.iommufd.map_full_bar"]
         );
         assert_eq!(on(&[Filter::Fixture(true, "other".into())], &all), ["other.bind"]);
-        assert_eq!(
-            on(&[Filter::Variant(true, "iommufd".into())], &all),
-            ["mmio.iommufd.map_full_bar"]
-        );
+        assert_eq!(on(&[Filter::Variant(true, "iommufd".into())], &all), ["mmio.iommufd.map_full_bar"]);
         assert_eq!(
             on(&[Filter::Run("mmio.vfio_type1_iommu.map_partial_bar".into())], &all),
             ["mmio.vfio_type1_iommu.map_partial_bar"]
@@ -111,15 +98,9 @@ mod tests {
     fn first_match_wins() {
         // Upstream's own example: all of variant 'bla' but not test 'foo' is `-T foo -v bla`.
         let all = catalogue();
-        let f = [
-            Filter::Test(false, "map_partial_bar".into()),
-            Filter::Variant(true, "vfio_type1_iommu".into()),
-        ];
+        let f = [Filter::Test(false, "map_partial_bar".into()), Filter::Variant(true, "vfio_type1_iommu".into())];
         assert_eq!(on(&f, &all), ["mmio.vfio_type1_iommu.map_full_bar"]);
-        let f = [
-            Filter::Variant(true, "vfio_type1_iommu".into()),
-            Filter::Test(false, "map_partial_bar".into()),
-        ];
+        let f = [Filter::Variant(true, "vfio_type1_iommu".into()), Filter::Test(false, "map_partial_bar".into())];
         assert_eq!(on(&f, &all).len(), 2, "the include matched first");
     }
 }

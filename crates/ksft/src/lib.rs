@@ -119,10 +119,7 @@ pub struct Test {
 
 impl fmt::Debug for Test {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Test")
-            .field("name", &self.full_name())
-            .field("timeout", &self.timeout)
-            .finish()
+        f.debug_struct("Test").field("name", &self.full_name()).field("timeout", &self.timeout).finish()
     }
 }
 

@@ -12,19 +12,13 @@ pub struct Tap<'a> {
 impl<'a> Tap<'a> {
     /// A top-level writer.
     pub fn new(out: &'a mut dyn Write) -> Self {
-        Self {
-            out,
-            prefix: String::new(),
-        }
+        Self { out, prefix: String::new() }
     }
 
     /// A writer for a nested document, indented one level.
     pub fn nested<'b>(&'b mut self) -> Tap<'b> {
         let prefix = format!("{}# ", self.prefix);
-        Tap {
-            out: &mut *self.out,
-            prefix,
-        }
+        Tap { out: &mut *self.out, prefix }
     }
 
     /// Writes one line (without its newline) and flushes, so a console shows it at once.
@@ -104,23 +98,15 @@ pub fn parse_line(line: &str) -> Option<TapLine> {
     }
     if let Some(rest) = line.strip_prefix("# Totals: ") {
         let field = |key: &str| -> Option<u32> {
-            rest.split_whitespace()
-                .find_map(|kv| kv.strip_prefix(key)?.strip_prefix(':')?.parse().ok())
+            rest.split_whitespace().find_map(|kv| kv.strip_prefix(key)?.strip_prefix(':')?.parse().ok())
         };
-        return Some(TapLine::Totals {
-            pass: field("pass")?,
-            fail: field("fail")?,
-            skip: field("skip")?,
-        });
+        return Some(TapLine::Totals { pass: field("pass")?, fail: field("fail")?, skip: field("skip")? });
     }
     if let Some(comment) = line.strip_prefix('#') {
         return Some(TapLine::Comment(comment.trim_start().to_owned()));
     }
-    let (ok, rest) = if let Some(rest) = line.strip_prefix("ok ") {
-        (true, rest)
-    } else {
-        (false, line.strip_prefix("not ok ")?)
-    };
+    let (ok, rest) =
+        if let Some(rest) = line.strip_prefix("ok ") { (true, rest) } else { (false, line.strip_prefix("not ok ")?) };
     let (number, rest) = rest.split_once(' ').unwrap_or((rest, ""));
     let number = number.parse().ok()?;
     let (name, directive, reason) = match rest.split_once(" # ") {
@@ -128,23 +114,13 @@ pub fn parse_line(line: &str) -> Option<TapLine> {
         Some((name, tail)) => {
             let word = tail.split_whitespace().next().unwrap_or("");
             if ["SKIP", "XFAIL", "XPASS", "TODO"].contains(&word) {
-                (
-                    name.to_owned(),
-                    Some(word.to_owned()),
-                    tail[word.len()..].trim().to_owned(),
-                )
+                (name.to_owned(), Some(word.to_owned()), tail[word.len()..].trim().to_owned())
             } else {
                 (name.to_owned(), None, tail.trim().to_owned())
             }
         }
     };
-    Some(TapLine::Result {
-        ok,
-        number,
-        name,
-        directive,
-        reason,
-    })
+    Some(TapLine::Result { ok, number, name, directive, reason })
 }
 
 #[cfg(test)]
@@ -177,16 +153,9 @@ mod tests {
         );
         assert_eq!(
             parse_line("# Totals: pass:1 fail:1 xfail:0 xpass:0 skip:1 error:0"),
-            Some(TapLine::Totals {
-                pass: 1,
-                fail: 1,
-                skip: 1
-            })
+            Some(TapLine::Totals { pass: 1, fail: 1, skip: 1 })
         );
-        assert_eq!(
-            parse_line("#  RUN           f.v.t ..."),
-            Some(TapLine::Comment("RUN           f.v.t ...".into()))
-        );
+        assert_eq!(parse_line("#  RUN           f.v.t ..."), Some(TapLine::Comment("RUN           f.v.t ...".into())));
         assert_eq!(parse_line("[    1.234] random kernel line"), None);
         assert_eq!(parse_line("ok x"), None);
     }

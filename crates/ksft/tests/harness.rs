@@ -44,14 +44,8 @@ fn catalogue() -> Vec<Program> {
     // the child must run the test of the right one.
     let other = vec![Test::new("fx", "one", "pass", || skip!("the other program's test"))];
     vec![
-        Program {
-            name: "demo".into(),
-            tests,
-        },
-        Program {
-            name: "demo 2".into(),
-            tests: other,
-        },
+        Program { name: "demo".into(), tests, skip: None },
+        Program { name: "demo 2".into(), tests: other, skip: None },
     ]
 }
 
@@ -133,17 +127,28 @@ ok 2 selftests: vfio: demo 2 # SKIP
 ";
     assert_eq!(out, nested);
 
-    // Filters pick tests, and an all-pass run exits 0.
+    // A program that can't serve the device skips whole, as upstream's exit 4 before any TAP.
+    let unfit = |name: &str| Program {
+        name: name.into(),
+        tests: catalogue()[0].tests.clone(),
+        skip: Some("No driver found for device".into()),
+    };
     let mut out = Vec::new();
-    let filters = Filters(vec![
-        Filter::Test(true, "pass".into()),
-        Filter::Test(true, "skips".into()),
-    ]);
-    assert_eq!(run_programs(&programs[..1], &filters, &mut out), 0);
+    assert_eq!(run_programs(&[unfit("demo")], &Filters::default(), &mut out), 4);
+    assert!(out.is_empty(), "no TAP from a program that can't run");
+    let mut out = Vec::new();
+    assert_eq!(run_programs(&[unfit("a"), unfit("b")], &Filters::default(), &mut out), 0);
     let out = String::from_utf8(out).unwrap();
     assert!(
-        out.contains("1..2\n") && out.contains("# PASSED: 2 / 2 tests passed.\n"),
+        out.contains("# selftests: vfio: a\n# No driver found for device\nok 1 selftests: vfio: a # SKIP\n"),
         "got:\n{out}"
     );
+
+    // Filters pick tests, and an all-pass run exits 0.
+    let mut out = Vec::new();
+    let filters = Filters(vec![Filter::Test(true, "pass".into()), Filter::Test(true, "skips".into())]);
+    assert_eq!(run_programs(&programs[..1], &filters, &mut out), 0);
+    let out = String::from_utf8(out).unwrap();
+    assert!(out.contains("1..2\n") && out.contains("# PASSED: 2 / 2 tests passed.\n"), "got:\n{out}");
     println!("harness: kselftest output, exit codes, timeout and filters all match");
 }

@@ -9,10 +9,7 @@ pub const MAX_MMAP_ALIGN: u64 = 1 << 30;
 /// Non-power-of-two sizes round up, so a 96 KiB area still gets 128 KiB alignment and its
 /// first 64 KiB can use a 64 KiB page; sub-page sizes get page alignment.
 pub fn mmap_alignment(size: u64, page: u64) -> u64 {
-    size.max(page)
-        .checked_next_power_of_two()
-        .unwrap_or(MAX_MMAP_ALIGN)
-        .min(MAX_MMAP_ALIGN)
+    size.max(page).checked_next_power_of_two().unwrap_or(MAX_MMAP_ALIGN).min(MAX_MMAP_ALIGN)
 }
 
 /// The lowest address `>= addr` that is congruent to `phase` modulo `align` (a power of two).

@@ -49,15 +49,7 @@ unsafe impl Ioctl for Raw {
 
 fn raw_int(fd: BorrowedFd<'_>, nr: u8, arg: usize) -> Result<c_int> {
     // SAFETY: callers pass an ioctl that takes an integer argument (or none) and only reads it.
-    unsafe {
-        ioctl(
-            fd,
-            Raw {
-                opcode: io(nr),
-                arg: arg as *mut c_void,
-            },
-        )
-    }
+    unsafe { ioctl(fd, Raw { opcode: io(nr), arg: arg as *mut c_void }) }
 }
 
 /// Runs an ioctl whose argument is a struct the kernel reads and writes back.
@@ -91,10 +83,7 @@ pub fn set_iommu(container: impl AsFd, iommu_type: u32) -> Result<()> {
 /// `VFIO_GROUP_GET_STATUS`
 #[doc(alias = "VFIO_GROUP_GET_STATUS")]
 pub fn group_get_status(group: impl AsFd) -> Result<vfio_group_status> {
-    let mut status = vfio_group_status {
-        argsz: argsz::<vfio_group_status>(),
-        flags: 0,
-    };
+    let mut status = vfio_group_status { argsz: argsz::<vfio_group_status>(), flags: 0 };
     // SAFETY: VFIO_GROUP_GET_STATUS takes a `vfio_group_status` with argsz set.
     unsafe { update::<{ io(nr::VFIO_GROUP_GET_STATUS) }, _>(group.as_fd(), &mut status)? };
     Ok(status)
@@ -105,16 +94,8 @@ pub fn group_get_status(group: impl AsFd) -> Result<vfio_group_status> {
 pub fn group_set_container(group: impl AsFd, container: impl AsFd) -> Result<()> {
     let mut fd: RawFd = std::os::fd::AsRawFd::as_raw_fd(&container.as_fd());
     // SAFETY: the argument is a pointer to an int holding the container fd, read only.
-    unsafe {
-        ioctl(
-            group.as_fd(),
-            Raw {
-                opcode: io(nr::VFIO_GROUP_SET_CONTAINER),
-                arg: (&raw mut fd).cast(),
-            },
-        )
-    }
-    .map(drop)
+    unsafe { ioctl(group.as_fd(), Raw { opcode: io(nr::VFIO_GROUP_SET_CONTAINER), arg: (&raw mut fd).cast() }) }
+        .map(drop)
 }
 
 /// `VFIO_GROUP_GET_DEVICE_FD`: opens the device named `name` (a BDF for vfio-pci).
@@ -122,13 +103,7 @@ pub fn group_set_container(group: impl AsFd, container: impl AsFd) -> Result<()>
 pub fn group_get_device_fd(group: impl AsFd, name: &CStr) -> Result<OwnedFd> {
     // SAFETY: the argument is a NUL-terminated string the kernel only reads.
     let fd = unsafe {
-        ioctl(
-            group.as_fd(),
-            Raw {
-                opcode: io(nr::VFIO_GROUP_GET_DEVICE_FD),
-                arg: name.as_ptr().cast_mut().cast(),
-            },
-        )
+        ioctl(group.as_fd(), Raw { opcode: io(nr::VFIO_GROUP_GET_DEVICE_FD), arg: name.as_ptr().cast_mut().cast() })
     }?;
     if fd < 0 {
         return Err(Errno::BADF);
@@ -140,10 +115,7 @@ pub fn group_get_device_fd(group: impl AsFd, name: &CStr) -> Result<OwnedFd> {
 /// `VFIO_DEVICE_GET_INFO` (the fixed part; device-info capabilities are not used here).
 #[doc(alias = "VFIO_DEVICE_GET_INFO")]
 pub fn device_get_info(device: impl AsFd) -> Result<vfio_device_info> {
-    let mut info = vfio_device_info {
-        argsz: argsz::<vfio_device_info>(),
-        ..Default::default()
-    };
+    let mut info = vfio_device_info { argsz: argsz::<vfio_device_info>(), ..Default::default() };
     // SAFETY: VFIO_DEVICE_GET_INFO takes a `vfio_device_info` with argsz set; with argsz at
     // the struct size the kernel writes no capabilities past it.
     unsafe { update::<{ io(nr::VFIO_DEVICE_GET_INFO) }, _>(device.as_fd(), &mut info)? };
@@ -169,15 +141,7 @@ fn get_info_with_caps<T: Copy>(fd: BorrowedFd<'_>, nr: u8, init: T) -> Result<Ve
         unsafe { buf.as_mut_ptr().cast::<u32>().write(want as u32) };
         // SAFETY: `nr` takes a struct whose first field is argsz, and the kernel writes at most
         // argsz bytes into the buffer, which is that long.
-        unsafe {
-            ioctl(
-                fd,
-                Raw {
-                    opcode: io(nr),
-                    arg: buf.as_mut_ptr().cast(),
-                },
-            )?
-        };
+        unsafe { ioctl(fd, Raw { opcode: io(nr), arg: buf.as_mut_ptr().cast() })? };
         let bytes: Vec<u8> = buf.iter().flat_map(|w| w.to_ne_bytes()).collect();
         let reported = u32::from_ne_bytes(bytes[0..4].try_into().expect("4 bytes")) as usize;
         if reported <= want {
@@ -193,32 +157,21 @@ fn get_info_with_caps<T: Copy>(fd: BorrowedFd<'_>, nr: u8, init: T) -> Result<Ve
 /// `VFIO_DEVICE_GET_REGION_INFO`: the region's fixed info plus its capability chain, as bytes.
 #[doc(alias = "VFIO_DEVICE_GET_REGION_INFO")]
 pub fn device_get_region_info(device: impl AsFd, index: u32) -> Result<Vec<u8>> {
-    let init = vfio_region_info {
-        argsz: argsz::<vfio_region_info>(),
-        index,
-        ..Default::default()
-    };
+    let init = vfio_region_info { argsz: argsz::<vfio_region_info>(), index, ..Default::default() };
     get_info_with_caps(device.as_fd(), nr::VFIO_DEVICE_GET_REGION_INFO, init)
 }
 
 /// `VFIO_IOMMU_GET_INFO`: the type1 info plus its capability chain, as bytes.
 #[doc(alias = "VFIO_IOMMU_GET_INFO")]
 pub fn iommu_get_info(container: impl AsFd) -> Result<Vec<u8>> {
-    let init = vfio_iommu_type1_info {
-        argsz: argsz::<vfio_iommu_type1_info>(),
-        ..Default::default()
-    };
+    let init = vfio_iommu_type1_info { argsz: argsz::<vfio_iommu_type1_info>(), ..Default::default() };
     get_info_with_caps(container.as_fd(), nr::VFIO_IOMMU_GET_INFO, init)
 }
 
 /// `VFIO_DEVICE_GET_IRQ_INFO`
 #[doc(alias = "VFIO_DEVICE_GET_IRQ_INFO")]
 pub fn device_get_irq_info(device: impl AsFd, index: u32) -> Result<vfio_irq_info> {
-    let mut info = vfio_irq_info {
-        argsz: argsz::<vfio_irq_info>(),
-        index,
-        ..Default::default()
-    };
+    let mut info = vfio_irq_info { argsz: argsz::<vfio_irq_info>(), index, ..Default::default() };
     // SAFETY: VFIO_DEVICE_GET_IRQ_INFO takes a `vfio_irq_info` with argsz and index set.
     unsafe { update::<{ io(nr::VFIO_DEVICE_GET_IRQ_INFO) }, _>(device.as_fd(), &mut info)? };
     Ok(info)
@@ -233,27 +186,15 @@ pub fn device_set_irq_eventfds(device: impl AsFd, index: u32, start: u32, eventf
     // u32 words: the header is five u32s and each eventfd one s32.
     let mut buf = vec![0u32; argsz / 4];
     let flags = VFIO_IRQ_SET_ACTION_TRIGGER
-        | if eventfds.is_empty() {
-            VFIO_IRQ_SET_DATA_NONE
-        } else {
-            VFIO_IRQ_SET_DATA_EVENTFD
-        };
+        | if eventfds.is_empty() { VFIO_IRQ_SET_DATA_NONE } else { VFIO_IRQ_SET_DATA_EVENTFD };
     buf[..5].copy_from_slice(&[argsz as u32, flags, index, start, eventfds.len() as u32]);
     for (slot, fd) in buf[5..].iter_mut().zip(eventfds) {
         *slot = std::os::fd::AsRawFd::as_raw_fd(fd) as u32;
     }
     // SAFETY: the buffer is a `vfio_irq_set` followed by `count` s32 eventfds, `argsz` bytes
     // long, 4-byte aligned; the kernel only reads it.
-    unsafe {
-        ioctl(
-            device.as_fd(),
-            Raw {
-                opcode: io(nr::VFIO_DEVICE_SET_IRQS),
-                arg: buf.as_mut_ptr().cast(),
-            },
-        )
-    }
-    .map(drop)
+    unsafe { ioctl(device.as_fd(), Raw { opcode: io(nr::VFIO_DEVICE_SET_IRQS), arg: buf.as_mut_ptr().cast() }) }
+        .map(drop)
 }
 
 /// `VFIO_DEVICE_SET_IRQS` with `ACTION_TRIGGER | DATA_NONE`: fires `count` vectors from `start`
@@ -297,12 +238,7 @@ pub fn iommu_map_dma(container: impl AsFd, range: DmaRange<'_>, iova: u64) -> Re
 /// `VFIO_IOMMU_UNMAP_DMA`: returns the number of bytes the kernel unmapped.
 #[doc(alias = "VFIO_IOMMU_UNMAP_DMA")]
 pub fn iommu_unmap_dma(container: impl AsFd, iova: u64, size: u64, flags: u32) -> Result<u64> {
-    let mut unmap = vfio_iommu_type1_dma_unmap {
-        argsz: argsz::<vfio_iommu_type1_dma_unmap>(),
-        flags,
-        iova,
-        size,
-    };
+    let mut unmap = vfio_iommu_type1_dma_unmap { argsz: argsz::<vfio_iommu_type1_dma_unmap>(), flags, iova, size };
     // SAFETY: VFIO_IOMMU_UNMAP_DMA takes a `vfio_iommu_type1_dma_unmap` with argsz set; no
     // dirty bitmap is requested, so nothing follows the struct. The kernel writes `size` back.
     unsafe { update::<{ io(nr::VFIO_IOMMU_UNMAP_DMA) }, _>(container.as_fd(), &mut unmap)? };
@@ -319,11 +255,8 @@ pub fn device_bind_iommufd(device: impl AsFd, iommufd: impl AsFd) -> Result<u32>
 /// this to check that the kernel rejects a bad one.
 #[doc(alias = "VFIO_DEVICE_BIND_IOMMUFD")]
 pub fn device_bind_iommufd_number(device: impl AsFd, iommufd: RawFd) -> Result<u32> {
-    let mut bind = vfio_device_bind_iommufd {
-        argsz: argsz::<vfio_device_bind_iommufd>(),
-        iommufd,
-        ..Default::default()
-    };
+    let mut bind =
+        vfio_device_bind_iommufd { argsz: argsz::<vfio_device_bind_iommufd>(), iommufd, ..Default::default() };
     // SAFETY: VFIO_DEVICE_BIND_IOMMUFD takes a `vfio_device_bind_iommufd` with argsz set and
     // no token, so the kernel dereferences no user pointer. The fd number is only looked up.
     unsafe { update::<{ io(nr::VFIO_DEVICE_BIND_IOMMUFD) }, _>(device.as_fd(), &mut bind)? };
@@ -333,11 +266,8 @@ pub fn device_bind_iommufd_number(device: impl AsFd, iommufd: RawFd) -> Result<u
 /// `VFIO_DEVICE_ATTACH_IOMMUFD_PT`: attaches the bound device to an IOAS or HWPT.
 #[doc(alias = "VFIO_DEVICE_ATTACH_IOMMUFD_PT")]
 pub fn device_attach_iommufd_pt(device: impl AsFd, pt_id: u32) -> Result<u32> {
-    let mut attach = vfio_device_attach_iommufd_pt {
-        argsz: argsz::<vfio_device_attach_iommufd_pt>(),
-        pt_id,
-        ..Default::default()
-    };
+    let mut attach =
+        vfio_device_attach_iommufd_pt { argsz: argsz::<vfio_device_attach_iommufd_pt>(), pt_id, ..Default::default() };
     // SAFETY: VFIO_DEVICE_ATTACH_IOMMUFD_PT takes a `vfio_device_attach_iommufd_pt` with argsz
     // set; the kernel writes the attached pt_id back.
     unsafe { update::<{ io(nr::VFIO_DEVICE_ATTACH_IOMMUFD_PT) }, _>(device.as_fd(), &mut attach)? };
@@ -347,10 +277,8 @@ pub fn device_attach_iommufd_pt(device: impl AsFd, pt_id: u32) -> Result<u32> {
 /// `VFIO_DEVICE_DETACH_IOMMUFD_PT`
 #[doc(alias = "VFIO_DEVICE_DETACH_IOMMUFD_PT")]
 pub fn device_detach_iommufd_pt(device: impl AsFd) -> Result<()> {
-    let mut detach = vfio_device_detach_iommufd_pt {
-        argsz: argsz::<vfio_device_detach_iommufd_pt>(),
-        ..Default::default()
-    };
+    let mut detach =
+        vfio_device_detach_iommufd_pt { argsz: argsz::<vfio_device_detach_iommufd_pt>(), ..Default::default() };
     // SAFETY: VFIO_DEVICE_DETACH_IOMMUFD_PT takes a `vfio_device_detach_iommufd_pt`.
     unsafe { update::<{ io(nr::VFIO_DEVICE_DETACH_IOMMUFD_PT) }, _>(device.as_fd(), &mut detach) }
 }
@@ -358,10 +286,7 @@ pub fn device_detach_iommufd_pt(device: impl AsFd) -> Result<()> {
 /// `IOMMU_IOAS_ALLOC`: returns the new IOAS id.
 #[doc(alias = "IOMMU_IOAS_ALLOC")]
 pub fn ioas_alloc(iommufd: impl AsFd) -> Result<u32> {
-    let mut alloc = iommu_ioas_alloc {
-        size: argsz::<iommu_ioas_alloc>(),
-        ..Default::default()
-    };
+    let mut alloc = iommu_ioas_alloc { size: argsz::<iommu_ioas_alloc>(), ..Default::default() };
     // SAFETY: IOMMU_IOAS_ALLOC takes an `iommu_ioas_alloc` with size set.
     unsafe { update::<{ io(nr::IOMMU_IOAS_ALLOC) }, _>(iommufd.as_fd(), &mut alloc)? };
     Ok(alloc.out_ioas_id)
@@ -370,10 +295,7 @@ pub fn ioas_alloc(iommufd: impl AsFd) -> Result<u32> {
 /// `IOMMU_DESTROY`: frees an iommufd object (IOAS, HWPT, ...).
 #[doc(alias = "IOMMU_DESTROY")]
 pub fn iommu_destroy(iommufd: impl AsFd, id: u32) -> Result<()> {
-    let mut destroy = uapi::iommu_destroy {
-        size: argsz::<uapi::iommu_destroy>(),
-        id,
-    };
+    let mut destroy = uapi::iommu_destroy { size: argsz::<uapi::iommu_destroy>(), id };
     // SAFETY: IOMMU_DESTROY takes an `iommu_destroy` with size set.
     unsafe { update::<{ io(nr::IOMMU_DESTROY) }, _>(iommufd.as_fd(), &mut destroy) }
 }
@@ -427,12 +349,7 @@ pub fn ioas_map(iommufd: impl AsFd, ioas_id: u32, range: DmaRange<'_>, iova: u64
 /// `IOMMU_IOAS_UNMAP`: returns the number of bytes unmapped.
 #[doc(alias = "IOMMU_IOAS_UNMAP")]
 pub fn ioas_unmap(iommufd: impl AsFd, ioas_id: u32, iova: u64, length: u64) -> Result<u64> {
-    let mut unmap = iommu_ioas_unmap {
-        size: argsz::<iommu_ioas_unmap>(),
-        ioas_id,
-        iova,
-        length,
-    };
+    let mut unmap = iommu_ioas_unmap { size: argsz::<iommu_ioas_unmap>(), ioas_id, iova, length };
     // SAFETY: IOMMU_IOAS_UNMAP takes an `iommu_ioas_unmap` with size set.
     unsafe { update::<{ io(nr::IOMMU_IOAS_UNMAP) }, _>(iommufd.as_fd(), &mut unmap)? };
     Ok(unmap.length)

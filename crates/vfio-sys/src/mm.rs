@@ -141,10 +141,7 @@ impl MmapWindow {
     }
 
     fn from_raw(ptr: *mut c_void, len: usize) -> Self {
-        Self {
-            base: NonNull::new(ptr).expect("mmap never returns NULL on success"),
-            len,
-        }
+        Self { base: NonNull::new(ptr).expect("mmap never returns NULL on success"), len }
     }
 
     /// `mmap(base + at, len, prot, MAP_SHARED | MAP_FIXED, fd, offset)` inside this window.
@@ -198,11 +195,7 @@ impl MmapWindow {
 
     /// The whole window as a [`DmaRange`].
     pub fn whole(&self) -> DmaRange<'_> {
-        DmaRange {
-            window: self,
-            at: 0,
-            len: self.len,
-        }
+        DmaRange { window: self, at: 0, len: self.len }
     }
 
     fn checked_ptr<T>(&self, at: usize) -> Option<*mut T> {

@@ -82,30 +82,15 @@ fn ioctls() -> Vec<(&'static str, u64)> {
         ("IOMMU_IOAS_UNMAP", io(nr::IOMMU_IOAS_UNMAP)),
         ("VFIO_TYPE1_IOMMU", u64::from(uapi::VFIO_TYPE1_IOMMU)),
         ("VFIO_TYPE1v2_IOMMU", u64::from(uapi::VFIO_TYPE1V2_IOMMU)),
-        (
-            "VFIO_REGION_INFO_CAP_SPARSE_MMAP",
-            u64::from(uapi::VFIO_REGION_INFO_CAP_SPARSE_MMAP),
-        ),
-        (
-            "VFIO_REGION_INFO_CAP_MSIX_MAPPABLE",
-            u64::from(uapi::VFIO_REGION_INFO_CAP_MSIX_MAPPABLE),
-        ),
-        (
-            "VFIO_IOMMU_TYPE1_INFO_CAP_IOVA_RANGE",
-            u64::from(uapi::VFIO_IOMMU_TYPE1_INFO_CAP_IOVA_RANGE),
-        ),
+        ("VFIO_REGION_INFO_CAP_SPARSE_MMAP", u64::from(uapi::VFIO_REGION_INFO_CAP_SPARSE_MMAP)),
+        ("VFIO_REGION_INFO_CAP_MSIX_MAPPABLE", u64::from(uapi::VFIO_REGION_INFO_CAP_MSIX_MAPPABLE)),
+        ("VFIO_IOMMU_TYPE1_INFO_CAP_IOVA_RANGE", u64::from(uapi::VFIO_IOMMU_TYPE1_INFO_CAP_IOVA_RANGE)),
         ("VFIO_DMA_UNMAP_FLAG_ALL", u64::from(uapi::VFIO_DMA_UNMAP_FLAG_ALL)),
         ("VFIO_IRQ_SET_DATA_NONE", u64::from(uapi::VFIO_IRQ_SET_DATA_NONE)),
         ("VFIO_IRQ_SET_DATA_EVENTFD", u64::from(uapi::VFIO_IRQ_SET_DATA_EVENTFD)),
-        (
-            "VFIO_IRQ_SET_ACTION_TRIGGER",
-            u64::from(uapi::VFIO_IRQ_SET_ACTION_TRIGGER),
-        ),
+        ("VFIO_IRQ_SET_ACTION_TRIGGER", u64::from(uapi::VFIO_IRQ_SET_ACTION_TRIGGER)),
         ("VFIO_PCI_VGA_REGION_INDEX", u64::from(uapi::VFIO_PCI_VGA_REGION_INDEX)),
-        (
-            "VFIO_PCI_CONFIG_REGION_INDEX",
-            u64::from(uapi::VFIO_PCI_CONFIG_REGION_INDEX),
-        ),
+        ("VFIO_PCI_CONFIG_REGION_INDEX", u64::from(uapi::VFIO_PCI_CONFIG_REGION_INDEX)),
         ("IOMMU_IOAS_MAP_FIXED_IOVA", u64::from(uapi::IOMMU_IOAS_MAP_FIXED_IOVA)),
         ("IOMMU_IOAS_MAP_WRITEABLE", u64::from(uapi::IOMMU_IOAS_MAP_WRITEABLE)),
         ("IOMMU_IOAS_MAP_READABLE", u64::from(uapi::IOMMU_IOAS_MAP_READABLE)),
@@ -143,11 +128,7 @@ fn main() {
         writeln!(c, "printf(\"{name} %zu\\n\", sizeof(struct {name}));").unwrap();
         writeln!(want, "{name} {size}").unwrap();
         for (field, offset) in fields {
-            writeln!(
-                c,
-                "printf(\"{name}.{field} %zu\\n\", offsetof(struct {name}, {field}));"
-            )
-            .unwrap();
+            writeln!(c, "printf(\"{name}.{field} %zu\\n\", offsetof(struct {name}, {field}));").unwrap();
             writeln!(want, "{name}.{field} {offset}").unwrap();
         }
     }
@@ -172,11 +153,7 @@ fn main() {
         .arg(&probe_c)
         .output()
         .expect("run gcc");
-    assert!(
-        cc.status.success(),
-        "probe did not compile:\n{}",
-        String::from_utf8_lossy(&cc.stderr)
-    );
+    assert!(cc.status.success(), "probe did not compile:\n{}", String::from_utf8_lossy(&cc.stderr));
     let out = Command::new(&probe).output().expect("run probe");
     let got = String::from_utf8(out.stdout).unwrap();
     let _ = std::fs::remove_dir_all(&dir);
@@ -192,10 +169,5 @@ fn main() {
         src.display(),
         diff.join("\n")
     );
-    println!(
-        "uapi_conformance: {} structs and {} constants match {}",
-        structs().len(),
-        ioctls().len(),
-        src.display()
-    );
+    println!("uapi_conformance: {} structs and {} constants match {}", structs().len(), ioctls().len(), src.display());
 }

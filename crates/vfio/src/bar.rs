@@ -126,29 +126,15 @@ impl Device {
         let len = usize::try_from(len)
             .map_err(|_| Error::Invalid(format!("BAR {index} is larger than the address space")))?;
         let align = mmap_alignment(region.size, page);
-        let prot = Prot {
-            read: region.readable(),
-            write: region.writable(),
-        };
-        let op = |what: &str| {
-            format!(
-                "mmap({what}, BAR {index} of {bdf}, size={len:#x}, offset={:#x})",
-                region.offset
-            )
-        };
+        let prot = Prot { read: region.readable(), write: region.writable() };
+        let op = |what: &str| format!("mmap({what}, BAR {index} of {bdf}, size={len:#x}, offset={:#x})", region.offset);
 
         let whole = matches!(areas.as_slice(), [a] if a.offset == 0 && a.size == region.size);
         if whole {
             let window = MmapWindow::map_shared(self.fd(), len, prot, region.offset).op(|| op("kernel-placed"))?;
             if is_congruent(window.addr() as u64, region.offset, align) {
                 advise_hugepage(&window, &areas, page);
-                return Ok(BarMapping {
-                    region,
-                    areas,
-                    window,
-                    align,
-                    placement: Placement::Kernel,
-                });
+                return Ok(BarMapping { region, areas, window, align, placement: Placement::Kernel });
             }
         }
 
@@ -163,23 +149,11 @@ impl Device {
                 ));
             }
             window
-                .map_shared_fixed(
-                    area.offset as usize,
-                    area_len,
-                    prot,
-                    self.fd(),
-                    region.offset + area.offset,
-                )
+                .map_shared_fixed(area.offset as usize, area_len, prot, self.fd(), region.offset + area.offset)
                 .op(|| op(&format!("area {:#x}+{:#x}", area.offset, area.size)))?;
         }
         advise_hugepage(&window, &areas, page);
-        Ok(BarMapping {
-            region,
-            areas,
-            window,
-            align,
-            placement: Placement::Reserved,
-        })
+        Ok(BarMapping { region, areas, window, align, placement: Placement::Reserved })
     }
 }
 

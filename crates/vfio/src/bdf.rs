@@ -37,22 +37,13 @@ impl FromStr for Bdf {
         if device > 0x1f || function > 7 {
             return Err(bad());
         }
-        Ok(Self {
-            segment: segment as u16,
-            bus: bus as u8,
-            device: device as u8,
-            function: function as u8,
-        })
+        Ok(Self { segment: segment as u16, bus: bus as u8, device: device as u8, function: function as u8 })
     }
 }
 
 impl fmt::Display for Bdf {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{:04x}:{:02x}:{:02x}.{:x}",
-            self.segment, self.bus, self.device, self.function
-        )
+        write!(f, "{:04x}:{:02x}:{:02x}.{:x}", self.segment, self.bus, self.device, self.function)
     }
 }
 

@@ -42,10 +42,7 @@ pub fn walk_chain(buf: &[u8], first: u32, fixed_len: usize, what: &str) -> Resul
     let mut next = first as usize;
     while next != 0 {
         if caps.len() >= max_links {
-            return Err(Error::malformed(
-                what,
-                format!("capability chain has a cycle (offset {next:#x} revisited)"),
-            ));
+            return Err(Error::malformed(what, format!("capability chain has a cycle (offset {next:#x} revisited)")));
         }
         if next < fixed_len {
             return Err(Error::malformed(
@@ -54,13 +51,7 @@ pub fn walk_chain(buf: &[u8], first: u32, fixed_len: usize, what: &str) -> Resul
             ));
         }
         let header = buf.get(next..).filter(|rest| rest.len() >= HEADER_LEN).ok_or_else(|| {
-            Error::malformed(
-                what,
-                format!(
-                    "capability offset {next:#x} is past the buffer ({:#x} bytes)",
-                    buf.len()
-                ),
-            )
+            Error::malformed(what, format!("capability offset {next:#x} is past the buffer ({:#x} bytes)", buf.len()))
         })?;
         let cap = CapHeader {
             id: read_u16(header, 0).unwrap_or_default(),
@@ -68,10 +59,7 @@ pub fn walk_chain(buf: &[u8], first: u32, fixed_len: usize, what: &str) -> Resul
             offset: next,
         };
         if caps.iter().any(|c: &CapHeader| c.offset == next) {
-            return Err(Error::malformed(
-                what,
-                format!("capability chain has a cycle (offset {next:#x} revisited)"),
-            ));
+            return Err(Error::malformed(what, format!("capability chain has a cycle (offset {next:#x} revisited)")));
         }
         caps.push(cap);
         next = read_u32(header, 4).unwrap_or_default() as usize;
@@ -89,20 +77,13 @@ pub(crate) fn pairs_after(buf: &[u8], cap: &CapHeader, what: &str) -> Result<Vec
     if needed.is_none_or(|end| end > buf.len()) {
         return Err(Error::malformed(
             what,
-            format!(
-                "capability {} claims {count} entries, more than the {:#x}-byte buffer holds",
-                cap.id,
-                buf.len()
-            ),
+            format!("capability {} claims {count} entries, more than the {:#x}-byte buffer holds", cap.id, buf.len()),
         ));
     }
     Ok((0..count as usize)
         .map(|i| {
             let at = start + i * 16;
-            (
-                read_u64(buf, at).unwrap_or_default(),
-                read_u64(buf, at + 8).unwrap_or_default(),
-            )
+            (read_u64(buf, at).unwrap_or_default(), read_u64(buf, at + 8).unwrap_or_default())
         })
         .collect())
 }
@@ -128,10 +109,7 @@ pub(crate) mod tests {
         put_header(&mut buf, 32, 3, 1, 40);
         put_header(&mut buf, 40, 1, 1, 0);
         let caps = walk_chain(&buf, 32, 32, "region 0 info").unwrap();
-        assert_eq!(
-            caps.iter().map(|c| (c.id, c.offset)).collect::<Vec<_>>(),
-            [(3, 32), (1, 40)]
-        );
+        assert_eq!(caps.iter().map(|c| (c.id, c.offset)).collect::<Vec<_>>(), [(3, 32), (1, 40)]);
     }
 
     #[test]

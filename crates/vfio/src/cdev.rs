@@ -32,9 +32,7 @@ impl Iommufd {
     /// # Errors
     /// [`Error::Unsupported`] if the kernel lacks iommufd.
     pub fn open() -> Result<Self> {
-        let fd = open(Path::new("/dev/iommu"), || {
-            "/dev/iommu is missing: the kernel lacks CONFIG_IOMMUFD".into()
-        })?;
+        let fd = open(Path::new("/dev/iommu"), || "/dev/iommu is missing: the kernel lacks CONFIG_IOMMUFD".into())?;
         Ok(Self { fd })
     }
 
@@ -113,10 +111,6 @@ impl DeviceCdev {
     /// The ioctl's errno (an unbound cdev refuses it).
     pub fn info(&self) -> Result<DeviceInfo> {
         let raw = sys::device_get_info(&self.fd).op(|| format!("VFIO_DEVICE_GET_INFO({})", self.bdf))?;
-        Ok(DeviceInfo {
-            flags: raw.flags,
-            num_regions: raw.num_regions,
-            num_irqs: raw.num_irqs,
-        })
+        Ok(DeviceInfo { flags: raw.flags, num_regions: raw.num_regions, num_irqs: raw.num_irqs })
     }
 }

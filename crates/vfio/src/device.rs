@@ -94,11 +94,7 @@ impl Device {
             }
         };
         let raw = sys::device_get_info(&fd).op(|| format!("VFIO_DEVICE_GET_INFO({bdf})"))?;
-        let info = DeviceInfo {
-            flags: raw.flags,
-            num_regions: raw.num_regions,
-            num_irqs: raw.num_irqs,
-        };
+        let info = DeviceInfo { flags: raw.flags, num_regions: raw.num_regions, num_irqs: raw.num_irqs };
         // Every region, keyed by its index: one that can't be read fails the open.
         let regions = (0..info.num_regions)
             .map(|index| match sys::device_get_region_info(&fd, index) {
@@ -108,20 +104,10 @@ impl Device {
                 Err(Errno::INVAL) if info.is_pci() && index == VFIO_PCI_VGA_REGION_INDEX => {
                     Ok(RegionInfo::absent(index))
                 }
-                Err(e) => Err(Error::sys(
-                    format!("VFIO_DEVICE_GET_REGION_INFO({bdf}, region {index})"),
-                    e,
-                )),
+                Err(e) => Err(Error::sys(format!("VFIO_DEVICE_GET_REGION_INFO({bdf}, region {index})"), e)),
             })
             .collect::<Result<Vec<_>>>()?;
-        Ok(Self {
-            bdf,
-            fd,
-            group,
-            iommu: Arc::clone(iommu),
-            info,
-            regions,
-        })
+        Ok(Self { bdf, fd, group, iommu: Arc::clone(iommu), info, regions })
     }
 
     /// The device's PCI address.
@@ -156,10 +142,7 @@ impl Device {
 
     /// The implemented BARs (size > 0), in index order.
     pub fn bars(&self) -> impl Iterator<Item = &RegionInfo> {
-        self.regions
-            .iter()
-            .take(VFIO_PCI_NUM_BARS as usize)
-            .filter(|r| r.size > 0)
+        self.regions.iter().take(VFIO_PCI_NUM_BARS as usize).filter(|r| r.size > 0)
     }
 
     /// Reads `buf.len()` bytes of PCI config space at `offset`.
@@ -171,10 +154,7 @@ impl Device {
         let n = rustix::io::pread(&self.fd, &mut *buf, base + offset)
             .op(|| format!("pread(config {offset:#x}, {} bytes)", buf.len()))?;
         if n != buf.len() {
-            return Err(Error::Invalid(format!(
-                "short config read at {offset:#x}: {n} of {} bytes",
-                buf.len()
-            )));
+            return Err(Error::Invalid(format!("short config read at {offset:#x}: {n} of {} bytes", buf.len())));
         }
         Ok(())
     }
@@ -188,10 +168,7 @@ impl Device {
         let n = rustix::io::pwrite(&self.fd, buf, base + offset)
             .op(|| format!("pwrite(config {offset:#x}, {} bytes)", buf.len()))?;
         if n != buf.len() {
-            return Err(Error::Invalid(format!(
-                "short config write at {offset:#x}: {n} of {} bytes",
-                buf.len()
-            )));
+            return Err(Error::Invalid(format!("short config write at {offset:#x}: {n} of {} bytes", buf.len())));
         }
         Ok(())
     }

@@ -119,10 +119,7 @@ pub enum Error {
 impl Error {
     /// A failed syscall: `op` names it with its arguments.
     pub fn sys(op: impl Into<String>, errno: Errno) -> Self {
-        Self::Sys {
-            op: op.into(),
-            errno: Errnum(errno),
-        }
+        Self::Sys { op: op.into(), errno: Errnum(errno) }
     }
 
     /// The errno, if this error came from the kernel.
@@ -140,17 +137,11 @@ impl Error {
     }
 
     pub(crate) fn file(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Self::File {
-            path: path.into(),
-            source,
-        }
+        Self::File { path: path.into(), source }
     }
 
     pub(crate) fn malformed(what: impl Into<String>, detail: impl Into<String>) -> Self {
-        Self::Malformed {
-            what: what.into(),
-            detail: detail.into(),
-        }
+        Self::Malformed { what: what.into(), detail: detail.into() }
     }
 }
 
@@ -172,10 +163,7 @@ mod tests {
     #[test]
     fn errno_shows_name_and_text() {
         let e = Error::sys("VFIO_IOMMU_MAP_DMA(iova=0x1000, size=0x2000)", Errno::INVAL);
-        assert_eq!(
-            e.to_string(),
-            "VFIO_IOMMU_MAP_DMA(iova=0x1000, size=0x2000): EINVAL (Invalid argument)"
-        );
+        assert_eq!(e.to_string(), "VFIO_IOMMU_MAP_DMA(iova=0x1000, size=0x2000): EINVAL (Invalid argument)");
         assert_eq!(e.errno(), Some(Errno::INVAL));
     }
 }

@@ -57,26 +57,17 @@ impl Iommu {
                 let supported =
                     sys::check_extension(&fd, kind).op(|| format!("VFIO_CHECK_EXTENSION({path}, {kind})"))?;
                 if supported <= 0 {
-                    return Err(Error::Unsupported(format!(
-                        "{path} does not support {mode} (IOMMU type {kind})"
-                    )));
+                    return Err(Error::Unsupported(format!("{path} does not support {mode} (IOMMU type {kind})")));
                 }
                 (fd, None)
             }
             _ => {
-                let fd = open_node("/dev/iommu", || {
-                    "/dev/iommu is missing: the kernel lacks CONFIG_IOMMUFD".into()
-                })?;
+                let fd = open_node("/dev/iommu", || "/dev/iommu is missing: the kernel lacks CONFIG_IOMMUFD".into())?;
                 let ioas = sys::ioas_alloc(&fd).op(|| "IOMMU_IOAS_ALLOC".into())?;
                 (fd, Some(ioas))
             }
         };
-        Ok(Arc::new(Self {
-            mode,
-            fd,
-            ioas,
-            type_set: Mutex::new(false),
-        }))
+        Ok(Arc::new(Self { mode, fd, ioas, type_set: Mutex::new(false) }))
     }
 
     /// The mode this context was opened in.
@@ -97,10 +88,7 @@ impl Iommu {
     /// Attaches a VFIO group to this container and, the first time, sets the IOMMU type.
     pub(crate) fn attach_group(&self, group: BorrowedFd<'_>, group_no: u32) -> Result<()> {
         sys::group_set_container(group, &self.fd).op(|| format!("VFIO_GROUP_SET_CONTAINER(group {group_no})"))?;
-        let kind = self
-            .mode
-            .type1_kind()
-            .ok_or_else(|| Error::Invalid(format!("{} has no container", self.mode)))?;
+        let kind = self.mode.type1_kind().ok_or_else(|| Error::Invalid(format!("{} has no container", self.mode)))?;
         // Several devices (threads) may attach at once; only the first sets the type.
         let mut type_set = self.type_set.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         if !*type_set {
@@ -119,13 +107,7 @@ impl Iommu {
             Some(ioas) => {
                 let (ranges, _alignment) =
                     sys::ioas_iova_ranges(&self.fd, ioas).op(|| format!("IOMMU_IOAS_IOVA_RANGES(ioas {ioas})"))?;
-                let ranges = ranges
-                    .into_iter()
-                    .map(|r| IovaRange {
-                        start: r.start,
-                        last: r.last,
-                    })
-                    .collect();
+                let ranges = ranges.into_iter().map(|r| IovaRange { start: r.start, last: r.last }).collect();
                 iova::normalize(ranges, "IOMMU_IOAS_IOVA_RANGES")
             }
             None => iova::parse_type1_iova_ranges(&sys::iommu_get_info(&self.fd).op(|| "VFIO_IOMMU_GET_INFO".into())?),
@@ -145,12 +127,7 @@ impl Iommu {
             None => sys::iommu_map_dma(&self.fd, range, iova)
                 .op(|| format!("VFIO_IOMMU_MAP_DMA(vaddr={vaddr:#x}, iova={iova:#x}, size={len:#x})"))?,
         }
-        Ok(DmaMapping {
-            iommu: Arc::clone(self),
-            iova,
-            len,
-            mapped: true,
-        })
+        Ok(DmaMapping { iommu: Arc::clone(self), iova, len, mapped: true })
     }
 
     /// Unmaps `[iova, iova + len)`; returns the number of bytes the kernel unmapped.

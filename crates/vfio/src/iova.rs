@@ -28,18 +28,13 @@ pub fn parse_type1_iova_ranges(buf: &[u8]) -> Result<Vec<IovaRange>> {
     let flags = read_u32(buf, 4).unwrap_or_default();
     let cap_offset = read_u32(buf, 16).unwrap_or_default();
     if flags & VFIO_IOMMU_INFO_CAPS == 0 {
-        return Err(Error::Unsupported(
-            "the type1 IOMMU reports no capabilities (no IOVA ranges)".into(),
-        ));
+        return Err(Error::Unsupported("the type1 IOMMU reports no capabilities (no IOVA ranges)".into()));
     }
     let cap = walk_chain(buf, cap_offset, fixed, what)?
         .into_iter()
         .find(|c| c.id == VFIO_IOMMU_TYPE1_INFO_CAP_IOVA_RANGE)
         .ok_or_else(|| Error::Unsupported("the type1 IOMMU reports no IOVA-range capability".into()))?;
-    let ranges = pairs_after(buf, &cap, what)?
-        .into_iter()
-        .map(|(start, end)| IovaRange { start, last: end })
-        .collect();
+    let ranges = pairs_after(buf, &cap, what)?.into_iter().map(|(start, end)| IovaRange { start, last: end }).collect();
     normalize(ranges, what)
 }
 
@@ -53,10 +48,7 @@ pub fn normalize(mut ranges: Vec<IovaRange>, what: &str) -> Result<Vec<IovaRange
         return Err(Error::malformed(what, "no IOVA ranges"));
     }
     if let Some(r) = ranges.iter().find(|r| r.start > r.last) {
-        return Err(Error::malformed(
-            what,
-            format!("IOVA range {:#x}..={:#x} is inverted", r.start, r.last),
-        ));
+        return Err(Error::malformed(what, format!("IOVA range {:#x}..={:#x} is inverted", r.start, r.last)));
     }
     if let Some(w) = ranges.windows(2).find(|w| w[0].last >= w[1].start) {
         return Err(Error::malformed(
@@ -91,11 +83,7 @@ impl IovaAllocator {
     pub fn new(ranges: Vec<IovaRange>) -> Result<Self> {
         let ranges = normalize(ranges, "IOVA ranges")?;
         let cursor = ranges[0].start;
-        Ok(Self {
-            ranges,
-            range: 0,
-            cursor,
-        })
+        Ok(Self { ranges, range: 0, cursor })
     }
 
     /// The ranges this allocator draws from.
@@ -179,10 +167,7 @@ mod tests {
         let mut a = IovaAllocator::new(vec![r(0, 0xfff)]).unwrap();
         assert!(a.alloc(0).is_err());
         assert_eq!(a.alloc(0x1000).unwrap(), 0);
-        assert_eq!(
-            a.alloc(0x1000).unwrap_err().to_string(),
-            "no free IOVA range for 0x1000 bytes"
-        );
+        assert_eq!(a.alloc(0x1000).unwrap_err().to_string(), "no free IOVA range for 0x1000 bytes");
     }
 
     #[test]
@@ -199,15 +184,9 @@ mod tests {
         buf[16..20].copy_from_slice(&24u32.to_ne_bytes());
         crate::caps::tests::put_header(&mut buf, 24, VFIO_IOMMU_TYPE1_INFO_CAP_IOVA_RANGE, 1, 0);
         buf[32..36].copy_from_slice(&2u32.to_ne_bytes());
-        for (i, v) in [0xfef0_0000u64, 0xffff_ffff_ffff, 0, 0xfedf_ffff]
-            .into_iter()
-            .enumerate()
-        {
+        for (i, v) in [0xfef0_0000u64, 0xffff_ffff_ffff, 0, 0xfedf_ffff].into_iter().enumerate() {
             buf[40 + i * 8..48 + i * 8].copy_from_slice(&v.to_ne_bytes());
         }
-        assert_eq!(
-            parse_type1_iova_ranges(&buf).unwrap(),
-            [r(0, 0xfedf_ffff), r(0xfef0_0000, 0xffff_ffff_ffff)]
-        );
+        assert_eq!(parse_type1_iova_ranges(&buf).unwrap(), [r(0, 0xfedf_ffff), r(0xfef0_0000, 0xffff_ffff_ffff)]);
     }
 }

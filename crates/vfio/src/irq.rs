@@ -40,11 +40,7 @@ impl Device {
     pub fn irq_info(&self, index: u32) -> Result<IrqInfo> {
         let raw = sys::device_get_irq_info(self.fd(), index)
             .op(|| format!("VFIO_DEVICE_GET_IRQ_INFO({}, index {index})", self.bdf()))?;
-        Ok(IrqInfo {
-            index,
-            flags: raw.flags,
-            count: raw.count,
-        })
+        Ok(IrqInfo { index, flags: raw.flags, count: raw.count })
     }
 
     /// Enables vectors `0..count` of IRQ `index`, each signalling its own non-blocking eventfd.
@@ -58,17 +54,9 @@ impl Device {
         let borrowed: Vec<_> = eventfds.iter().map(|fd| fd.as_fd()).collect();
         sys::device_set_irq_eventfds(self.fd(), index, 0, &borrowed)
             .op(|| format!("VFIO_DEVICE_SET_IRQS({}, index {index}, {count} eventfds)", self.bdf()))?;
-        let device = self
-            .fd()
-            .try_clone_to_owned()
-            .map_err(|e| crate::Error::Invalid(format!("dup of the device fd: {e}")))?;
-        Ok(IrqEventfds {
-            device,
-            bdf: self.bdf(),
-            index,
-            eventfds,
-            enabled: true,
-        })
+        let device =
+            self.fd().try_clone_to_owned().map_err(|e| crate::Error::Invalid(format!("dup of the device fd: {e}")))?;
+        Ok(IrqEventfds { device, bdf: self.bdf(), index, eventfds, enabled: true })
     }
 }
 
@@ -88,12 +76,8 @@ impl IrqEventfds {
     /// # Errors
     /// The ioctl's errno.
     pub fn trigger(&self, vector: u32) -> Result<()> {
-        sys::device_trigger_irq(&self.device, self.index, vector, 1).op(|| {
-            format!(
-                "VFIO_DEVICE_SET_IRQS({}, index {}, trigger vector {vector})",
-                self.bdf, self.index
-            )
-        })
+        sys::device_trigger_irq(&self.device, self.index, vector, 1)
+            .op(|| format!("VFIO_DEVICE_SET_IRQS({}, index {}, trigger vector {vector})", self.bdf, self.index))
     }
 
     /// Reads and clears `vector`'s eventfd: `Some(count)` if it fired, `None` if not.

@@ -24,13 +24,8 @@ pub enum IommuMode {
 
 impl IommuMode {
     /// Every mode, in upstream's variant order.
-    pub const ALL: [IommuMode; 5] = [
-        Self::VfioType1,
-        Self::VfioType1v2,
-        Self::IommufdCompatType1,
-        Self::IommufdCompatType1v2,
-        Self::Iommufd,
-    ];
+    pub const ALL: [IommuMode; 5] =
+        [Self::VfioType1, Self::VfioType1v2, Self::IommufdCompatType1, Self::IommufdCompatType1v2, Self::Iommufd];
 
     /// The upstream name, e.g. `vfio_type1v2_iommu`.
     pub const fn name(self) -> &'static str {
@@ -88,10 +83,7 @@ impl FromStr for IommuMode {
     type Err = Error;
 
     fn from_str(s: &str) -> Result<Self, Error> {
-        Self::ALL
-            .into_iter()
-            .find(|m| m.name() == s)
-            .ok_or_else(|| Error::UnknownMode(s.to_owned()))
+        Self::ALL.into_iter().find(|m| m.name() == s).ok_or_else(|| Error::UnknownMode(s.to_owned()))
     }
 }
 

@@ -39,22 +39,14 @@ impl PageWalk {
 pub fn find_leaf(dump: &str, iova: u64) -> Option<PageWalk> {
     let pfn = iova >> 12;
     dump.lines().find_map(|line| {
-        let mut fields = line
-            .split(|c: char| c == '|' || c.is_whitespace())
-            .filter(|f| !f.is_empty());
+        let mut fields = line.split(|c: char| c == '|' || c.is_whitespace()).filter(|f| !f.is_empty());
         let hex = |f: &str| u64::from_str_radix(f.strip_prefix("0x")?, 16).ok();
         if hex(fields.next()?)? != pfn {
             return None;
         }
         let mut entries = fields.map(|f| hex(f).unwrap_or_default());
         let mut next = || entries.next().unwrap_or_default();
-        Some(PageWalk {
-            pml5e: next(),
-            pml4e: next(),
-            pdpe: next(),
-            pde: next(),
-            pte: next(),
-        })
+        Some(PageWalk { pml5e: next(), pml4e: next(), pdpe: next(), pde: next(), pte: next() })
     })
 }
 

@@ -82,9 +82,8 @@ impl RegionInfo {
                             .map(|(offset, size)| MmapArea { offset, size })
                             .filter(|a| a.size > 0)
                             .collect::<Vec<_>>();
-                        if let Some(bad) = areas
-                            .iter()
-                            .find(|a| a.offset.checked_add(a.size).is_none_or(|end| end > size))
+                        if let Some(bad) =
+                            areas.iter().find(|a| a.offset.checked_add(a.size).is_none_or(|end| end > size))
                         {
                             return Err(Error::malformed(
                                 &what,
@@ -103,31 +102,16 @@ impl RegionInfo {
                             .ok_or_else(|| Error::malformed(&what, "truncated type capability"))?,
                     },
                     VFIO_REGION_INFO_CAP_MSIX_MAPPABLE => RegionCap::MsixMappable,
-                    id => RegionCap::Other {
-                        id,
-                        version: cap.version,
-                    },
+                    id => RegionCap::Other { id, version: cap.version },
                 });
             }
         }
-        Ok(Self {
-            index,
-            flags,
-            size,
-            offset,
-            caps,
-        })
+        Ok(Self { index, flags, size, offset, caps })
     }
 
     /// A region the device doesn't implement: size 0, no flags.
     pub fn absent(index: u32) -> Self {
-        Self {
-            index,
-            flags: 0,
-            size: 0,
-            offset: 0,
-            caps: Vec::new(),
-        }
+        Self { index, flags: 0, size: 0, offset: 0, caps: Vec::new() }
     }
 
     /// The region can be read.
@@ -157,12 +141,7 @@ impl RegionInfo {
                 RegionCap::SparseMmap(areas) => Some(areas.clone()),
                 _ => None,
             })
-            .unwrap_or_else(|| {
-                vec![MmapArea {
-                    offset: 0,
-                    size: self.size,
-                }]
-            })
+            .unwrap_or_else(|| vec![MmapArea { offset: 0, size: self.size }])
     }
 }
 
@@ -188,13 +167,7 @@ mod tests {
     fn plain_bar_is_one_area() {
         let info = RegionInfo::parse(2, &region_bytes(RWM, 0x10000, 0, 0)).unwrap();
         assert_eq!(info.offset, 2 << 40);
-        assert_eq!(
-            info.mmap_areas(),
-            [MmapArea {
-                offset: 0,
-                size: 0x10000
-            }]
-        );
+        assert_eq!(info.mmap_areas(), [MmapArea { offset: 0, size: 0x10000 }]);
         assert!(info.readable() && info.writable());
     }
 
@@ -211,16 +184,7 @@ mod tests {
         let info = RegionInfo::parse(0, &buf).unwrap();
         assert_eq!(
             info.mmap_areas(),
-            [
-                MmapArea {
-                    offset: 0,
-                    size: 0x1000
-                },
-                MmapArea {
-                    offset: 0x3000,
-                    size: 0x1000
-                }
-            ]
+            [MmapArea { offset: 0, size: 0x1000 }, MmapArea { offset: 0x3000, size: 0x1000 }]
         );
         assert!(info.caps.contains(&RegionCap::MsixMappable));
     }
@@ -233,10 +197,7 @@ mod tests {
         buf[48..56].copy_from_slice(&0x1000u64.to_ne_bytes());
         buf[56..64].copy_from_slice(&0x2000u64.to_ne_bytes());
         let err = RegionInfo::parse(0, &buf).unwrap_err().to_string();
-        assert_eq!(
-            err,
-            "malformed region 0 info: sparse area 0x1000+0x2000 is outside the 0x2000-byte region"
-        );
+        assert_eq!(err, "malformed region 0 info: sparse area 0x1000+0x2000 is outside the 0x2000-byte region");
     }
 
     #[test]

@@ -42,11 +42,7 @@ impl Sysfs {
     /// # Errors
     /// As above.
     pub fn ensure_exists(&self, bdf: Bdf) -> Result<()> {
-        if self.device_dir(bdf).exists() {
-            Ok(())
-        } else {
-            Err(Error::NoSuchDevice(bdf))
-        }
+        if self.device_dir(bdf).exists() { Ok(()) } else { Err(Error::NoSuchDevice(bdf)) }
     }
 
     /// The name of the driver bound to the device, if any.
@@ -80,8 +76,7 @@ impl Sysfs {
                 "{bdf} has no IOMMU group: the IOMMU is absent or disabled (try intel_iommu=on)"
             ))
         })?;
-        name.parse()
-            .map_err(|_| Error::malformed("iommu_group link", format!("{name:?} is not a number")))
+        name.parse().map_err(|_| Error::malformed("iommu_group link", format!("{name:?} is not a number")))
     }
 
     /// The device's VFIO character device, `/dev/vfio/devices/vfioN`.
@@ -222,10 +217,7 @@ mod tests {
     fn missing_device_is_named() {
         let fake = FakeSysfs::new("missing");
         let err = fake.sysfs().ensure_vfio_bound(bdf("0000:00:1f.7")).unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "no PCI device 0000:00:1f.7 (not in /sys/bus/pci/devices)"
-        );
+        assert_eq!(err.to_string(), "no PCI device 0000:00:1f.7 (not in /sys/bus/pci/devices)");
     }
 
     #[test]
@@ -235,10 +227,7 @@ mod tests {
         fake.device("0000:00:05.0", None, Some(6));
         let sysfs = fake.sysfs();
         let err = sysfs.ensure_vfio_bound(bdf("0000:00:04.0")).unwrap_err().to_string();
-        assert_eq!(
-            err,
-            "0000:00:04.0 is bound to nvme, not vfio-pci (run `vfiotest setup 0000:00:04.0`)"
-        );
+        assert_eq!(err, "0000:00:04.0 is bound to nvme, not vfio-pci (run `vfiotest setup 0000:00:04.0`)");
         let err = sysfs.ensure_vfio_bound(bdf("0000:00:05.0")).unwrap_err().to_string();
         assert!(err.contains("bound to no driver"), "{err}");
     }

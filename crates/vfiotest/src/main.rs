@@ -92,17 +92,11 @@ pub struct Fatal {
 
 impl Fatal {
     pub fn fail(message: impl Into<String>) -> Self {
-        Self {
-            code: KSFT_FAIL,
-            message: message.into(),
-        }
+        Self { code: KSFT_FAIL, message: message.into() }
     }
 
     pub fn skip(message: impl Into<String>) -> Self {
-        Self {
-            code: KSFT_SKIP,
-            message: message.into(),
-        }
+        Self { code: KSFT_SKIP, message: message.into() }
     }
 }
 
@@ -128,23 +122,14 @@ fn main() -> ExitCode {
 fn parse() -> Result<(Cli, Filters), Fatal> {
     let matches = match Cli::command().try_get_matches() {
         Ok(m) => m,
-        Err(e)
-            if matches!(
-                e.kind(),
-                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion
-            ) =>
-        {
+        Err(e) if matches!(e.kind(), clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion) => {
             let _ = e.print();
             std::process::exit(0);
         }
         Err(e) => {
             // clap's error is several lines; keep the first, which says what is wrong.
             let text = e.render().to_string();
-            let first = text
-                .lines()
-                .next()
-                .unwrap_or("invalid arguments")
-                .trim_start_matches("error: ");
+            let first = text.lines().next().unwrap_or("invalid arguments").trim_start_matches("error: ");
             return Err(Fatal::fail(format!("{first} (see vfiotest --help)")));
         }
     };
@@ -206,19 +191,14 @@ fn resolve_targets(targets: &[String]) -> Result<(Option<&'static str>, Vec<Bdf>
         .map(|t| {
             t.parse::<Bdf>().map_err(|e| match t.contains(':') {
                 true => Fatal::fail(e.to_string()),
-                false => Fatal::fail(format!(
-                    "{t:?} is neither a test program (see `vfiotest list`) nor a BDF"
-                )),
+                false => Fatal::fail(format!("{t:?} is neither a test program (see `vfiotest list`) nor a BDF")),
             })
         })
         .collect::<Result<Vec<_>, _>>()?;
     if bdfs.is_empty()
         && let Ok(env) = std::env::var("VFIO_SELFTESTS_BDF")
     {
-        bdfs = env
-            .split_whitespace()
-            .map(|s| s.parse::<Bdf>())
-            .collect::<Result<_, _>>()?;
+        bdfs = env.split_whitespace().map(|s| s.parse::<Bdf>()).collect::<Result<_, _>>()?;
     }
     Ok((program, bdfs))
 }
@@ -226,9 +206,7 @@ fn resolve_targets(targets: &[String]) -> Result<(Option<&'static str>, Vec<Bdf>
 fn run(args: &RunArgs) -> Result<i32, Fatal> {
     let (program, bdfs) = resolve_targets(&args.targets)?;
     if bdfs.is_empty() {
-        return Err(Fatal::skip(
-            "no device to test: pass BDFs (vfiotest run 0000:00:03.0) or set VFIO_SELFTESTS_BDF",
-        ));
+        return Err(Fatal::skip("no device to test: pass BDFs (vfiotest run 0000:00:03.0) or set VFIO_SELFTESTS_BDF"));
     }
     let catalogue = programs::catalogue(program, &bdfs);
     // A harness child runs one test and answers with its exit code.
@@ -262,12 +240,7 @@ fn list(only: Option<&str>) -> Result<i32, Fatal> {
         return Err(Fatal::fail(format!("no test program named {name:?}")));
     }
     // Names don't depend on the device; any address will do for listing.
-    let any = Bdf {
-        segment: 0,
-        bus: 0,
-        device: 0,
-        function: 0,
-    };
+    let any = Bdf { segment: 0, bus: 0, device: 0, function: 0 };
     print_tests(&programs::catalogue(only, &[any]))
 }
 
@@ -279,10 +252,7 @@ fn setup(bdfs: &[String]) -> Result<i32, Fatal> {
     let sysfs = Sysfs::system();
     for bdf in parse_bdfs(bdfs)? {
         let old = sysfs.bind_vfio(bdf)?;
-        let group = sysfs
-            .iommu_group(bdf)
-            .map(|g| format!("IOMMU group {g}"))
-            .unwrap_or_else(|e| e.to_string());
+        let group = sysfs.iommu_group(bdf).map(|g| format!("IOMMU group {g}")).unwrap_or_else(|e| e.to_string());
         println!("{bdf}: vfio-pci (was {}), {group}", old.as_deref().unwrap_or("unbound"));
     }
     Ok(KSFT_PASS)
@@ -321,11 +291,7 @@ mod tests {
         let (_, sub) = m.subcommand().unwrap();
         assert_eq!(
             filters_in_order(sub).0,
-            [
-                Filter::Test(false, "foo".into()),
-                Filter::Variant(true, "bla".into()),
-                Filter::Test(true, "x".into())
-            ]
+            [Filter::Test(false, "foo".into()), Filter::Variant(true, "bla".into()), Filter::Test(true, "x".into())]
         );
     }
 
@@ -336,10 +302,7 @@ mod tests {
         assert_eq!(p, Some("vfio_dma_mapping_mmio_test"));
         assert_eq!(b.len(), 1);
         let err = resolve_targets(&args(&["nonsense"])).unwrap_err();
-        assert_eq!(
-            err.message,
-            "\"nonsense\" is neither a test program (see `vfiotest list`) nor a BDF"
-        );
+        assert_eq!(err.message, "\"nonsense\" is neither a test program (see `vfiotest list`) nor a BDF");
         assert_eq!(err.code, KSFT_FAIL);
         let err = resolve_targets(&args(&["0000:00:zz.0"])).unwrap_err();
         assert!(err.message.starts_with("invalid BDF"), "{}", err.message);

@@ -62,41 +62,32 @@ pub struct Edu {
 }
 
 impl Edu {
+    /// Whether the device at `bdf` is an edu.
+    pub fn matches(bdf: crate::Bdf) -> bool {
+        let sysfs = crate::sysfs::Sysfs::system();
+        let id = |attr| sysfs.read_hex(bdf, attr).ok();
+        (id("vendor"), id("device")) == (Some(VENDOR), Some(DEVICE))
+    }
+
     /// An edu driver if `device` is an edu.
     pub fn probe(device: &Device) -> Option<Self> {
-        let sysfs = crate::sysfs::Sysfs::system();
-        let ids = (
-            sysfs.read_hex(device.bdf(), "vendor").ok()?,
-            sysfs.read_hex(device.bdf(), "device").ok()?,
-        );
-        (ids == (VENDOR, DEVICE)).then(Self::default)
+        Self::matches(device.bdf()).then(Self::default)
     }
 
     fn regs(&self) -> Result<&BarMapping> {
-        self.regs
-            .as_ref()
-            .ok_or_else(|| Error::Invalid("edu: not initialized".into()))
+        self.regs.as_ref().ok_or_else(|| Error::Invalid("edu: not initialized".into()))
     }
 
     fn write64(&self, reg: usize, value: u64) -> Result<()> {
-        self.regs()?
-            .window()
-            .write_u64(reg, value)
-            .map_err(|e| Error::sys(format!("edu: write {reg:#x}"), e))
+        self.regs()?.window().write_u64(reg, value).map_err(|e| Error::sys(format!("edu: write {reg:#x}"), e))
     }
 
     fn read64(&self, reg: usize) -> Result<u64> {
-        self.regs()?
-            .window()
-            .read_u64(reg)
-            .map_err(|e| Error::sys(format!("edu: read {reg:#x}"), e))
+        self.regs()?.window().read_u64(reg).map_err(|e| Error::sys(format!("edu: read {reg:#x}"), e))
     }
 
     fn write32(&self, reg: usize, value: u32) -> Result<()> {
-        self.regs()?
-            .window()
-            .write_u32(reg, value)
-            .map_err(|e| Error::sys(format!("edu: write {reg:#x}"), e))
+        self.regs()?.window().write_u32(reg, value).map_err(|e| Error::sys(format!("edu: write {reg:#x}"), e))
     }
 
     /// Starts one transfer of `len` bytes between RAM at `iova` and the device buffer.
@@ -116,10 +107,7 @@ impl Edu {
         let deadline = Instant::now() + TRANSFER_TIMEOUT;
         while self.read64(REG_DMA_CMD)? & DMA_CMD_START != 0 {
             if Instant::now() >= deadline {
-                return Err(Error::Invalid(format!(
-                    "edu: DMA still running after {} s",
-                    TRANSFER_TIMEOUT.as_secs()
-                )));
+                return Err(Error::Invalid(format!("edu: DMA still running after {} s", TRANSFER_TIMEOUT.as_secs())));
             }
             std::thread::sleep(Duration::from_millis(5));
         }
@@ -151,10 +139,7 @@ impl DmaDriver for Edu {
 
     fn init(&mut self, device: &Device) -> Result<()> {
         let regs = device.map_bar(0)?;
-        let id = regs
-            .window()
-            .read_u32(REG_ID)
-            .map_err(|e| Error::sys("edu: read ID", e))?;
+        let id = regs.window().read_u32(REG_ID).map_err(|e| Error::sys("edu: read ID", e))?;
         if id & 0xffff != 0x00ed {
             return Err(Error::Invalid(format!("edu: unexpected ID register {id:#010x}")));
         }
@@ -177,21 +162,14 @@ impl DmaDriver for Edu {
 
     fn memcpy_start(&mut self, src: u64, dst: u64, size: u64, count: u64) -> Result<()> {
         if size == 0 || size > MAX_TRANSFER || count == 0 || count > self.max_memcpy_count() {
-            return Err(Error::Invalid(format!(
-                "edu: memcpy of {size:#x} bytes × {count} is out of range"
-            )));
+            return Err(Error::Invalid(format!("edu: memcpy of {size:#x} bytes × {count} is out of range")));
         }
         if self.job.is_some() {
             return Err(Error::Invalid("edu: a memcpy is already in progress".into()));
         }
         // The device does one transfer at a time: start the first here, the rest in wait.
         self.transfer(src, size, false)?;
-        self.job = Some(Job {
-            src,
-            dst,
-            size,
-            remaining: count,
-        });
+        self.job = Some(Job { src, dst, size, remaining: count });
         Ok(())
     }
 
@@ -218,10 +196,7 @@ impl DmaDriver for Edu {
     }
 
     fn msi_count(&self, timeout: Duration) -> Result<u64> {
-        let msi = self
-            .msi
-            .as_ref()
-            .ok_or_else(|| Error::Invalid("edu: not initialized".into()))?;
+        let msi = self.msi.as_ref().ok_or_else(|| Error::Invalid("edu: not initialized".into()))?;
         Ok(msi.wait(0, timeout)?.unwrap_or(0))
     }
 }

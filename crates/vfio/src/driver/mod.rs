@@ -75,6 +75,11 @@ pub trait DmaDriver: Send {
     }
 }
 
+/// Whether a driver here knows the device at `bdf` (by its sysfs vendor and device IDs).
+pub fn has_driver(bdf: crate::Bdf) -> bool {
+    edu::Edu::matches(bdf)
+}
+
 /// The driver for `device`, if there is one.
 pub fn probe(device: &Device) -> Option<Box<dyn DmaDriver>> {
     edu::Edu::probe(device).map(|d| Box::new(d) as Box<dyn DmaDriver>)

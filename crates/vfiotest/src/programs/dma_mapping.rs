@@ -50,11 +50,7 @@ pub fn tests(bdf: Bdf) -> Vec<Test> {
         "vfio_dma_map_limit_test",
         &mode_variants(),
         move |&mode| LimitFixture::setup(bdf, mode),
-        &[
-            ("unmap_range", unmap_range),
-            ("unmap_all", unmap_all),
-            ("overflow", overflow),
-        ],
+        &[("unmap_range", unmap_range), ("unmap_all", unmap_all), ("overflow", overflow)],
     ));
     tests
 }
@@ -89,18 +85,10 @@ fn dma_map_unmap((t, variant): &mut (DeviceFixture, MappingVariant)) -> Outcome 
         }
         walk => {
             let walk = walk?.ok_or_else(|| {
-                Verdict::Fail(format!(
-                    "IOVA {iova:#x} is not in {}",
-                    pgtable::intel_dump_path(bdf).display()
-                ))
+                Verdict::Fail(format!("IOVA {iova:#x} is not in {}", pgtable::intel_dump_path(bdf).display()))
             })?;
             println!("Found IOMMU mappings for IOVA {iova:#x}: {}", describe(&walk));
-            ensure_eq!(
-                walk.leaf_size(),
-                Some(size),
-                "IOMMU page size of a {size:#x} mapping ({})",
-                describe(&walk)
-            );
+            ensure_eq!(walk.leaf_size(), Some(size), "IOMMU page size of a {size:#x} mapping ({})", describe(&walk));
         }
     }
 
@@ -109,10 +97,7 @@ fn dma_map_unmap((t, variant): &mut (DeviceFixture, MappingVariant)) -> Outcome 
     println!("Unmapped IOVA {iova:#x}");
     match pgtable::lookup(bdf, iova) {
         Err(e) if e.is_unsupported() => {}
-        walk => ensure!(
-            walk?.is_none(),
-            "IOVA {iova:#x} is still in the IOMMU page table after unmap"
-        ),
+        walk => ensure!(walk?.is_none(), "IOVA {iova:#x} is still in the IOMMU page table after unmap"),
     }
     Ok(())
 }
@@ -131,17 +116,8 @@ impl LimitFixture {
         let page = page_size() as u64;
         let buffer =
             MmapWindow::anonymous(2 * page as usize).map_err(|e| vfio::Error::sys("mmap(anonymous, 2 pages)", e))?;
-        let last = dev
-            .iova
-            .ranges()
-            .last()
-            .map(|r| r.last)
-            .ok_or_else(|| Verdict::Fail("no IOVA ranges".into()))?;
-        Ok(Self {
-            buffer,
-            iova: last & !(page - 1),
-            dev,
-        })
+        let last = dev.iova.ranges().last().map(|r| r.last).ok_or_else(|| Verdict::Fail("no IOVA ranges".into()))?;
+        Ok(Self { buffer, iova: last & !(page - 1), dev })
     }
 
     fn page(&self) -> vfio::DmaRange<'_> {
@@ -151,12 +127,7 @@ impl LimitFixture {
 
 fn unmap_range(t: &mut LimitFixture) -> Outcome {
     let mapping = t.dev.iommu.map(t.page(), t.iova)?;
-    ensure_eq!(
-        mapping.unmap()?,
-        page_size() as u64,
-        "bytes unmapped at IOVA {:#x}",
-        t.iova
-    );
+    ensure_eq!(mapping.unmap()?, page_size() as u64, "bytes unmapped at IOVA {:#x}", t.iova);
     Ok(())
 }
 

@@ -85,17 +85,11 @@ fn map_and_check(iommu: &Arc<Iommu>, iovas: &mut IovaAllocator, what: &str, rang
             ms(map_time),
             ms(unmap_time)
         );
-        ensure!(
-            unmapped == size as u64,
-            "UNMAP_DMA unmapped {unmapped:#x} of {size:#x} bytes"
-        );
+        ensure!(unmapped == size as u64, "UNMAP_DMA unmapped {unmapped:#x} of {size:#x} bytes");
     } else {
         // Since 6.18 compat unmap of an empty range returns 0, so only the map is checked.
         match mapped {
-            Ok(_) => ensure!(
-                false,
-                "{mode} accepted a VA mapping of MMIO at {vaddr:#x} (size {size:#x})"
-            ),
+            Ok(_) => ensure!(false, "{mode} accepted a VA mapping of MMIO at {vaddr:#x} (size {size:#x})"),
             Err(e) => println!("# {what}: vaddr={vaddr:#x} size={size:#x} iova={iova:#x} refused as expected: {e}"),
         }
     }
@@ -144,9 +138,7 @@ fn map_partial_bar(t: &mut MmioFixture) -> Outcome {
     let Some(first) = bar.areas().first().filter(|a| a.size >= page as u64) else {
         skip!("BAR{} has no mmappable area of a page or more", bar.index());
     };
-    let range = bar
-        .range(first.offset as usize, page)
-        .expect("a page inside a mapped area");
+    let range = bar.range(first.offset as usize, page).expect("a page inside a mapped area");
     map_and_check(iommu, iova, &format!("first page of {}", describe(bar)), range)
 }
 
@@ -155,31 +147,16 @@ fn map_bar_misaligned(t: &mut MmioFixture) -> Outcome {
     let page = page_size() as u64;
     let region = t.bar().region().clone();
     if !t.bar().is_whole() {
-        skip!(
-            "BAR{} is sparse: it can't be mapped whole at another address",
-            region.index
-        );
+        skip!("BAR{} is sparse: it can't be mapped whole at another address", region.index);
     }
     // Bound the time on huge BARs, as upstream does.
     let size = round_up(region.size.min(ONE_GIB), page).unwrap_or(page) as usize;
     let mut window = MmapWindow::reserve(size, ONE_GIB as usize, page as usize)
         .map_err(|e| vfio::Error::sys(format!("reserve({size:#x}, 1 GiB + 1 page)"), e))?;
-    let prot = Prot {
-        read: region.readable(),
-        write: region.writable(),
-    };
-    window
-        .map_shared_fixed(0, size, prot, t.dev.device.fd(), region.offset)
-        .map_err(|e| {
-            vfio::Error::sys(
-                format!(
-                    "mmap(BAR{}, size={size:#x}, MAP_FIXED at {:#x})",
-                    region.index,
-                    window.addr()
-                ),
-                e,
-            )
-        })?;
+    let prot = Prot { read: region.readable(), write: region.writable() };
+    window.map_shared_fixed(0, size, prot, t.dev.device.fd(), region.offset).map_err(|e| {
+        vfio::Error::sys(format!("mmap(BAR{}, size={size:#x}, MAP_FIXED at {:#x})", region.index, window.addr()), e)
+    })?;
     let what = format!("BAR{} size={:#x} misaligned by a page", region.index, region.size);
     map_and_check(&t.dev.iommu, &mut t.dev.iova, &what, window.whole())
 }

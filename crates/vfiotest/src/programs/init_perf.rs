@@ -21,10 +21,7 @@ pub fn tests(bdfs: &[Bdf]) -> Vec<Test> {
         "vfio_pci_device_init_perf_test",
         &mode_variants(),
         move |&mode: &IommuMode| -> Result<PerfFixture, Verdict> {
-            Ok(PerfFixture {
-                bdfs: bdfs.clone(),
-                iommu: Iommu::open(mode).or_skip()?,
-            })
+            Ok(PerfFixture { bdfs: bdfs.clone(), iommu: Iommu::open(mode).or_skip()? })
         },
         &[("init", init)],
     )
@@ -58,11 +55,7 @@ fn init(t: &mut PerfFixture) -> Outcome {
         .collect();
     let mut results = Vec::new();
     for thread in threads {
-        results.push(
-            thread
-                .join()
-                .map_err(|_| Verdict::Fail("a device thread panicked".into()))?,
-        );
+        results.push(thread.join().map_err(|_| Verdict::Fail("a device thread panicked".into()))?);
     }
     for (bdf, _, _, outcome) in &results {
         if let Err(verdict) = outcome {
@@ -75,10 +68,7 @@ fn init(t: &mut PerfFixture) -> Outcome {
     let first = results.iter().map(|r| r.1).min().expect("at least one device");
     let last = results.iter().map(|r| r.2).max().expect("at least one device");
     let times: Vec<Duration> = results.iter().map(|r| r.2 - r.1).collect();
-    let (min, max) = (
-        times.iter().min().copied().unwrap_or_default(),
-        times.iter().max().copied().unwrap_or_default(),
-    );
+    let (min, max) = (times.iter().min().copied().unwrap_or_default(), times.iter().max().copied().unwrap_or_default());
     let avg = times.iter().sum::<Duration>() / times.len() as u32;
     println!("Wall time: {}", secs(last - first));
     println!("Min init time (per device): {}", secs(min));

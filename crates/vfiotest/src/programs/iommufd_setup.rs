@@ -13,10 +13,7 @@ struct CdevFixture {
 
 pub fn tests(bdf: Bdf) -> Vec<Test> {
     let setup = move |_: &()| -> Result<CdevFixture, Verdict> {
-        Ok(CdevFixture {
-            cdev: DeviceCdev::open(bdf).or_skip()?,
-            iommufd: Iommufd::open().or_skip()?,
-        })
+        Ok(CdevFixture { cdev: DeviceCdev::open(bdf).or_skip()?, iommufd: Iommufd::open().or_skip()? })
     };
     ksft::fixture(
         "vfio_cdev",
@@ -40,27 +37,18 @@ fn bind(t: &mut CdevFixture) -> Outcome {
 }
 
 fn get_info_without_bind_fails(t: &mut CdevFixture) -> Outcome {
-    ensure!(
-        t.cdev.info().is_err(),
-        "VFIO_DEVICE_GET_INFO succeeded on an unbound cdev"
-    );
+    ensure!(t.cdev.info().is_err(), "VFIO_DEVICE_GET_INFO succeeded on an unbound cdev");
     Ok(())
 }
 
 fn bind_bad_iommufd_fails(t: &mut CdevFixture) -> Outcome {
-    ensure!(
-        t.cdev.bind_fd_number(-2).is_err(),
-        "VFIO_DEVICE_BIND_IOMMUFD accepted fd -2"
-    );
+    ensure!(t.cdev.bind_fd_number(-2).is_err(), "VFIO_DEVICE_BIND_IOMMUFD accepted fd -2");
     Ok(())
 }
 
 fn repeated_bind_fails(t: &mut CdevFixture) -> Outcome {
     t.cdev.bind(&t.iommufd)?;
-    ensure!(
-        t.cdev.bind(&t.iommufd).is_err(),
-        "a second VFIO_DEVICE_BIND_IOMMUFD succeeded"
-    );
+    ensure!(t.cdev.bind(&t.iommufd).is_err(), "a second VFIO_DEVICE_BIND_IOMMUFD succeeded");
     Ok(())
 }
 
@@ -75,9 +63,6 @@ fn attach_detach_pt(t: &mut CdevFixture) -> Outcome {
 
 fn attach_invalid_pt_fails(t: &mut CdevFixture) -> Outcome {
     t.cdev.bind(&t.iommufd)?;
-    ensure!(
-        t.cdev.attach(u32::MAX).is_err(),
-        "VFIO_DEVICE_ATTACH_IOMMUFD_PT accepted pt_id 0xffffffff"
-    );
+    ensure!(t.cdev.attach(u32::MAX).is_err(), "VFIO_DEVICE_ATTACH_IOMMUFD_PT accepted pt_id 0xffffffff");
     Ok(())
 }

@@ -17,6 +17,12 @@ pub struct ProgramSpec {
     pub name: &'static str,
     /// Builds the tests.
     pub tests: Devices,
+    /// For per-device programs: why the program can't serve a device, if it can't.
+    pub unfit: fn(Bdf) -> Option<String>,
+}
+
+fn fits_any(_: Bdf) -> Option<String> {
+    None
 }
 
 /// Which devices a program's tests take.
@@ -29,30 +35,12 @@ pub enum Devices {
 
 /// Every program, in the order `vfiotest run` runs them.
 pub const PROGRAMS: &[ProgramSpec] = &[
-    ProgramSpec {
-        name: "vfio_dma_mapping_test",
-        tests: Devices::Each(dma_mapping::tests),
-    },
-    ProgramSpec {
-        name: "vfio_dma_mapping_mmio_test",
-        tests: Devices::Each(dma_mapping_mmio::tests),
-    },
-    ProgramSpec {
-        name: "vfio_iommufd_setup_test",
-        tests: Devices::Each(iommufd_setup::tests),
-    },
-    ProgramSpec {
-        name: "vfio_pci_device_test",
-        tests: Devices::Each(pci_device::tests),
-    },
-    ProgramSpec {
-        name: "vfio_pci_driver_test",
-        tests: Devices::Each(pci_driver::tests),
-    },
-    ProgramSpec {
-        name: "vfio_pci_device_init_perf_test",
-        tests: Devices::All(init_perf::tests),
-    },
+    ProgramSpec { name: "vfio_dma_mapping_test", tests: Devices::Each(dma_mapping::tests), unfit: fits_any },
+    ProgramSpec { name: "vfio_dma_mapping_mmio_test", tests: Devices::Each(dma_mapping_mmio::tests), unfit: fits_any },
+    ProgramSpec { name: "vfio_iommufd_setup_test", tests: Devices::Each(iommufd_setup::tests), unfit: fits_any },
+    ProgramSpec { name: "vfio_pci_device_test", tests: Devices::Each(pci_device::tests), unfit: fits_any },
+    ProgramSpec { name: "vfio_pci_driver_test", tests: Devices::Each(pci_driver::tests), unfit: pci_driver::unfit },
+    ProgramSpec { name: "vfio_pci_device_init_perf_test", tests: Devices::All(init_perf::tests), unfit: fits_any },
 ];
 
 /// The programs to run: `only` (or all). Per-device programs run once for each device; with
@@ -67,16 +55,14 @@ pub fn catalogue(only: Option<&str>, bdfs: &[Bdf]) -> Vec<Program> {
                         1 => spec.name.to_owned(),
                         _ => format!("{} {bdf}", spec.name),
                     };
-                    programs.push(Program {
-                        name,
-                        tests: tests(bdf),
-                    });
+                    let skip = (spec.unfit)(bdf);
+                    programs.push(Program { name, tests: tests(bdf), skip });
                 }
             }
-            Devices::All(tests) => programs.push(Program {
-                name: spec.name.to_owned(),
-                tests: tests(bdfs),
-            }),
+            Devices::All(tests) => {
+                let name = spec.name.to_owned();
+                programs.push(Program { name, tests: tests(bdfs), skip: None });
+            }
         }
     }
     programs
@@ -108,10 +94,7 @@ pub fn mode_variants() -> Vec<(&'static str, IommuMode)> {
 pub fn open_with_bars(bdf: Bdf, iommu: &Arc<Iommu>) -> vfio::Result<(Device, Vec<BarMapping>)> {
     let device = Device::open(bdf, iommu)?;
     let mappable: Vec<u32> = device.bars().filter(|r| r.mmappable()).map(|r| r.index).collect();
-    let bars = mappable
-        .into_iter()
-        .map(|index| device.map_bar(index))
-        .collect::<vfio::Result<Vec<_>>>()?;
+    let bars = mappable.into_iter().map(|index| device.map_bar(index)).collect::<vfio::Result<Vec<_>>>()?;
     Ok((device, bars))
 }
 
@@ -130,11 +113,6 @@ impl DeviceFixture {
         let iommu = Iommu::open(mode).or_skip()?;
         let (device, bars) = open_with_bars(bdf, &iommu).or_skip()?;
         let iova = IovaAllocator::new(iommu.iova_ranges()?)?;
-        Ok(Self {
-            bars,
-            device,
-            iommu,
-            iova,
-        })
+        Ok(Self { bars, device, iommu, iova })
     }
 }

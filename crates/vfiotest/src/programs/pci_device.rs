@@ -32,29 +32,16 @@ struct PciFixture {
 
 pub fn tests(bdf: Bdf) -> Vec<Test> {
     let setup = move |_: &()| -> Result<PciFixture, Verdict> {
-        Ok(PciFixture {
-            bdf,
-            dev: DeviceFixture::open(bdf, DEFAULT_MODE)?,
-        })
+        Ok(PciFixture { bdf, dev: DeviceFixture::open(bdf, DEFAULT_MODE)? })
     };
     let mut tests = ksft::fixture(
         "vfio_pci_device_test",
         &[("", ())],
         setup,
-        &[
-            ("config_space_read_write", config_space_read_write),
-            ("validate_bars", validate_bars),
-            ("reset", reset),
-        ],
+        &[("config_space_read_write", config_space_read_write), ("validate_bars", validate_bars), ("reset", reset)],
     );
     let setup = move |&index: &u32| -> Result<(PciFixture, u32), Verdict> {
-        Ok((
-            PciFixture {
-                bdf,
-                dev: DeviceFixture::open(bdf, DEFAULT_MODE)?,
-            },
-            index,
-        ))
+        Ok((PciFixture { bdf, dev: DeviceFixture::open(bdf, DEFAULT_MODE)? }, index))
     };
     tests.extend(ksft::fixture(
         "vfio_pci_irq_test",
@@ -77,50 +64,31 @@ fn write_u16(t: &PciFixture, offset: u64, value: u16) -> Outcome {
 
 fn config_space_read_write(t: &mut PciFixture) -> Outcome {
     let sysfs = Sysfs::system();
-    let (vendor, device) = (
-        sysfs.read_hex(t.bdf, "vendor")? as u16,
-        sysfs.read_hex(t.bdf, "device")? as u16,
-    );
+    let (vendor, device) = (sysfs.read_hex(t.bdf, "vendor")? as u16, sysfs.read_hex(t.bdf, "device")? as u16);
     ensure_eq!(read_u16(t, PCI_VENDOR_ID)?, vendor, "vendor ID: config space vs sysfs");
     ensure_eq!(read_u16(t, PCI_DEVICE_ID)?, device, "device ID: config space vs sysfs");
     println!("Vendor: {vendor:04x}, Device: {device:04x}");
 
     let command = read_u16(t, PCI_COMMAND)?;
-    ensure!(
-        command & PCI_COMMAND_MASTER == 0,
-        "bus mastering is on before the test (command {command:04x})"
-    );
+    ensure!(command & PCI_COMMAND_MASTER == 0, "bus mastering is on before the test (command {command:04x})");
     write_u16(t, PCI_COMMAND, command | PCI_COMMAND_MASTER)?;
     let command = read_u16(t, PCI_COMMAND)?;
-    ensure!(
-        command & PCI_COMMAND_MASTER != 0,
-        "bus mastering did not turn on (command {command:04x})"
-    );
+    ensure!(command & PCI_COMMAND_MASTER != 0, "bus mastering did not turn on (command {command:04x})");
     println!("Enabled Bus Mastering (command: {command:04x})");
     write_u16(t, PCI_COMMAND, command & !PCI_COMMAND_MASTER)?;
     let command = read_u16(t, PCI_COMMAND)?;
-    ensure!(
-        command & PCI_COMMAND_MASTER == 0,
-        "bus mastering did not turn off (command {command:04x})"
-    );
+    ensure!(command & PCI_COMMAND_MASTER == 0, "bus mastering did not turn off (command {command:04x})");
     println!("Disabled Bus Mastering (command: {command:04x})");
     Ok(())
 }
 
 fn validate_bars(t: &mut PciFixture) -> Outcome {
     for index in 0..PCI_STD_NUM_BARS {
-        let region = t
-            .dev
-            .device
-            .region(index)
-            .ok_or_else(|| Verdict::Fail(format!("no region {index}")))?;
+        let region = t.dev.device.region(index).ok_or_else(|| Verdict::Fail(format!("no region {index}")))?;
         let mapping = t.dev.bars.iter().find(|b| b.index() == index);
         if !region.mmappable() {
             println!("BAR {index} does not support mmap()");
-            ensure!(
-                mapping.is_none(),
-                "BAR {index} is mapped although it does not support mmap()"
-            );
+            ensure!(mapping.is_none(), "BAR {index} is mapped although it does not support mmap()");
             continue;
         }
         // BARs that support mmap() are mapped by the fixture, as by vfio_pci_device_init().
@@ -128,12 +96,7 @@ fn validate_bars(t: &mut PciFixture) -> Outcome {
             return Err(Verdict::Fail(format!("BAR {index} supports mmap() but is not mapped")));
         };
         ensure!(region.size != 0, "BAR {index} supports mmap() but has size 0");
-        println!(
-            "BAR {index} mapped at {:#x} (size {:#x}, {})",
-            bar.addr(),
-            region.size,
-            bar.placement()
-        );
+        println!("BAR {index} mapped at {:#x} (size {:#x}, {})", bar.addr(), region.size, bar.placement());
     }
     Ok(())
 }
@@ -153,11 +116,7 @@ fn reset(t: &mut PciFixture) -> Outcome {
 }
 
 fn enable_trigger_disable((t, index): &mut (PciFixture, u32)) -> Outcome {
-    let kind = if *index == VFIO_PCI_MSIX_IRQ_INDEX {
-        "MSI-x"
-    } else {
-        "MSI"
-    };
+    let kind = if *index == VFIO_PCI_MSIX_IRQ_INDEX { "MSI-x" } else { "MSI" };
     let count = t.dev.device.irq_info(*index)?.count.min(MAX_TEST_MSI);
     if count == 0 {
         skip!("{kind}: not supported");
@@ -165,11 +124,7 @@ fn enable_trigger_disable((t, index): &mut (PciFixture, u32)) -> Outcome {
     let irqs = t.dev.device.enable_irqs(*index, count)?;
     println!("{kind}: enabled {count} interrupts");
     for vector in 0..count {
-        ensure_eq!(
-            irqs.take(vector)?,
-            None,
-            "vector {vector} fired before it was triggered"
-        );
+        ensure_eq!(irqs.take(vector)?, None, "vector {vector} fired before it was triggered");
         irqs.trigger(vector)?;
         ensure_eq!(irqs.take(vector)?, Some(1), "vector {vector} after one trigger");
     }

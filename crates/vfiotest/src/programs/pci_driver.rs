@@ -59,28 +59,17 @@ impl DriverFixture {
 
     fn fill(&self, src: u8, dst: u8) -> Outcome {
         let len = self.size as usize;
-        self.memcpy
-            .fill(0, len, src)
-            .map_err(|e| vfio::Error::sys("fill src", e))?;
-        self.memcpy
-            .fill(len, len, dst)
-            .map_err(|e| vfio::Error::sys("fill dst", e))?;
+        self.memcpy.fill(0, len, src).map_err(|e| vfio::Error::sys("fill src", e))?;
+        self.memcpy.fill(len, len, dst).map_err(|e| vfio::Error::sys("fill dst", e))?;
         Ok(())
     }
 
     /// Counts of the bytes of src and dst that are not `src_byte` and `dst_byte`.
     fn differing(&self, src_byte: u8, dst_byte: u8) -> Result<(usize, usize), Verdict> {
         let len = self.size as usize;
-        let read = |at| {
-            self.memcpy
-                .read_bytes(at, len)
-                .map_err(|e| vfio::Error::sys("read back", e))
-        };
+        let read = |at| self.memcpy.read_bytes(at, len).map_err(|e| vfio::Error::sys("read back", e));
         let (src, dst) = (read(0)?, read(len)?);
-        Ok((
-            src.iter().filter(|&&b| b != src_byte).count(),
-            dst.iter().filter(|&&b| b != dst_byte).count(),
-        ))
+        Ok((src.iter().filter(|&&b| b != src_byte).count(), dst.iter().filter(|&&b| b != dst_byte).count()))
     }
 
     fn ensure_no_msi(&self) -> Outcome {
@@ -93,12 +82,7 @@ impl DriverFixture {
         self.fill(b'x', b'y')?;
         self.driver.memcpy(self.src_iova, self.dst_iova, self.size)?;
         let (_, dst_wrong) = self.differing(b'x', b'x')?;
-        ensure_eq!(
-            dst_wrong,
-            0,
-            "bytes of dst that differ from src after a {:#x}-byte DMA copy",
-            self.size
-        );
+        ensure_eq!(dst_wrong, 0, "bytes of dst that differ from src after a {:#x}-byte DMA copy", self.size);
         Ok(())
     }
 }
@@ -108,6 +92,11 @@ impl Drop for DriverFixture {
         // Stop the device's DMA before its memory and IOMMU go away.
         let _ = self.driver.remove(&self.dev.device);
     }
+}
+
+/// Upstream skips the whole program on a device it has no driver for.
+pub fn unfit(bdf: Bdf) -> Option<String> {
+    (!driver::has_driver(bdf)).then(|| format!("No driver found for device {bdf}"))
 }
 
 pub fn tests(bdf: Bdf) -> Vec<Test> {
@@ -128,13 +117,7 @@ pub fn tests(bdf: Bdf) -> Vec<Test> {
     // Upstream gives the storm 60 s; the others keep the default.
     tests
         .into_iter()
-        .map(|t| {
-            if t.name == "memcpy_storm" {
-                t.with_timeout(Duration::from_secs(60))
-            } else {
-                t
-            }
-        })
+        .map(|t| if t.name == "memcpy_storm" { t.with_timeout(Duration::from_secs(60)) } else { t })
         .collect()
 }
 
@@ -200,10 +183,7 @@ fn memcpy_storm(t: &mut DriverFixture) -> Outcome {
     t.fill(b'x', b'y')?;
     t.driver.memcpy_start(t.src_iova, t.dst_iova, size, count)?;
     t.driver.memcpy_wait()?;
-    let copied = t
-        .memcpy
-        .read_bytes(t.size as usize, size as usize)
-        .map_err(|e| vfio::Error::sys("read back", e))?;
+    let copied = t.memcpy.read_bytes(t.size as usize, size as usize).map_err(|e| vfio::Error::sys("read back", e))?;
     ensure!(copied.iter().all(|&b| b == b'x'), "the storm's copies did not arrive");
     t.ensure_no_msi()
 }

@@ -40,6 +40,9 @@ pub struct TestResult {
     pub reason: String,
 }
 
+/// The `test` of a result that is a whole program's verdict.
+pub const PROGRAM_VERDICT: &str = "(program)";
+
 /// Where the console stream is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
@@ -115,27 +118,22 @@ impl Console {
                     self.nested = true;
                     self.program = program.to_owned();
                 } else if self.nested
-                    && let Some(TapLine::Result {
-                        ok,
-                        name,
-                        directive,
-                        reason,
-                        ..
-                    }) = line.strip_prefix("# ").and_then(parse_line)
+                    && let Some(TapLine::Result { ok, name, directive, reason, .. }) =
+                        line.strip_prefix("# ").and_then(parse_line)
                 {
                     self.record(ok, name, directive, reason);
                 }
                 Event::Tap
             }
-            Some(TapLine::Result {
-                ok,
-                name,
-                directive,
-                reason,
-                ..
-            }) => {
-                if !self.nested {
-                    self.record(ok, name, directive, reason);
+            Some(TapLine::Result { ok, name, directive, reason, .. }) => {
+                match name.strip_prefix("selftests: vfio: ") {
+                    // A program's own verdict in multi-program output, e.g. a whole-program SKIP.
+                    Some(program) if self.nested => {
+                        self.program = program.to_owned();
+                        self.record(ok, PROGRAM_VERDICT.to_owned(), directive, reason);
+                    }
+                    _ if !self.nested => self.record(ok, name, directive, reason),
+                    _ => {}
                 }
                 Event::Tap
             }
@@ -172,17 +170,15 @@ impl Console {
             (true, _) => "pass",
             (false, _) => "fail",
         };
-        self.results.push(TestResult {
-            program: self.program.clone(),
-            test: name,
-            verdict,
-            reason,
-        });
+        self.results.push(TestResult { program: self.program.clone(), test: name, verdict, reason });
     }
 
     /// Counts of (pass, skip, fail) over all results; xfail counts as pass, xpass as fail.
+    ///
+    /// Whole-program verdicts count only when the program skipped whole (it ran no tests).
     pub fn counts(&self) -> (usize, usize, usize) {
-        let count = |v: &[&str]| self.results.iter().filter(|r| v.contains(&r.verdict)).count();
+        let counted = |r: &&TestResult| r.test != PROGRAM_VERDICT || r.verdict == "skip";
+        let count = |v: &[&str]| self.results.iter().filter(counted).filter(|r| v.contains(&r.verdict)).count();
         (count(&["pass", "xfail"]), count(&["skip"]), count(&["fail", "xpass"]))
     }
 }
@@ -231,18 +227,17 @@ mod tests {
              # ok 1 f.v.t\nok 1 selftests: vfio: prog 0000:00:03.0\n# selftests: vfio: prog 0000:00:04.0\n# TAP version 13\n\
              # not ok 1 f.v.t\nnot ok 2 selftests: vfio: prog 0000:00:04.0 # exit=1\nvfiotest-vm: end exit=1\n",
         );
-        let got: Vec<_> = c
-            .results
-            .iter()
-            .map(|r| (r.program.as_str(), r.test.as_str(), r.verdict))
-            .collect();
+        let got: Vec<_> = c.results.iter().map(|r| (r.program.as_str(), r.test.as_str(), r.verdict)).collect();
         assert_eq!(
             got,
             [
                 ("prog 0000:00:03.0", "f.v.t", "pass"),
-                ("prog 0000:00:04.0", "f.v.t", "fail")
+                ("prog 0000:00:03.0", PROGRAM_VERDICT, "pass"),
+                ("prog 0000:00:04.0", "f.v.t", "fail"),
+                ("prog 0000:00:04.0", PROGRAM_VERDICT, "fail"),
             ]
         );
+        assert_eq!(c.counts(), (1, 0, 1), "program verdicts don't count twice");
         assert_eq!(c.exit_code, Some(1));
     }
 
@@ -252,13 +247,7 @@ mod tests {
         let e = c.feed("[   12.3] BUG: kernel NULL pointer dereference, address: 0000000000000008");
         assert!(matches!(e, Event::Fatal(_)));
         assert!(c.fatal.as_deref().unwrap().contains("NULL pointer"));
-        assert!(matches!(
-            c.feed("[   12.4] Kernel panic - not syncing: Fatal exception"),
-            Event::Fatal(_)
-        ));
-        assert!(
-            c.fatal.as_deref().unwrap().contains("NULL pointer"),
-            "the first one is kept"
-        );
+        assert!(matches!(c.feed("[   12.4] Kernel panic - not syncing: Fatal exception"), Event::Fatal(_)));
+        assert!(c.fatal.as_deref().unwrap().contains("NULL pointer"), "the first one is kept");
     }
 }

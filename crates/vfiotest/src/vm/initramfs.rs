@@ -24,11 +24,7 @@ pub fn build(busybox: &Path, vfiotest: &Path, bdfs: &[&str], run_args: &[String]
             )));
         }
     }
-    let env = format!(
-        "VFIOTEST_BDFS=\"{}\"\nVFIOTEST_ARGS=\"{}\"\n",
-        bdfs.join(" "),
-        run_args.join(" ")
-    );
+    let env = format!("VFIOTEST_BDFS=\"{}\"\nVFIOTEST_ARGS=\"{}\"\n", bdfs.join(" "), run_args.join(" "));
     let entries: Vec<(&str, u32, Vec<u8>)> = vec![
         ("bin", DIR, Vec::new()),
         ("etc", DIR, Vec::new()),
@@ -41,12 +37,9 @@ pub fn build(busybox: &Path, vfiotest: &Path, bdfs: &[&str], run_args: &[String]
         ("bin/busybox", EXEC, read(busybox)?),
         ("bin/vfiotest", EXEC, read(vfiotest)?),
     ];
-    let inputs = entries.into_iter().map(|(name, mode, data)| {
-        (
-            NewcBuilder::new(name).mode(mode).uid(0).gid(0).nlink(1),
-            Cursor::new(data),
-        )
-    });
+    let inputs = entries
+        .into_iter()
+        .map(|(name, mode, data)| (NewcBuilder::new(name).mode(mode).uid(0).gid(0).nlink(1), Cursor::new(data)));
     let file = std::fs::File::create(out).map_err(|e| Fatal::fail(format!("{}: {e}", out.display())))?;
     cpio::write_cpio(inputs, std::io::BufWriter::new(file))
         .and_then(|mut w| std::io::Write::flush(&mut w))
@@ -58,16 +51,9 @@ pub fn build(busybox: &Path, vfiotest: &Path, bdfs: &[&str], run_args: &[String]
 pub fn is_static_elf(bytes: &[u8]) -> bool {
     const PT_INTERP: u32 = 3;
     let u16_at = |at: usize| bytes.get(at..at + 2).map(|b| u16::from_le_bytes([b[0], b[1]]) as usize);
-    let u32_at = |at: usize| {
-        bytes
-            .get(at..at + 4)
-            .map(|b| u32::from_le_bytes(b.try_into().unwrap_or_default()))
-    };
-    let u64_at = |at: usize| {
-        bytes
-            .get(at..at + 8)
-            .map(|b| u64::from_le_bytes(b.try_into().unwrap_or_default()) as usize)
-    };
+    let u32_at = |at: usize| bytes.get(at..at + 4).map(|b| u32::from_le_bytes(b.try_into().unwrap_or_default()));
+    let u64_at =
+        |at: usize| bytes.get(at..at + 8).map(|b| u64::from_le_bytes(b.try_into().unwrap_or_default()) as usize);
     // A 64-bit little-endian ELF: magic, ELFCLASS64, ELFDATA2LSB.
     if bytes.get(0..6) != Some(b"\x7fELF\x02\x01".as_slice()) {
         return false;
@@ -110,10 +96,7 @@ mod tests {
         assert!(text.contains("VFIOTEST_BDFS=\"0000:00:03.0\""));
         assert!(text.contains("VFIOTEST_ARGS=\"-t map_full_bar\""));
         assert!(text.contains("TRAILER!!!"));
-        assert!(
-            build(&bb, &me, &[], &["a b".into()], &out).is_err(),
-            "spaces can't cross"
-        );
+        assert!(build(&bb, &me, &[], &["a b".into()], &out).is_err(), "spaces can't cross");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -43,10 +43,7 @@ pub fn ensure(cache: &Path) -> Result<PathBuf, Fatal> {
     }
     let fragment = dir.join("guest.config");
     fs::write(&fragment, FRAGMENT).map_err(|e| Fatal::fail(format!("{}: {e}", fragment.display())))?;
-    eprintln!(
-        "[kernel] building the guest kernel into {} (once; cached after)",
-        dir.display()
-    );
+    eprintln!("[kernel] building the guest kernel into {} (once; cached after)", dir.display());
     let status = Command::new("bash")
         .arg("-c")
         .arg(BUILD_SCRIPT)

@@ -22,11 +22,7 @@ pub const TOPOLOGY: &[EmulatedDevice] = &[
         qemu: "pci-testdev,membar=0x2000000000",
         role: "128 GiB unbacked 64-bit BAR2 (the seed's size) and a 4 KiB BAR0",
     },
-    EmulatedDevice {
-        bdf: "0000:00:04.0",
-        qemu: "pci-testdev",
-        role: "only a 4 KiB BAR0: the largest BAR is one page",
-    },
+    EmulatedDevice { bdf: "0000:00:04.0", qemu: "pci-testdev", role: "only a 4 KiB BAR0: the largest BAR is one page" },
     EmulatedDevice {
         bdf: "0000:00:05.0",
         qemu: "edu,dma_mask=0xffffffffffffffff",
@@ -42,11 +38,7 @@ pub const TOPOLOGY: &[EmulatedDevice] = &[
         qemu: "nvme,serial=vfiotest,drive=vfiotest-null",
         role: "MSI-X with its table inside BAR0, and FLR for reset",
     },
-    EmulatedDevice {
-        bdf: "0000:00:08.0",
-        qemu: "i6300esb",
-        role: "only a 16-byte BAR0: a BAR smaller than a page",
-    },
+    EmulatedDevice { bdf: "0000:00:08.0", qemu: "i6300esb", role: "only a 16-byte BAR0: a BAR smaller than a page" },
 ];
 
 /// Backends the devices above refer to.
@@ -82,9 +74,7 @@ pub fn qemu_command(qemu: &Path, accel: Accel, kernel: &Path, initrd: &Path, ext
         _ => cmd.args(["-accel", "tcg", "-cpu", "max", "-machine", "q35"]),
     };
     cmd.args(["-m", MEMORY, "-smp", "2", "-nodefaults", "-no-reboot", "-nic", "none"])
-        .args([
-            "-display", "none", "-vga", "none", "-serial", "stdio", "-monitor", "none",
-        ])
+        .args(["-display", "none", "-vga", "none", "-serial", "stdio", "-monitor", "none"])
         // Room above 4 GiB for the 128 GiB BAR.
         .args(["-global", "q35-pcihost.pci-hole64-size=512G"])
         // The vIOMMU comes first so every device behind it is translated.
@@ -119,10 +109,7 @@ mod tests {
     fn command_line_places_each_device() {
         let cmd = qemu_command(Path::new("qemu"), Accel::Tcg, Path::new("bz"), Path::new("rd"), "");
         let args: Vec<_> = cmd.get_args().map(|a| a.to_string_lossy().into_owned()).collect();
-        assert!(
-            args.contains(&"pci-testdev,membar=0x2000000000,addr=0x03".to_owned()),
-            "{args:?}"
-        );
+        assert!(args.contains(&"pci-testdev,membar=0x2000000000,addr=0x03".to_owned()), "{args:?}");
         assert!(args.contains(&"nvme,serial=vfiotest,drive=vfiotest-null,addr=0x07".to_owned()));
         let iommu = args.iter().position(|a| a.starts_with("intel-iommu")).unwrap();
         let first_dev = args.iter().position(|a| a.starts_with("pci-testdev")).unwrap();

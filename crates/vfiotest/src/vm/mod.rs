@@ -191,10 +191,7 @@ fn spawn_qemu(
     let stderr = child.stderr.take().expect("piped");
     // The serial console is stdout; QEMU's own messages (stderr) are kept apart so they can't
     // be taken for the suite's output.
-    let streams = [
-        (Box::new(stdout) as Box<dyn std::io::Read + Send>, ""),
-        (Box::new(stderr), QEMU_PREFIX),
-    ];
+    let streams = [(Box::new(stdout) as Box<dyn std::io::Read + Send>, ""), (Box::new(stderr), QEMU_PREFIX)];
     for (stream, prefix) in streams {
         let tx = tx.clone();
         thread::spawn(move || {
@@ -281,11 +278,7 @@ fn boot(
     console: &mut Console,
 ) -> Result<BootOutcome, Fatal> {
     let accel_name = if accel == Accel::Kvm { "KVM" } else { "TCG" };
-    eprintln!(
-        "[vm] booting {} under {accel_name}; console log: {}",
-        kernel.display(),
-        log_path.display()
-    );
+    eprintln!("[vm] booting {} under {accel_name}; console log: {}", kernel.display(), log_path.display());
     let mut log = fs::File::create(log_path).map_err(|e| Fatal::fail(format!("{}: {e}", log_path.display())))?;
     let started = Instant::now();
     let (mut qemu, lines) = spawn_qemu(args, accel, kernel, initrd, "")?;
@@ -321,11 +314,7 @@ fn boot(
             }
         },
     );
-    Ok(BootOutcome {
-        end,
-        tail,
-        boot_to_verdict: verdict_at,
-    })
+    Ok(BootOutcome { end, tail, boot_to_verdict: verdict_at })
 }
 
 fn finish(args: &VmArgs, accel: Accel, console: &Console, outcome: BootOutcome, log_path: &Path) -> Result<i32, Fatal> {
@@ -355,10 +344,8 @@ fn finish(args: &VmArgs, accel: Accel, console: &Console, outcome: BootOutcome, 
     }
     let guest_code = console.exit_code.unwrap_or(KSFT_FAIL);
     let accel = if accel == Accel::Kvm { "KVM" } else { "TCG" };
-    let timing = outcome
-        .boot_to_verdict
-        .map(|d| format!(", boot→verdict {:.1} s", d.as_secs_f64()))
-        .unwrap_or_default();
+    let timing =
+        outcome.boot_to_verdict.map(|d| format!(", boot→verdict {:.1} s", d.as_secs_f64())).unwrap_or_default();
     eprintln!(
         "[vm] {} tests: pass {pass}, skip {skip}, fail {fail} (guest exit {guest_code}, {accel}{timing})",
         console.results.len()

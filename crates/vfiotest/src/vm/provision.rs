@@ -13,72 +13,30 @@ struct Need {
 
 /// What booting the machine needs.
 const RUN: &[Need] = &[
-    Need {
-        path: "/usr/bin/qemu-system-x86_64",
-        package: "qemu-system-x86",
-    },
+    Need { path: "/usr/bin/qemu-system-x86_64", package: "qemu-system-x86" },
     // The static build: the dynamic `busybox` package would not run in the initramfs.
-    Need {
-        path: "/bin/busybox",
-        package: "busybox-static",
-    },
+    Need { path: "/bin/busybox", package: "busybox-static" },
 ];
 
 /// What building the guest kernel from Debian's source package needs.
 const KERNEL_BUILD: &[Need] = &[
-    Need {
-        path: "/usr/bin/make",
-        package: "make",
-    },
-    Need {
-        path: "/usr/bin/gcc",
-        package: "gcc",
-    },
-    Need {
-        path: "/usr/bin/flex",
-        package: "flex",
-    },
-    Need {
-        path: "/usr/bin/bison",
-        package: "bison",
-    },
-    Need {
-        path: "/usr/bin/bc",
-        package: "bc",
-    },
-    Need {
-        path: "/usr/bin/xz",
-        package: "xz-utils",
-    },
-    Need {
-        path: "/usr/bin/perl",
-        package: "perl",
-    },
-    Need {
-        path: "/usr/include/libelf.h",
-        package: "libelf-dev",
-    },
-    Need {
-        path: "/usr/include/openssl/opensslv.h",
-        package: "libssl-dev",
-    },
+    Need { path: "/usr/bin/make", package: "make" },
+    Need { path: "/usr/bin/gcc", package: "gcc" },
+    Need { path: "/usr/bin/flex", package: "flex" },
+    Need { path: "/usr/bin/bison", package: "bison" },
+    Need { path: "/usr/bin/bc", package: "bc" },
+    Need { path: "/usr/bin/xz", package: "xz-utils" },
+    Need { path: "/usr/bin/perl", package: "perl" },
+    Need { path: "/usr/include/libelf.h", package: "libelf-dev" },
+    Need { path: "/usr/include/openssl/opensslv.h", package: "libssl-dev" },
 ];
 
 /// Ensures the packages for running (and, if `build_kernel`, for building the kernel) are
 /// installed, installing missing ones with apt when running as root.
 pub fn ensure(build_kernel: bool) -> Result<(), Fatal> {
-    let mut missing: Vec<&str> = RUN
-        .iter()
-        .filter(|n| !Path::new(n.path).exists())
-        .map(|n| n.package)
-        .collect();
+    let mut missing: Vec<&str> = RUN.iter().filter(|n| !Path::new(n.path).exists()).map(|n| n.package).collect();
     if build_kernel {
-        missing.extend(
-            KERNEL_BUILD
-                .iter()
-                .filter(|n| !Path::new(n.path).exists())
-                .map(|n| n.package),
-        );
+        missing.extend(KERNEL_BUILD.iter().filter(|n| !Path::new(n.path).exists()).map(|n| n.package));
     }
     if Path::new("/bin/busybox").exists() && !busybox_is_static() {
         missing.push("busybox-static");
@@ -89,9 +47,7 @@ pub fn ensure(build_kernel: bool) -> Result<(), Fatal> {
     }
     let list = missing.join(" ");
     if !rustix::process::geteuid().is_root() {
-        return Err(Fatal::fail(format!(
-            "missing packages; as root run: apt-get install -y {list}"
-        )));
+        return Err(Fatal::fail(format!("missing packages; as root run: apt-get install -y {list}")));
     }
     eprintln!("[vm] installing {list}");
     if !apt_install(&missing)? {
