@@ -6,7 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use vfio_sys::uapi::VFIO_PCI_MSI_IRQ_INDEX;
+use crate::pci::{PCI_COMMAND, PCI_COMMAND_MASTER, PCI_COMMAND_MEMORY, VFIO_PCI_MSI_IRQ_INDEX};
 
 use super::DmaDriver;
 use crate::{BarMapping, Device, Error, IrqEventfds, Result};
@@ -39,10 +39,6 @@ const TRANSFER_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The value the driver raises as its interrupt.
 const MSI_STATUS: u32 = 1;
-
-const PCI_COMMAND: u64 = 0x04;
-const PCI_COMMAND_MEMORY: u16 = 1 << 1;
-const PCI_COMMAND_MASTER: u16 = 1 << 2;
 
 /// Copies started by `memcpy_start` and driven to the end by `memcpy_wait`.
 #[derive(Debug, Clone, Copy)]

@@ -4,9 +4,12 @@
 use std::time::Duration;
 
 use ksft::{Outcome, Test, Verdict, ensure, ensure_eq, skip};
+use vfio::pci::{
+    PCI_COMMAND, PCI_COMMAND_MASTER, PCI_DEVICE_ID, PCI_STD_NUM_BARS, PCI_VENDOR_ID, VFIO_PCI_MSI_IRQ_INDEX,
+    VFIO_PCI_MSIX_IRQ_INDEX,
+};
 use vfio::sysfs::Sysfs;
 use vfio::{Bdf, Errno, IommuMode};
-use vfio_sys_consts::*;
 
 use super::DeviceFixture;
 
@@ -14,16 +17,6 @@ use super::DeviceFixture;
 const DEFAULT_MODE: IommuMode = IommuMode::Iommufd;
 /// At most this many vectors are exercised, whatever the device has (IRTE limits).
 const MAX_TEST_MSI: u32 = 16;
-
-mod vfio_sys_consts {
-    pub const PCI_VENDOR_ID: u64 = 0x00;
-    pub const PCI_DEVICE_ID: u64 = 0x02;
-    pub const PCI_COMMAND: u64 = 0x04;
-    pub const PCI_COMMAND_MASTER: u16 = 0x4;
-    pub const VFIO_PCI_MSI_IRQ_INDEX: u32 = 1;
-    pub const VFIO_PCI_MSIX_IRQ_INDEX: u32 = 2;
-    pub const PCI_STD_NUM_BARS: u32 = 6;
-}
 
 struct PciFixture {
     bdf: Bdf,
