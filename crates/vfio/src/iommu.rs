@@ -87,10 +87,13 @@ impl Iommu {
 
     /// Attaches a VFIO group to this container and, the first time, sets the IOMMU type.
     pub(crate) fn attach_group(&self, group: BorrowedFd<'_>, group_no: u32) -> Result<()> {
-        sys::group_set_container(group, &self.fd).op(|| format!("VFIO_GROUP_SET_CONTAINER(group {group_no})"))?;
         let kind = self.mode.type1_kind().ok_or_else(|| Error::Invalid(format!("{} has no container", self.mode)))?;
-        // Several devices (threads) may attach at once; only the first sets the type.
+        // Several devices (threads) may attach at once; only the first sets the type. The lock
+        // also covers SET_CONTAINER: on an iommufd, the first one creates the compat IOAS and
+        // publishes it before it is finalized, so another group racing through
+        // GET_DEVICE_FD can find it and fail with ENOENT (seen on 7.3 under parallel init).
         let mut type_set = self.type_set.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        sys::group_set_container(group, &self.fd).op(|| format!("VFIO_GROUP_SET_CONTAINER(group {group_no})"))?;
         if !*type_set {
             sys::set_iommu(&self.fd, kind).op(|| format!("VFIO_SET_IOMMU({}, type {kind})", self.mode))?;
             *type_set = true;
