@@ -3,9 +3,8 @@
 //! The legacy type1 backends follow the BAR's PFNMAP and must map and unmap it; every iommufd
 //! mode must refuse a VA mapping of MMIO (iommufd takes MMIO only as a dma-buf).
 
-use std::time::{Duration, Instant};
-
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use ksft::{Outcome, Test, Verdict, ensure, skip};
 use vfio::align::round_up;
