@@ -5,7 +5,7 @@
 //! owned buffers that safe code parses with bounds checks.
 
 use core::ffi::{CStr, c_int, c_void};
-use std::os::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
 use rustix::io::{Errno, Result};
 use rustix::ioctl::{Ioctl, IoctlOutput, Opcode, Updater, ioctl, opcode};
@@ -92,7 +92,7 @@ pub fn group_get_status(group: impl AsFd) -> Result<vfio_group_status> {
 /// `VFIO_GROUP_SET_CONTAINER`: `container` may be `/dev/vfio/vfio` or an iommufd.
 #[doc(alias = "VFIO_GROUP_SET_CONTAINER")]
 pub fn group_set_container(group: impl AsFd, container: impl AsFd) -> Result<()> {
-    let mut fd: RawFd = std::os::fd::AsRawFd::as_raw_fd(&container.as_fd());
+    let mut fd: RawFd = container.as_fd().as_raw_fd();
     // SAFETY: the argument is a pointer to an int holding the container fd, read only.
     unsafe { ioctl(group.as_fd(), Raw { opcode: io(nr::VFIO_GROUP_SET_CONTAINER), arg: (&raw mut fd).cast() }) }
         .map(drop)
@@ -127,8 +127,8 @@ pub fn device_get_info(device: impl AsFd) -> Result<vfio_device_info> {
 ///
 /// `init` writes the fixed header (argsz and any input fields) into the start of the buffer.
 fn get_info_with_caps<T: Copy>(fd: BorrowedFd<'_>, nr: u8, init: T) -> Result<Vec<u8>> {
-    let fixed = size_of::<T>();
-    let mut want = fixed;
+    // Starts at the fixed struct and only grows, so the buffer always holds it.
+    let mut want = size_of::<T>();
     // Two rounds suffice unless the chain grows between the calls; allow a few, then give up.
     for _ in 0..4 {
         // u64 words keep the buffer aligned for the kernel's __aligned_u64 fields.
@@ -142,11 +142,10 @@ fn get_info_with_caps<T: Copy>(fd: BorrowedFd<'_>, nr: u8, init: T) -> Result<Ve
         // SAFETY: `nr` takes a struct whose first field is argsz, and the kernel writes at most
         // argsz bytes into the buffer, which is that long.
         unsafe { ioctl(fd, Raw { opcode: io(nr), arg: buf.as_mut_ptr().cast() })? };
-        let bytes: Vec<u8> = buf.iter().flat_map(|w| w.to_ne_bytes()).collect();
+        let mut bytes: Vec<u8> = buf.iter().flat_map(|w| w.to_ne_bytes()).collect();
         let reported = u32::from_ne_bytes(bytes[0..4].try_into().expect("4 bytes")) as usize;
         if reported <= want {
-            let mut bytes = bytes;
-            bytes.truncate(want.max(fixed));
+            bytes.truncate(want);
             return Ok(bytes);
         }
         want = reported;
@@ -189,7 +188,7 @@ pub fn device_set_irq_eventfds(device: impl AsFd, index: u32, start: u32, eventf
         | if eventfds.is_empty() { VFIO_IRQ_SET_DATA_NONE } else { VFIO_IRQ_SET_DATA_EVENTFD };
     buf[..5].copy_from_slice(&[argsz as u32, flags, index, start, eventfds.len() as u32]);
     for (slot, fd) in buf[5..].iter_mut().zip(eventfds) {
-        *slot = std::os::fd::AsRawFd::as_raw_fd(fd) as u32;
+        *slot = fd.as_raw_fd() as u32;
     }
     // SAFETY: the buffer is a `vfio_irq_set` followed by `count` s32 eventfds, `argsz` bytes
     // long, 4-byte aligned; the kernel only reads it.
@@ -248,7 +247,7 @@ pub fn iommu_unmap_dma(container: impl AsFd, iova: u64, size: u64, flags: u32) -
 /// `VFIO_DEVICE_BIND_IOMMUFD`: returns the device id within the iommufd.
 #[doc(alias = "VFIO_DEVICE_BIND_IOMMUFD")]
 pub fn device_bind_iommufd(device: impl AsFd, iommufd: impl AsFd) -> Result<u32> {
-    device_bind_iommufd_number(device, std::os::fd::AsRawFd::as_raw_fd(&iommufd.as_fd()))
+    device_bind_iommufd_number(device, iommufd.as_fd().as_raw_fd())
 }
 
 /// `VFIO_DEVICE_BIND_IOMMUFD` with a raw fd number, which need not be open: negative tests use

@@ -198,9 +198,30 @@ impl MmapWindow {
         DmaRange { window: self, at: 0, len: self.len }
     }
 
-    fn checked_ptr<T>(&self, at: usize) -> Option<*mut T> {
-        let end = at.checked_add(size_of::<T>())?;
-        (end <= self.len && at.is_multiple_of(align_of::<T>())).then(|| (self.addr() + at) as *mut T)
+    /// The address of a `T` at byte offset `at`, if it is aligned and inside the window.
+    fn checked_ptr<T>(&self, at: usize) -> Result<*mut T> {
+        let end = at.checked_add(size_of::<T>()).ok_or(Errno::INVAL)?;
+        if end > self.len || !at.is_multiple_of(align_of::<T>()) {
+            return Err(Errno::INVAL);
+        }
+        Ok((self.addr() + at) as *mut T)
+    }
+
+    /// One volatile load of a `T` at byte offset `at`.
+    fn load<T: Copy>(&self, at: usize) -> Result<T> {
+        let ptr = self.checked_ptr::<T>(at)?;
+        // SAFETY: `ptr` is aligned and inside the window. The caller has mapped that part
+        // readable; a PROT_NONE hole faults, as a wild MMIO access would.
+        Ok(unsafe { ptr.read_volatile() })
+    }
+
+    /// One volatile store of a `T` at byte offset `at`.
+    fn store<T: Copy>(&self, at: usize, value: T) -> Result<()> {
+        let ptr = self.checked_ptr::<T>(at)?;
+        // SAFETY: as in `load`; the memory is never behind a Rust reference, so a shared
+        // `&self` write can't alias one.
+        unsafe { ptr.write_volatile(value) };
+        Ok(())
     }
 
     /// A volatile read of a `u32` at byte offset `at`.
@@ -208,10 +229,7 @@ impl MmapWindow {
     /// # Errors
     /// `EINVAL` if `at` is out of bounds or misaligned.
     pub fn read_u32(&self, at: usize) -> Result<u32> {
-        let ptr = self.checked_ptr::<u32>(at).ok_or(Errno::INVAL)?;
-        // SAFETY: `ptr` is aligned and inside the window. The caller has mapped that part
-        // readable; a PROT_NONE hole faults, as a wild MMIO access would.
-        Ok(unsafe { ptr.read_volatile() })
+        self.load(at)
     }
 
     /// A volatile write of a `u32` at byte offset `at`.
@@ -219,11 +237,7 @@ impl MmapWindow {
     /// # Errors
     /// `EINVAL` if `at` is out of bounds or misaligned.
     pub fn write_u32(&self, at: usize, value: u32) -> Result<()> {
-        let ptr = self.checked_ptr::<u32>(at).ok_or(Errno::INVAL)?;
-        // SAFETY: as in `read_u32`; the memory is never behind a Rust reference, so a shared
-        // `&self` write can't alias one.
-        unsafe { ptr.write_volatile(value) };
-        Ok(())
+        self.store(at, value)
     }
 
     /// A volatile read of a `u64` at byte offset `at`, as one 8-byte access.
@@ -231,9 +245,7 @@ impl MmapWindow {
     /// # Errors
     /// `EINVAL` if `at` is out of bounds or misaligned.
     pub fn read_u64(&self, at: usize) -> Result<u64> {
-        let ptr = self.checked_ptr::<u64>(at).ok_or(Errno::INVAL)?;
-        // SAFETY: as in `read_u32`.
-        Ok(unsafe { ptr.read_volatile() })
+        self.load(at)
     }
 
     /// A volatile write of a `u64` at byte offset `at`, as one 8-byte access.
@@ -241,10 +253,7 @@ impl MmapWindow {
     /// # Errors
     /// `EINVAL` if `at` is out of bounds or misaligned.
     pub fn write_u64(&self, at: usize, value: u64) -> Result<()> {
-        let ptr = self.checked_ptr::<u64>(at).ok_or(Errno::INVAL)?;
-        // SAFETY: as in `write_u32`.
-        unsafe { ptr.write_volatile(value) };
-        Ok(())
+        self.store(at, value)
     }
 
     /// Fills `[at, at + len)` with `byte`, with volatile stores (a device may be reading it).
