@@ -1,24 +1,14 @@
 //! The VFIO device cdev and `/dev/iommu` at the level of single ioctls, for tests of the
 //! iommufd setup sequence itself. [`crate::Device`] does the whole sequence for normal use.
 
-use std::fs::{File, OpenOptions};
-use std::io::ErrorKind;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd, RawFd};
-use std::path::Path;
 
 use vfio_sys::ioctl as sys;
 
 use crate::error::Context;
+use crate::node;
 use crate::sysfs::Sysfs;
-use crate::{Bdf, DeviceInfo, Error, Result};
-
-fn open(path: &Path, missing: impl FnOnce() -> String) -> Result<OwnedFd> {
-    match OpenOptions::new().read(true).write(true).open(path) {
-        Ok(f) => Ok(File::into(f)),
-        Err(e) if e.kind() == ErrorKind::NotFound => Err(Error::Unsupported(missing())),
-        Err(e) => Err(Error::file(path, e)),
-    }
-}
+use crate::{Bdf, DeviceInfo, Result};
 
 /// An open `/dev/iommu`.
 #[derive(Debug)]
@@ -32,8 +22,7 @@ impl Iommufd {
     /// # Errors
     /// [`Error::Unsupported`] if the kernel lacks iommufd.
     pub fn open() -> Result<Self> {
-        let fd = open(Path::new("/dev/iommu"), || "/dev/iommu is missing: the kernel lacks CONFIG_IOMMUFD".into())?;
-        Ok(Self { fd })
+        Ok(Self { fd: node::open_iommufd()? })
     }
 
     /// `IOMMU_IOAS_ALLOC`: a new IOAS id (freed when the iommufd closes).
@@ -67,7 +56,7 @@ impl DeviceCdev {
         let sysfs = Sysfs::system();
         sysfs.ensure_vfio_bound(bdf)?;
         let path = sysfs.vfio_cdev(bdf)?;
-        let fd = open(&path, || format!("{} does not exist", path.display()))?;
+        let fd = node::open(&path, || format!("{} does not exist", path.display()))?;
         Ok(Self { bdf, fd })
     }
 

@@ -1,8 +1,6 @@
 //! A VFIO PCI device, opened through its group or its cdev depending on the IOMMU mode.
 
 use std::ffi::CString;
-use std::fs::OpenOptions;
-use std::io::ErrorKind;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::Arc;
 
@@ -14,6 +12,7 @@ use vfio_sys::uapi::{
 };
 
 use crate::error::Context;
+use crate::node;
 use crate::sysfs::Sysfs;
 use crate::{Bdf, Error, Iommu, RegionInfo, Result};
 
@@ -73,7 +72,7 @@ impl Device {
             None => {
                 let group_no = sysfs.iommu_group(bdf)?;
                 let path = format!("/dev/vfio/{group_no}");
-                let group = open_rw(&path)?;
+                let group = node::open(&path, || format!("{path} does not exist"))?;
                 let status = sys::group_get_status(&group).op(|| format!("VFIO_GROUP_GET_STATUS({path})"))?;
                 if status.flags & VFIO_GROUP_FLAGS_VIABLE == 0 {
                     return Err(Error::GroupNotViable { bdf, group: group_no });
@@ -86,7 +85,7 @@ impl Device {
             }
             Some(ioas) => {
                 let path = sysfs.vfio_cdev(bdf)?;
-                let fd = open_rw(&path.to_string_lossy())?;
+                let fd = node::open(&path, || format!("{} does not exist", path.display()))?;
                 sys::device_bind_iommufd(&fd, iommu.fd()).op(|| format!("VFIO_DEVICE_BIND_IOMMUFD({bdf})"))?;
                 sys::device_attach_iommufd_pt(&fd, ioas)
                     .op(|| format!("VFIO_DEVICE_ATTACH_IOMMUFD_PT({bdf}, ioas {ioas})"))?;
@@ -185,13 +184,5 @@ impl Device {
     /// The ioctl's errno.
     pub fn reset(&self) -> Result<()> {
         sys::device_reset(&self.fd).op(|| format!("VFIO_DEVICE_RESET({})", self.bdf))
-    }
-}
-
-fn open_rw(path: &str) -> Result<OwnedFd> {
-    match OpenOptions::new().read(true).write(true).open(path) {
-        Ok(f) => Ok(f.into()),
-        Err(e) if e.kind() == ErrorKind::NotFound => Err(Error::Unsupported(format!("{path} does not exist"))),
-        Err(e) => Err(Error::file(path, e)),
     }
 }

@@ -1,7 +1,5 @@
 //! An IOMMU context in one of the five modes, and DMA mappings in it.
 
-use std::fs::{File, OpenOptions};
-use std::io::ErrorKind;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::{Arc, Mutex};
 
@@ -11,6 +9,7 @@ use vfio_sys::uapi::{VFIO_API_VERSION, VFIO_DMA_UNMAP_FLAG_ALL};
 
 use crate::error::Context;
 use crate::iova::{self, IovaRange};
+use crate::node;
 use crate::{Error, IommuMode, Result};
 
 /// An IOMMU context: a VFIO container (legacy or iommufd-backed) or an iommufd IOAS.
@@ -27,14 +26,6 @@ pub struct Iommu {
     type_set: Mutex<bool>,
 }
 
-fn open_node(path: &str, missing: impl FnOnce() -> String) -> Result<OwnedFd> {
-    match OpenOptions::new().read(true).write(true).open(path) {
-        Ok(f) => Ok(File::into(f)),
-        Err(e) if e.kind() == ErrorKind::NotFound => Err(Error::Unsupported(missing())),
-        Err(e) => Err(Error::file(path, e)),
-    }
-}
-
 impl Iommu {
     /// Opens a context in `mode`.
     ///
@@ -44,7 +35,7 @@ impl Iommu {
     pub fn open(mode: IommuMode) -> Result<Arc<Self>> {
         let (fd, ioas) = match (mode.container_path(), mode.type1_kind()) {
             (Some(path), Some(kind)) => {
-                let fd = open_node(path, || match mode.is_iommufd() {
+                let fd = node::open(path, || match mode.is_iommufd() {
                     true => format!("{path} is missing: the kernel lacks CONFIG_IOMMUFD"),
                     false => format!("{path} is missing: the kernel lacks CONFIG_VFIO_CONTAINER"),
                 })?;
@@ -62,7 +53,7 @@ impl Iommu {
                 (fd, None)
             }
             _ => {
-                let fd = open_node("/dev/iommu", || "/dev/iommu is missing: the kernel lacks CONFIG_IOMMUFD".into())?;
+                let fd = node::open_iommufd()?;
                 let ioas = sys::ioas_alloc(&fd).op(|| "IOMMU_IOAS_ALLOC".into())?;
                 (fd, Some(ioas))
             }

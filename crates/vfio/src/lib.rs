@@ -20,6 +20,7 @@ mod iommu;
 pub mod iova;
 mod irq;
 mod mode;
+mod node;
 pub mod pci;
 pub mod pgtable;
 mod region;
