@@ -172,6 +172,24 @@ impl Device {
         Ok(())
     }
 
+    /// Reads a little-endian `u16` register of PCI config space.
+    ///
+    /// # Errors
+    /// As [`Device::config_read`].
+    pub fn config_read_u16(&self, offset: u64) -> Result<u16> {
+        let mut buf = [0u8; 2];
+        self.config_read(offset, &mut buf)?;
+        Ok(u16::from_le_bytes(buf))
+    }
+
+    /// Writes a little-endian `u16` register of PCI config space.
+    ///
+    /// # Errors
+    /// As [`Device::config_write`].
+    pub fn config_write_u16(&self, offset: u64, value: u16) -> Result<()> {
+        self.config_write(offset, &value.to_le_bytes())
+    }
+
     fn config_offset(&self) -> Result<u64> {
         self.region(VFIO_PCI_CONFIG_REGION_INDEX)
             .map(|r| r.offset)

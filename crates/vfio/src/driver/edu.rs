@@ -111,11 +111,8 @@ impl Edu {
     }
 
     fn set_command_bits(device: &Device, bits: u16, on: bool) -> Result<()> {
-        let mut buf = [0u8; 2];
-        device.config_read(PCI_COMMAND, &mut buf)?;
-        let command = u16::from_le_bytes(buf);
-        let command = if on { command | bits } else { command & !bits };
-        device.config_write(PCI_COMMAND, &command.to_le_bytes())
+        let command = device.config_read_u16(PCI_COMMAND)?;
+        device.config_write_u16(PCI_COMMAND, if on { command | bits } else { command & !bits })
     }
 }
 

@@ -45,31 +45,21 @@ pub fn tests(bdf: Bdf) -> Vec<Test> {
     tests
 }
 
-fn read_u16(t: &PciFixture, offset: u64) -> Result<u16, Verdict> {
-    let mut buf = [0u8; 2];
-    t.dev.device.config_read(offset, &mut buf)?;
-    Ok(u16::from_le_bytes(buf))
-}
-
-fn write_u16(t: &PciFixture, offset: u64, value: u16) -> Outcome {
-    Ok(t.dev.device.config_write(offset, &value.to_le_bytes())?)
-}
-
 fn config_space_read_write(t: &mut PciFixture) -> Outcome {
     let sysfs = Sysfs::system();
     let (vendor, device) = (sysfs.read_hex(t.bdf, "vendor")? as u16, sysfs.read_hex(t.bdf, "device")? as u16);
-    ensure_eq!(read_u16(t, PCI_VENDOR_ID)?, vendor, "vendor ID: config space vs sysfs");
-    ensure_eq!(read_u16(t, PCI_DEVICE_ID)?, device, "device ID: config space vs sysfs");
+    ensure_eq!(t.dev.device.config_read_u16(PCI_VENDOR_ID)?, vendor, "vendor ID: config space vs sysfs");
+    ensure_eq!(t.dev.device.config_read_u16(PCI_DEVICE_ID)?, device, "device ID: config space vs sysfs");
     println!("Vendor: {vendor:04x}, Device: {device:04x}");
 
-    let command = read_u16(t, PCI_COMMAND)?;
+    let command = t.dev.device.config_read_u16(PCI_COMMAND)?;
     ensure!(command & PCI_COMMAND_MASTER == 0, "bus mastering is on before the test (command {command:04x})");
-    write_u16(t, PCI_COMMAND, command | PCI_COMMAND_MASTER)?;
-    let command = read_u16(t, PCI_COMMAND)?;
+    t.dev.device.config_write_u16(PCI_COMMAND, command | PCI_COMMAND_MASTER)?;
+    let command = t.dev.device.config_read_u16(PCI_COMMAND)?;
     ensure!(command & PCI_COMMAND_MASTER != 0, "bus mastering did not turn on (command {command:04x})");
     println!("Enabled Bus Mastering (command: {command:04x})");
-    write_u16(t, PCI_COMMAND, command & !PCI_COMMAND_MASTER)?;
-    let command = read_u16(t, PCI_COMMAND)?;
+    t.dev.device.config_write_u16(PCI_COMMAND, command & !PCI_COMMAND_MASTER)?;
+    let command = t.dev.device.config_read_u16(PCI_COMMAND)?;
     ensure!(command & PCI_COMMAND_MASTER == 0, "bus mastering did not turn off (command {command:04x})");
     println!("Disabled Bus Mastering (command: {command:04x})");
     Ok(())
