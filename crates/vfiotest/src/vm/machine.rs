@@ -60,6 +60,16 @@ pub enum Accel {
     Auto,
 }
 
+impl Accel {
+    /// How a run names the accelerator it used.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Kvm => "KVM",
+            Self::Tcg | Self::Auto => "TCG",
+        }
+    }
+}
+
 /// Hugetlb pages for the DMA tests, reserved at boot: a 1 GiB page can't be found later.
 const HUGEPAGES: &str = "hugepagesz=1G hugepages=1 hugepagesz=2M hugepages=64";
 

@@ -277,8 +277,7 @@ fn boot(
     log_path: &Path,
     console: &mut Console,
 ) -> Result<BootOutcome, Fatal> {
-    let accel_name = if accel == Accel::Kvm { "KVM" } else { "TCG" };
-    eprintln!("[vm] booting {} under {accel_name}; console log: {}", kernel.display(), log_path.display());
+    eprintln!("[vm] booting {} under {}; console log: {}", kernel.display(), accel.label(), log_path.display());
     let mut log = fs::File::create(log_path).map_err(|e| Fatal::fail(format!("{}: {e}", log_path.display())))?;
     let started = Instant::now();
     let (mut qemu, lines) = spawn_qemu(args, accel, kernel, initrd, "")?;
@@ -343,7 +342,7 @@ fn finish(args: &VmArgs, accel: Accel, console: &Console, outcome: BootOutcome, 
         return Err(Fatal::fail(problem));
     }
     let guest_code = console.exit_code.unwrap_or(KSFT_FAIL);
-    let accel = if accel == Accel::Kvm { "KVM" } else { "TCG" };
+    let accel = accel.label();
     let timing =
         outcome.boot_to_verdict.map(|d| format!(", boot→verdict {:.1} s", d.as_secs_f64())).unwrap_or_default();
     eprintln!(
