@@ -13,10 +13,10 @@ const DIR: u32 = 0o040_755;
 const EXEC: u32 = 0o100_755;
 const FILE: u32 = 0o100_644;
 
-/// Packs a newc cpio archive with `/init`, `/bin/busybox`, `/bin/vfiotest` and the run's
-/// settings in `/etc/vfiotest.env`.
-pub fn build(busybox: &Path, vfiotest: &Path, bdfs: &[&str], run_args: &[String], out: &Path) -> Result<(), Fatal> {
-    let read = |p: &Path| std::fs::read(p).map_err(|e| Fatal::fail(format!("{}: {e}", p.display())));
+/// Packs a newc cpio archive with `/init`, `/bin/busybox`, `/bin/vfiotest` (the static binary's
+/// bytes, which the caller has already read to check them) and the run's settings in
+/// `/etc/vfiotest.env`.
+pub fn build(busybox: &Path, vfiotest: Vec<u8>, bdfs: &[&str], run_args: &[String], out: &Path) -> Result<(), Fatal> {
     for arg in run_args {
         if arg.chars().any(|c| c.is_whitespace() || "'\"$`\\;&|<>".contains(c)) {
             return Err(Fatal::fail(format!(
@@ -34,8 +34,8 @@ pub fn build(busybox: &Path, vfiotest: &Path, bdfs: &[&str], run_args: &[String]
         ("tmp", DIR, Vec::new()),
         ("init", EXEC, INIT.as_bytes().to_vec()),
         ("etc/vfiotest.env", FILE, env.into_bytes()),
-        ("bin/busybox", EXEC, read(busybox)?),
-        ("bin/vfiotest", EXEC, read(vfiotest)?),
+        ("bin/busybox", EXEC, std::fs::read(busybox).map_err(|e| Fatal::fail(format!("{}: {e}", busybox.display())))?),
+        ("bin/vfiotest", EXEC, vfiotest),
     ];
     let inputs = entries
         .into_iter()
@@ -86,17 +86,16 @@ mod tests {
     fn archive_holds_init_and_settings() {
         let dir = std::env::temp_dir().join(format!("vfiotest-initramfs-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        let (bb, me, out) = (dir.join("busybox"), dir.join("vfiotest"), dir.join("initrd"));
+        let (bb, out) = (dir.join("busybox"), dir.join("initrd"));
         std::fs::write(&bb, b"bb").unwrap();
-        std::fs::write(&me, b"me").unwrap();
-        build(&bb, &me, &["0000:00:03.0"], &["-t".into(), "map_full_bar".into()], &out).unwrap();
+        build(&bb, b"me".to_vec(), &["0000:00:03.0"], &["-t".into(), "map_full_bar".into()], &out).unwrap();
         let bytes = std::fs::read(&out).unwrap();
         let text = String::from_utf8_lossy(&bytes);
         assert!(text.contains("070701"), "newc magic");
         assert!(text.contains("VFIOTEST_BDFS=\"0000:00:03.0\""));
         assert!(text.contains("VFIOTEST_ARGS=\"-t map_full_bar\""));
         assert!(text.contains("TRAILER!!!"));
-        assert!(build(&bb, &me, &[], &["a b".into()], &out).is_err(), "spaces can't cross");
+        assert!(build(&bb, b"me".to_vec(), &[], &["a b".into()], &out).is_err(), "spaces can't cross");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

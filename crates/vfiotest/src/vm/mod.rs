@@ -102,7 +102,7 @@ pub fn main(args: &VmArgs) -> Result<i32, Fatal> {
     }
     let work = WorkDir::new(&cache)?;
     let initrd = work.path.join("initramfs.cpio");
-    initramfs::build(Path::new("/bin/busybox"), &me, &bdfs, &args.run_args, &initrd)?;
+    initramfs::build(Path::new("/bin/busybox"), me_bytes, &bdfs, &args.run_args, &initrd)?;
 
     let accel = match args.accel {
         Accel::Auto => probe_kvm(args, &kernel, &initrd),
