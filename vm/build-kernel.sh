@@ -1,44 +1,23 @@
 #!/bin/bash
 # Build the vfiotest guest kernel from Debian's linux-source-7.3 (trixie-backports).
 #
-# usage: build-kernel.sh CACHE_DIR FRAGMENT OUT_BZIMAGE
+# usage: build-kernel.sh CACHE_DIR LINUX_SOURCE_DEB FRAGMENT OUT_BZIMAGE
 #
-# The package is fetched with a private apt state so the machine's own sources stay as they are;
-# the mirror is read from the machine's apt configuration. Downloads and the unpacked tree are kept
-# in CACHE_DIR and reused. `vfiotest vm` embeds this script and keys OUT_BZIMAGE by source version
-# and fragment hash, so it only runs when one of those changes.
+# `vfiotest vm` downloads the package (with a private apt state, so the machine's own sources
+# stay as they are), embeds this script, and keys OUT_BZIMAGE by source version and fragment
+# hash, so it only runs when one of those changes. The unpacked tree and the build directory are
+# kept in CACHE_DIR and reused.
 set -euo pipefail
 
-cache=$(realpath -m "$1") fragment=$(realpath "$2") out=$(realpath -m "$3")
+cache=$(realpath -m "$1") deb=$(realpath "$2") fragment=$(realpath "$3") out=$(realpath -m "$4")
 pkg=linux-source-7.3
-suite=trixie-backports
 mkdir -p "$cache"
 cd "$cache"
 
 say() { printf '[kernel] %s\n' "$*" >&2; }
 
-mirror() {
-    local uri
-    uri=$(grep -h '^URIs:' /etc/apt/sources.list.d/*.sources 2>/dev/null | awk '{print $2}' | grep -v security | head -n1 || true)
-    if [ -z "$uri" ]; then
-        uri=$(grep -h '^deb ' /etc/apt/sources.list 2>/dev/null | awk '{print $2}' | grep -v security | head -n1 || true)
-    fi
-    [ -n "$uri" ] || { echo "no Debian mirror found in /etc/apt sources" >&2; exit 1; }
-    echo "$uri"
-}
-
-if ! ls "$pkg"_*.deb >/dev/null 2>&1; then
-    say "fetching $pkg from $suite"
-    apt_dir=$cache/apt
-    mkdir -p "$apt_dir/lists/partial" "$apt_dir/cache/archives/partial"
-    echo "deb $(mirror) $suite main" >"$apt_dir/sources.list"
-    apt_opts=(-o APT::Sandbox::User=root -o "Dir::Etc::SourceList=$apt_dir/sources.list" -o Dir::Etc::SourceParts=/dev/null
-        -o "Dir::State::Lists=$apt_dir/lists" -o "Dir::Cache=$apt_dir/cache")
-    apt-get -q "${apt_opts[@]}" update >&2
-    apt-get -q "${apt_opts[@]}" download "$pkg" >&2
-fi
-deb=$(ls "$pkg"_*.deb | sort -V | tail -n1)
-version=${deb#"$pkg"_}
+version=$(basename "$deb")
+version=${version#"$pkg"_}
 version=${version%%_*}
 
 src=$cache/src-$version

@@ -16,7 +16,7 @@ mod runner;
 mod tap;
 
 pub use filter::{Filter, Filters};
-pub use runner::{Program, Summary, run_child, run_programs};
+pub use runner::{Program, Prologue, Refusal, Summary, run_child, run_programs};
 pub use tap::{Tap, TapLine, parse_line};
 
 use std::fmt;

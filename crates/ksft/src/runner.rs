@@ -1,9 +1,11 @@
 //! Running tests: one child process per test, kselftest_harness's output and exit codes.
 
+use std::any::Any;
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{Command, Stdio};
+use std::sync::Arc;
 use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -16,16 +18,81 @@ use crate::{CHILD_ENV, Filters, KSFT_FAIL, KSFT_PASS, KSFT_SKIP, KSFT_XFAIL, KSF
 /// Marks the child's last line, which carries the SKIP reason back to the harness.
 const REASON_MARK: &str = "\u{1f}ksft-reason:";
 
+/// Why a program's prologue ended it before its first test, and how upstream's `main()` says so.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// The reason on stderr and exit 4, before any TAP ("No driver found for device ...").
+    Skip(String),
+    /// `ksft_exit_skip()` before the plan: `1..0 # SKIP reason` on stdout, exit 4.
+    ExitSkip(String),
+    /// Setup failed: the message on stderr, exit 1.
+    Fail(String),
+}
+
+/// What a program does once, in the harness process (never in a test's child), before its
+/// first test: `Ok` holds whatever must live until the last test is done, and its drop is the
+/// program's teardown (upstream's `atexit` handlers); `Err` ends the program at once.
+/// What it prints goes where the program's output goes, before its TAP plan.
+pub type Prologue = Arc<dyn Fn(&mut Tap<'_>) -> Result<Option<Box<dyn Any>>, Refusal> + Send + Sync>;
+
 /// A named set of tests: one upstream selftest program (on one device).
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Program {
     /// The name, e.g. `vfio_dma_mapping_mmio_test` (plus the BDF when several run).
     pub name: String,
     /// Its tests in order.
     pub tests: Vec<Test>,
-    /// Why the whole program can't run here, if it can't (upstream's programs exit 4 before
-    /// printing any TAP then, e.g. "No driver found for device ...").
-    pub skip: Option<String>,
+    /// Runs before the tests; see [`Prologue`].
+    pub prologue: Option<Prologue>,
+}
+
+impl std::fmt::Debug for Program {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Program")
+            .field("name", &self.name)
+            .field("tests", &self.tests)
+            .field("prologue", &self.prologue.is_some())
+            .finish()
+    }
+}
+
+impl Program {
+    /// A program without a prologue.
+    pub fn new(name: impl Into<String>, tests: Vec<Test>) -> Self {
+        Self { name: name.into(), tests, prologue: None }
+    }
+
+    /// Sets the prologue.
+    pub fn with_prologue(
+        mut self,
+        prologue: impl Fn(&mut Tap<'_>) -> Result<Option<Box<dyn Any>>, Refusal> + Send + Sync + 'static,
+    ) -> Self {
+        self.prologue = Some(Arc::new(prologue));
+        self
+    }
+
+    fn run_prologue(&self, output: &mut Tap<'_>) -> Result<Option<Box<dyn Any>>, Refusal> {
+        self.prologue.as_ref().map_or(Ok(None), |prologue| prologue(output))
+    }
+}
+
+/// Prints a refusal into a program's output, as the kselftest runner shows what the program
+/// wrote (stdout and stderr alike), and returns the program's exit code.
+fn refuse(refusal: &Refusal, output: &mut Tap<'_>) -> i32 {
+    match refusal {
+        Refusal::Skip(reason) => {
+            output.line(reason);
+            KSFT_SKIP
+        }
+        Refusal::ExitSkip(reason) => {
+            output.line(format!("1..0 # SKIP {reason}"));
+            KSFT_SKIP
+        }
+        Refusal::Fail(message) => {
+            output.line(message);
+            KSFT_FAIL
+        }
+    }
 }
 
 /// Counts, as in kselftest's `# Totals` line.
@@ -71,23 +138,39 @@ impl Summary {
 pub fn run_programs(programs: &[Program], filters: &Filters, out: &mut dyn Write) -> i32 {
     let mut tap = Tap::new(out);
     if let [program] = programs {
-        if let Some(reason) = &program.skip {
-            eprintln!("{reason}");
-            return KSFT_SKIP;
-        }
-        return run_program(program, filters, &mut tap).exit_code();
+        return match program.run_prologue(&mut tap) {
+            // Alone, a program's stderr is the terminal's, not TAP.
+            Err(Refusal::Skip(reason)) => {
+                eprintln!("{reason}");
+                KSFT_SKIP
+            }
+            Err(Refusal::Fail(message)) => {
+                eprintln!("{message}");
+                KSFT_FAIL
+            }
+            Err(refusal) => refuse(&refusal, &mut tap),
+            Ok(_teardown) => run_program(program, filters, &mut tap).exit_code(),
+        };
     }
     tap.line("TAP version 13");
     tap.line(format!("1..{}", programs.len()));
     let mut failed = false;
     for (number, program) in programs.iter().enumerate() {
         tap.msg(format!("selftests: vfio: {}", program.name));
-        if let Some(reason) = &program.skip {
-            tap.msg(reason);
-            tap.line(format!("ok {} selftests: vfio: {} # SKIP", number + 1, program.name));
-            continue;
-        }
+        let teardown = match program.run_prologue(&mut tap.nested()) {
+            Ok(teardown) => teardown,
+            Err(refusal) => {
+                let line = match refuse(&refusal, &mut tap.nested()) {
+                    KSFT_SKIP => format!("ok {} selftests: vfio: {} # SKIP", number + 1, program.name),
+                    code => format!("not ok {} selftests: vfio: {} # exit={code}", number + 1, program.name),
+                };
+                failed |= matches!(refusal, Refusal::Fail(_));
+                tap.line(line);
+                continue;
+            }
+        };
         let summary = run_program(program, filters, &mut tap.nested());
+        drop(teardown);
         let line = match (summary.exit_code(), summary.pass + summary.xfail + summary.xpass) {
             (KSFT_FAIL, _) => format!("not ok {} selftests: vfio: {} # exit={KSFT_FAIL}", number + 1, program.name),
             (_, 0) if summary.skip > 0 => format!("ok {} selftests: vfio: {} # SKIP", number + 1, program.name),

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use ksft::{Filter, Filters, Outcome, Program, Test, Verdict, ensure, run_child, run_programs, skip};
+use ksft::{Filter, Filters, Outcome, Program, Refusal, Test, Verdict, ensure, run_child, run_programs, skip};
 
 fn pass() -> Outcome {
     println!("doing the work");
@@ -43,10 +43,7 @@ fn catalogue() -> Vec<Program> {
     // A second program with the same test names, as when one program runs on two devices:
     // the child must run the test of the right one.
     let other = vec![Test::new("fx", "one", "pass", || skip!("the other program's test"))];
-    vec![
-        Program { name: "demo".into(), tests, skip: None },
-        Program { name: "demo 2".into(), tests: other, skip: None },
-    ]
+    vec![Program::new("demo", tests), Program::new("demo 2", other)]
 }
 
 fn main() {
@@ -128,10 +125,9 @@ ok 2 selftests: vfio: demo 2 # SKIP
     assert_eq!(out, nested);
 
     // A program that can't serve the device skips whole, as upstream's exit 4 before any TAP.
-    let unfit = |name: &str| Program {
-        name: name.into(),
-        tests: catalogue()[0].tests.clone(),
-        skip: Some("No driver found for device".into()),
+    let unfit = |name: &str| {
+        Program::new(name, catalogue()[0].tests.clone())
+            .with_prologue(|_| Err(Refusal::Skip("No driver found for device".into())))
     };
     let mut out = Vec::new();
     assert_eq!(run_programs(&[unfit("demo")], &Filters::default(), &mut out), 4);
@@ -143,6 +139,43 @@ ok 2 selftests: vfio: demo 2 # SKIP
         out.contains("# selftests: vfio: a\n# No driver found for device\nok 1 selftests: vfio: a # SKIP\n"),
         "got:\n{out}"
     );
+
+    // ksft_exit_skip() before the plan, alone and nested.
+    let exit_skip = |name: &str| {
+        Program::new(name, catalogue()[0].tests.clone())
+            .with_prologue(|_| Err(Refusal::ExitSkip("SR-IOV may not be supported by the PF: 0000:00:03.0".into())))
+    };
+    let mut out = Vec::new();
+    assert_eq!(run_programs(&[exit_skip("demo")], &Filters::default(), &mut out), 4);
+    assert_eq!(String::from_utf8(out).unwrap(), "1..0 # SKIP SR-IOV may not be supported by the PF: 0000:00:03.0\n");
+    let mut out = Vec::new();
+    assert_eq!(run_programs(&[exit_skip("a"), unfit("b")], &Filters::default(), &mut out), 0);
+    let out = String::from_utf8(out).unwrap();
+    assert!(
+        out.contains("# selftests: vfio: a\n# 1..0 # SKIP SR-IOV may not be supported by the PF: 0000:00:03.0\nok 1 selftests: vfio: a # SKIP\n"),
+        "got:\n{out}"
+    );
+
+    // A prologue that fails fails the program; its teardown runs after the last test.
+    let broken = Program::new("broken", Vec::new()).with_prologue(|_| Err(Refusal::Fail("VF not on vfio-pci".into())));
+    let mut out = Vec::new();
+    assert_eq!(run_programs(&[broken.clone(), exit_skip("b")], &Filters::default(), &mut out), 1);
+    assert!(
+        String::from_utf8(out).unwrap().contains("# VF not on vfio-pci\nnot ok 1 selftests: vfio: broken # exit=1\n")
+    );
+    let torn_down = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    struct Teardown(std::sync::Arc<std::sync::atomic::AtomicBool>);
+    impl Drop for Teardown {
+        fn drop(&mut self) {
+            self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+    let flag = std::sync::Arc::clone(&torn_down);
+    let with_teardown = Program::new("demo", catalogue()[0].tests.clone())
+        .with_prologue(move |_| Ok(Some(Box::new(Teardown(std::sync::Arc::clone(&flag))) as Box<dyn std::any::Any>)));
+    let filters = Filters(vec![Filter::Test(true, "pass".into())]);
+    assert_eq!(run_programs(&[with_teardown], &filters, &mut Vec::new()), 0);
+    assert!(torn_down.load(std::sync::atomic::Ordering::SeqCst), "the prologue's teardown ran");
 
     // Filters pick tests, and an all-pass run exits 0.
     let mut out = Vec::new();

@@ -254,12 +254,48 @@ pub fn device_bind_iommufd(device: impl AsFd, iommufd: impl AsFd) -> Result<u32>
 /// this to check that the kernel rejects a bad one.
 #[doc(alias = "VFIO_DEVICE_BIND_IOMMUFD")]
 pub fn device_bind_iommufd_number(device: impl AsFd, iommufd: RawFd) -> Result<u32> {
-    let mut bind =
-        vfio_device_bind_iommufd { argsz: argsz::<vfio_device_bind_iommufd>(), iommufd, ..Default::default() };
-    // SAFETY: VFIO_DEVICE_BIND_IOMMUFD takes a `vfio_device_bind_iommufd` with argsz set and
-    // no token, so the kernel dereferences no user pointer. The fd number is only looked up.
+    device_bind_iommufd_with(device, iommufd, None)
+}
+
+/// `VFIO_DEVICE_BIND_IOMMUFD`, with `VFIO_DEVICE_BIND_FLAG_TOKEN` and the VF token (a UUID's
+/// 16 bytes) when one is given: a VF whose PF is on vfio-pci opens only with the PF's token.
+#[doc(alias = "VFIO_DEVICE_BIND_IOMMUFD")]
+pub fn device_bind_iommufd_with(device: impl AsFd, iommufd: RawFd, token: Option<&[u8; 16]>) -> Result<u32> {
+    let (flags, token_uuid_ptr) = match token {
+        Some(uuid) => (VFIO_DEVICE_BIND_FLAG_TOKEN, uuid.as_ptr() as u64),
+        None => (0, 0),
+    };
+    let mut bind = vfio_device_bind_iommufd {
+        argsz: argsz::<vfio_device_bind_iommufd>(),
+        flags,
+        iommufd,
+        token_uuid_ptr,
+        ..Default::default()
+    };
+    // SAFETY: VFIO_DEVICE_BIND_IOMMUFD takes a `vfio_device_bind_iommufd` with argsz set. With
+    // the token flag, `token_uuid_ptr` points to 16 readable bytes that outlive the call (the
+    // borrowed `token`); without it the kernel dereferences no pointer. The fd number is only
+    // looked up.
     unsafe { update::<{ io(nr::VFIO_DEVICE_BIND_IOMMUFD) }, _>(device.as_fd(), &mut bind)? };
     Ok(bind.out_devid)
+}
+
+/// `VFIO_DEVICE_FEATURE` with `VFIO_DEVICE_FEATURE_SET`: sets `feature` from `data`.
+#[doc(alias = "VFIO_DEVICE_FEATURE")]
+pub fn device_feature_set(device: impl AsFd, feature: u32, data: &[u8]) -> Result<()> {
+    let header = size_of::<vfio_device_feature>();
+    let mut buf = vec![0u8; header + data.len()];
+    let fixed = vfio_device_feature {
+        argsz: u32::try_from(buf.len()).map_err(|_| Errno::INVAL)?,
+        flags: VFIO_DEVICE_FEATURE_SET | (feature & VFIO_DEVICE_FEATURE_MASK),
+    };
+    buf[..4].copy_from_slice(&fixed.argsz.to_ne_bytes());
+    buf[4..8].copy_from_slice(&fixed.flags.to_ne_bytes());
+    buf[header..].copy_from_slice(data);
+    // SAFETY: VFIO_DEVICE_FEATURE takes a `vfio_device_feature` followed by the feature's data;
+    // `buf` holds both, `argsz` is its length, and the kernel reads at most `argsz` bytes of it.
+    unsafe { ioctl(device.as_fd(), Raw { opcode: io(nr::VFIO_DEVICE_FEATURE), arg: buf.as_mut_ptr().cast() }) }
+        .map(drop)
 }
 
 /// `VFIO_DEVICE_ATTACH_IOMMUFD_PT`: attaches the bound device to an IOAS or HWPT.

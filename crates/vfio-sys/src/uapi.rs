@@ -56,6 +56,16 @@ pub const VFIO_IRQ_SET_DATA_NONE: u32 = 1 << 0;
 pub const VFIO_IRQ_SET_DATA_EVENTFD: u32 = 1 << 2;
 pub const VFIO_IRQ_SET_ACTION_TRIGGER: u32 = 1 << 5;
 
+/// `VFIO_DEVICE_BIND_IOMMUFD`: `token_uuid_ptr` points to a VF token.
+pub const VFIO_DEVICE_BIND_FLAG_TOKEN: u32 = 1 << 0;
+
+pub const VFIO_DEVICE_FEATURE_MASK: u32 = 0xffff;
+pub const VFIO_DEVICE_FEATURE_GET: u32 = 1 << 16;
+pub const VFIO_DEVICE_FEATURE_SET: u32 = 1 << 17;
+pub const VFIO_DEVICE_FEATURE_PROBE: u32 = 1 << 18;
+/// Feature 0: the PF's VF token, a 16-byte UUID (SET only).
+pub const VFIO_DEVICE_FEATURE_PCI_VF_TOKEN: u32 = 0;
+
 pub const IOMMU_IOAS_MAP_FIXED_IOVA: u32 = 1 << 0;
 pub const IOMMU_IOAS_MAP_WRITEABLE: u32 = 1 << 1;
 pub const IOMMU_IOAS_MAP_READABLE: u32 = 1 << 2;
@@ -76,6 +86,7 @@ pub mod nr {
     pub const VFIO_IOMMU_GET_INFO: u8 = super::VFIO_BASE + 12;
     pub const VFIO_IOMMU_MAP_DMA: u8 = super::VFIO_BASE + 13;
     pub const VFIO_IOMMU_UNMAP_DMA: u8 = super::VFIO_BASE + 14;
+    pub const VFIO_DEVICE_FEATURE: u8 = super::VFIO_BASE + 17;
     pub const VFIO_DEVICE_BIND_IOMMUFD: u8 = super::VFIO_BASE + 18;
     pub const VFIO_DEVICE_ATTACH_IOMMUFD_PT: u8 = super::VFIO_BASE + 19;
     pub const VFIO_DEVICE_DETACH_IOMMUFD_PT: u8 = super::VFIO_BASE + 20;
@@ -213,6 +224,14 @@ pub struct vfio_iommu_type1_dma_unmap {
     pub size: u64,
 }
 
+/// The fixed part of `VFIO_DEVICE_FEATURE`'s argument; the feature's data follows it.
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy)]
+pub struct vfio_device_feature {
+    pub argsz: u32,
+    pub flags: u32,
+}
+
 #[repr(C)]
 #[derive(Debug, Default, Clone, Copy)]
 pub struct vfio_device_bind_iommufd {
@@ -304,6 +323,7 @@ macro_rules! assert_layout {
 
 assert_layout!(vfio_info_cap_header, 8, { id: 0, version: 2, next: 4 });
 assert_layout!(vfio_group_status, 8, { argsz: 0, flags: 4 });
+assert_layout!(vfio_device_feature, 8, { argsz: 0, flags: 4 });
 assert_layout!(vfio_device_info, 24, { argsz: 0, flags: 4, num_regions: 8, num_irqs: 12, cap_offset: 16, pad: 20 });
 assert_layout!(vfio_region_info, 32, { argsz: 0, flags: 4, index: 8, cap_offset: 12, size: 16, offset: 24 });
 assert_layout!(vfio_region_sparse_mmap_area, 16, { offset: 0, size: 8 });

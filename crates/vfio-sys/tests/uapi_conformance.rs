@@ -31,6 +31,7 @@ fn structs() -> Vec<Layout> {
     layouts! {
         vfio_info_cap_header { id, version, next }
         vfio_group_status { argsz, flags }
+        vfio_device_feature { argsz, flags }
         vfio_device_info { argsz, flags, num_regions, num_irqs, cap_offset, pad }
         vfio_region_info { argsz, flags, index, cap_offset, size, offset }
         vfio_region_sparse_mmap_area { offset, size }
@@ -72,6 +73,7 @@ fn ioctls() -> Vec<(&'static str, u64)> {
         ("VFIO_IOMMU_GET_INFO", io(nr::VFIO_IOMMU_GET_INFO)),
         ("VFIO_IOMMU_MAP_DMA", io(nr::VFIO_IOMMU_MAP_DMA)),
         ("VFIO_IOMMU_UNMAP_DMA", io(nr::VFIO_IOMMU_UNMAP_DMA)),
+        ("VFIO_DEVICE_FEATURE", io(nr::VFIO_DEVICE_FEATURE)),
         ("VFIO_DEVICE_BIND_IOMMUFD", io(nr::VFIO_DEVICE_BIND_IOMMUFD)),
         ("VFIO_DEVICE_ATTACH_IOMMUFD_PT", io(nr::VFIO_DEVICE_ATTACH_IOMMUFD_PT)),
         ("VFIO_DEVICE_DETACH_IOMMUFD_PT", io(nr::VFIO_DEVICE_DETACH_IOMMUFD_PT)),
@@ -91,6 +93,12 @@ fn ioctls() -> Vec<(&'static str, u64)> {
         ("VFIO_IRQ_SET_ACTION_TRIGGER", u64::from(uapi::VFIO_IRQ_SET_ACTION_TRIGGER)),
         ("VFIO_PCI_VGA_REGION_INDEX", u64::from(uapi::VFIO_PCI_VGA_REGION_INDEX)),
         ("VFIO_PCI_CONFIG_REGION_INDEX", u64::from(uapi::VFIO_PCI_CONFIG_REGION_INDEX)),
+        ("VFIO_DEVICE_BIND_FLAG_TOKEN", u64::from(uapi::VFIO_DEVICE_BIND_FLAG_TOKEN)),
+        ("VFIO_DEVICE_FEATURE_MASK", u64::from(uapi::VFIO_DEVICE_FEATURE_MASK)),
+        ("VFIO_DEVICE_FEATURE_GET", u64::from(uapi::VFIO_DEVICE_FEATURE_GET)),
+        ("VFIO_DEVICE_FEATURE_SET", u64::from(uapi::VFIO_DEVICE_FEATURE_SET)),
+        ("VFIO_DEVICE_FEATURE_PROBE", u64::from(uapi::VFIO_DEVICE_FEATURE_PROBE)),
+        ("VFIO_DEVICE_FEATURE_PCI_VF_TOKEN", u64::from(uapi::VFIO_DEVICE_FEATURE_PCI_VF_TOKEN)),
         ("IOMMU_IOAS_MAP_FIXED_IOVA", u64::from(uapi::IOMMU_IOAS_MAP_FIXED_IOVA)),
         ("IOMMU_IOAS_MAP_WRITEABLE", u64::from(uapi::IOMMU_IOAS_MAP_WRITEABLE)),
         ("IOMMU_IOAS_MAP_READABLE", u64::from(uapi::IOMMU_IOAS_MAP_READABLE)),

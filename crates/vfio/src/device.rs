@@ -1,14 +1,15 @@
 //! A VFIO PCI device, opened through its group or its cdev depending on the IOMMU mode.
 
 use std::ffi::CString;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::sync::Arc;
 
+use uuid::Uuid;
 use vfio_sys::Errno;
 use vfio_sys::ioctl as sys;
 use vfio_sys::uapi::{
-    VFIO_DEVICE_FLAGS_PCI, VFIO_DEVICE_FLAGS_RESET, VFIO_GROUP_FLAGS_VIABLE, VFIO_PCI_CONFIG_REGION_INDEX,
-    VFIO_PCI_NUM_BARS, VFIO_PCI_VGA_REGION_INDEX,
+    VFIO_DEVICE_FEATURE_PCI_VF_TOKEN, VFIO_DEVICE_FLAGS_PCI, VFIO_DEVICE_FLAGS_RESET, VFIO_GROUP_FLAGS_VIABLE,
+    VFIO_PCI_CONFIG_REGION_INDEX, VFIO_PCI_NUM_BARS, VFIO_PCI_VGA_REGION_INDEX,
 };
 
 use crate::error::Context;
@@ -59,14 +60,26 @@ impl Device {
     /// One line naming the cause: no such device, not on vfio-pci, group not viable, a mode the
     /// kernel lacks ([`Error::Unsupported`]), or the failing ioctl.
     pub fn open(bdf: Bdf, iommu: &Arc<Iommu>) -> Result<Self> {
-        Self::open_in(&Sysfs::system(), bdf, iommu)
+        Self::open_in(&Sysfs::system(), bdf, iommu, None)
     }
 
-    /// [`Device::open`] with sysfs at another root.
+    /// [`Device::open`] presenting a VF token: `"BDF vf_token=UUID"` to
+    /// `VFIO_GROUP_GET_DEVICE_FD`, or `VFIO_DEVICE_BIND_FLAG_TOKEN` to
+    /// `VFIO_DEVICE_BIND_IOMMUFD`. A VF whose PF is on vfio-pci opens only with the PF's
+    /// token; a PF without VFs in use takes the token as its new one.
+    ///
+    /// # Errors
+    /// As [`Device::open`]; a token that doesn't match is `EACCES` from the kernel.
+    #[doc(alias = "VFIO_DEVICE_BIND_FLAG_TOKEN")]
+    pub fn open_with_token(bdf: Bdf, iommu: &Arc<Iommu>, token: Option<Uuid>) -> Result<Self> {
+        Self::open_in(&Sysfs::system(), bdf, iommu, token)
+    }
+
+    /// [`Device::open_with_token`] with sysfs at another root.
     ///
     /// # Errors
     /// As [`Device::open`].
-    pub fn open_in(sysfs: &Sysfs, bdf: Bdf, iommu: &Arc<Iommu>) -> Result<Self> {
+    pub fn open_in(sysfs: &Sysfs, bdf: Bdf, iommu: &Arc<Iommu>, token: Option<Uuid>) -> Result<Self> {
         sysfs.ensure_vfio_bound(bdf)?;
         let (fd, group) = match iommu.ioas_id() {
             None => {
@@ -78,15 +91,22 @@ impl Device {
                     return Err(Error::GroupNotViable { bdf, group: group_no });
                 }
                 iommu.attach_group(group.as_fd(), group_no)?;
-                let name = CString::new(bdf.to_string()).expect("a BDF has no NUL");
-                let fd = sys::group_get_device_fd(&group, &name)
-                    .op(|| format!("VFIO_GROUP_GET_DEVICE_FD({path}, {bdf})"))?;
+                let name = match token {
+                    Some(uuid) => format!("{bdf} vf_token={}", uuid.hyphenated()),
+                    None => bdf.to_string(),
+                };
+                let fd = sys::group_get_device_fd(&group, &CString::new(name.as_str()).expect("no NUL in a BDF"))
+                    .op(|| format!("VFIO_GROUP_GET_DEVICE_FD({path}, \"{name}\")"))?;
                 (fd, Some(group))
             }
             Some(ioas) => {
                 let path = sysfs.vfio_cdev(bdf)?;
                 let fd = node::open(&path, || format!("{} does not exist", path.display()))?;
-                sys::device_bind_iommufd(&fd, iommu.fd()).op(|| format!("VFIO_DEVICE_BIND_IOMMUFD({bdf})"))?;
+                let token_bytes = token.map(|uuid| *uuid.as_bytes());
+                sys::device_bind_iommufd_with(&fd, iommu.fd().as_raw_fd(), token_bytes.as_ref()).op(|| {
+                    let with = token.map(|t| format!(", vf_token {t}")).unwrap_or_default();
+                    format!("VFIO_DEVICE_BIND_IOMMUFD({bdf}{with})")
+                })?;
                 sys::device_attach_iommufd_pt(&fd, ioas)
                     .op(|| format!("VFIO_DEVICE_ATTACH_IOMMUFD_PT({bdf}, ioas {ioas})"))?;
                 (fd, None)
@@ -194,6 +214,17 @@ impl Device {
         self.region(VFIO_PCI_CONFIG_REGION_INDEX)
             .map(|r| r.offset)
             .ok_or_else(|| Error::Invalid(format!("{} has no config space region", self.bdf)))
+    }
+
+    /// `VFIO_DEVICE_FEATURE_PCI_VF_TOKEN`: sets this PF's VF token, which its VFs must then
+    /// present to open.
+    ///
+    /// # Errors
+    /// The ioctl's errno (`ENOTTY` on a device that is not an SR-IOV PF on vfio-pci).
+    #[doc(alias = "VFIO_DEVICE_FEATURE_PCI_VF_TOKEN")]
+    pub fn set_vf_token(&self, token: Uuid) -> Result<()> {
+        sys::device_feature_set(&self.fd, VFIO_DEVICE_FEATURE_PCI_VF_TOKEN, token.as_bytes())
+            .op(|| format!("VFIO_DEVICE_FEATURE(SET PCI_VF_TOKEN {token}, {})", self.bdf))
     }
 
     /// `VFIO_DEVICE_RESET`.

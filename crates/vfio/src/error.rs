@@ -114,6 +114,9 @@ pub enum Error {
     /// An argument is out of range for the object it applies to.
     #[error("{0}")]
     Invalid(String),
+    /// A device did not finish what it was asked to do in time.
+    #[error("{0}")]
+    Timeout(String),
 }
 
 impl Error {

@@ -22,7 +22,7 @@ pub struct Iommu {
     fd: OwnedFd,
     /// The IOAS for native iommufd.
     ioas: Option<u32>,
-    /// Whether `VFIO_SET_IOMMU` has been done; it needs a group attached first.
+    /// Whether `VFIO_SET_IOMMU` has succeeded here; it needs a group attached first.
     type_set: Mutex<bool>,
 }
 
@@ -85,9 +85,12 @@ impl Iommu {
         // GET_DEVICE_FD can find it and fail with ENOENT (seen on 7.3 under parallel init).
         let mut type_set = self.type_set.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         sys::group_set_container(group, &self.fd).op(|| format!("VFIO_GROUP_SET_CONTAINER(group {group_no})"))?;
-        if !*type_set {
-            sys::set_iommu(&self.fd, kind).op(|| format!("VFIO_SET_IOMMU({}, type {kind})", self.mode))?;
-            *type_set = true;
+        match sys::set_iommu(&self.fd, kind) {
+            Ok(()) => *type_set = true,
+            // The type stays set while any group is in the container; once the last one leaves,
+            // the kernel unsets it and the next group must set it again.
+            Err(vfio_sys::Errno::INVAL) if *type_set => {}
+            Err(e) => return Err(Error::sys(format!("VFIO_SET_IOMMU({}, type {kind})", self.mode), e)),
         }
         Ok(())
     }

@@ -115,6 +115,18 @@ impl IrqEventfds {
         }
     }
 
+    /// Wires the same eventfds to the index again, after `VFIO_DEVICE_RESET` tore the
+    /// kernel's side down; whoever holds an eventfd keeps it.
+    ///
+    /// # Errors
+    /// The ioctl's errno.
+    pub fn reenable(&self) -> Result<()> {
+        let borrowed: Vec<_> = self.eventfds.iter().map(|fd| fd.as_fd()).collect();
+        sys::device_set_irq_eventfds(&self.device, self.index, 0, &borrowed).op(|| {
+            format!("VFIO_DEVICE_SET_IRQS({}, index {}, {} eventfds again)", self.bdf, self.index, borrowed.len())
+        })
+    }
+
     /// Disables the index and reports the result.
     ///
     /// # Errors

@@ -11,6 +11,7 @@
 
 mod bar;
 mod bdf;
+mod buffer;
 pub mod caps;
 pub mod cdev;
 mod device;
@@ -28,6 +29,7 @@ pub mod sysfs;
 
 pub use bar::{BarMapping, Placement};
 pub use bdf::Bdf;
+pub use buffer::DmaBuffer;
 pub use device::{Device, DeviceInfo};
 pub use error::{Errnum, Error, Result};
 pub use iommu::{DmaMapping, Iommu};
@@ -35,5 +37,6 @@ pub use iova::{IovaAllocator, IovaRange};
 pub use irq::{IrqEventfds, IrqInfo};
 pub use mode::IommuMode;
 pub use region::{MmapArea, RegionCap, RegionInfo};
+pub use uuid::Uuid;
 pub use vfio_sys::mm::{Backing, DmaRange, MmapWindow, Prot, page_size};
 pub use vfio_sys::{Errno, align};

@@ -114,6 +114,52 @@ impl Sysfs {
             .map_err(|_| Error::malformed(path.display().to_string(), format!("{:?} is not hex", text.trim())))
     }
 
+    /// `sriov_totalvfs`: how many VFs the PF can have; `None` if it is not an SR-IOV PF.
+    ///
+    /// # Errors
+    /// [`Error::NoSuchDevice`], a read error, or [`Error::Malformed`].
+    pub fn sriov_totalvfs(&self, bdf: Bdf) -> Result<Option<u32>> {
+        self.ensure_exists(bdf)?;
+        match fs::read_to_string(self.device_dir(bdf).join("sriov_totalvfs")) {
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+            _ => self.read_decimal(bdf, "sriov_totalvfs").map(Some),
+        }
+    }
+
+    /// `sriov_numvfs`: how many VFs the PF has now.
+    ///
+    /// # Errors
+    /// A read error (there is none on a device without SR-IOV), or [`Error::Malformed`].
+    pub fn sriov_numvfs(&self, bdf: Bdf) -> Result<u32> {
+        self.read_decimal(bdf, "sriov_numvfs")
+    }
+
+    /// Creates `count` VFs on the PF, or removes them all with 0 (`sriov_numvfs`).
+    ///
+    /// # Errors
+    /// The write's error: the PF's driver refused, e.g. vfio-pci without `enable_sriov`.
+    pub fn set_sriov_numvfs(&self, bdf: Bdf, count: u32) -> Result<()> {
+        write(&self.device_dir(bdf).join("sriov_numvfs"), &count.to_string())
+    }
+
+    /// The address of the PF's VF number `index` (the `virtfnN` link).
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] if there is no such VF, or [`Error::Malformed`] for a bad link.
+    pub fn virtfn(&self, pf: Bdf, index: u32) -> Result<Bdf> {
+        let link = self.device_dir(pf).join(format!("virtfn{index}"));
+        let name = link_name(&link)?.ok_or_else(|| Error::Invalid(format!("{pf} has no VF {index}")))?;
+        name.parse().map_err(|_| Error::malformed(link.display().to_string(), format!("{name:?} is not a BDF")))
+    }
+
+    fn read_decimal(&self, bdf: Bdf, attr: &str) -> Result<u32> {
+        let path = self.device_dir(bdf).join(attr);
+        let text = fs::read_to_string(&path).map_err(|e| Error::file(&path, e))?;
+        text.trim()
+            .parse()
+            .map_err(|_| Error::malformed(path.display().to_string(), format!("{:?} is not a number", text.trim())))
+    }
+
     /// Binds the device to vfio-pci through `driver_override`, unbinding it from its current
     /// driver first. Returns the driver it had, if any.
     ///
@@ -243,5 +289,26 @@ mod tests {
         assert_eq!(sysfs.read_hex(bdf("0000:00:03.0"), "vendor").unwrap(), 0x1b36);
         assert!(sysfs.iommu_group(bdf("0000:00:06.0")).unwrap_err().is_unsupported());
         assert!(sysfs.vfio_cdev(bdf("0000:00:03.0")).unwrap_err().is_unsupported());
+    }
+
+    #[test]
+    fn sriov_attributes_and_vf_links() {
+        let fake = FakeSysfs::new("sriov");
+        fake.device("0000:01:00.0", Some("vfio-pci"), Some(8));
+        fake.device("0000:00:03.0", Some("vfio-pci"), Some(3));
+        let pf = fake.dir.join("bus/pci/devices/0000:01:00.0");
+        fs::write(pf.join("sriov_totalvfs"), "8\n").unwrap();
+        fs::write(pf.join("sriov_numvfs"), "0\n").unwrap();
+        symlink("../0000:01:10.0", pf.join("virtfn0")).unwrap();
+        let sysfs = fake.sysfs();
+        assert_eq!(sysfs.sriov_totalvfs(bdf("0000:01:00.0")).unwrap(), Some(8));
+        assert_eq!(sysfs.sriov_totalvfs(bdf("0000:00:03.0")).unwrap(), None, "not a PF");
+        assert_eq!(sysfs.sriov_numvfs(bdf("0000:01:00.0")).unwrap(), 0);
+        sysfs.set_sriov_numvfs(bdf("0000:01:00.0"), 1).unwrap();
+        assert_eq!(sysfs.sriov_numvfs(bdf("0000:01:00.0")).unwrap(), 1);
+        assert_eq!(sysfs.virtfn(bdf("0000:01:00.0"), 0).unwrap(), bdf("0000:01:10.0"));
+        assert_eq!(sysfs.virtfn(bdf("0000:01:00.0"), 1).unwrap_err().to_string(), "0000:01:00.0 has no VF 1");
+        fs::write(pf.join("sriov_totalvfs"), "eight").unwrap();
+        assert!(matches!(sysfs.sriov_totalvfs(bdf("0000:01:00.0")), Err(Error::Malformed { .. })));
     }
 }

@@ -15,6 +15,9 @@ const DMA: &str = "vfio_dma_mapping_test";
 const SETUP: &str = "vfio_iommufd_setup_test";
 const PCI: &str = "vfio_pci_device_test";
 const DRIVER: &str = "vfio_pci_driver_test";
+const SRIOV: &str = "vfio_pci_sriov_uapi_test";
+const SRIOV_TESTS: [&str; 3] = ["init_token_match", "pf_early_close", "override_token"];
+const TOKENS: [&str; 3] = ["same_uuid", "diff_uuid", "null_uuid"];
 /// The "test" under which a program's own verdict is reported.
 const WHOLE: &str = "(program)";
 const DRIVER_TESTS: [&str; 7] = [
@@ -43,37 +46,31 @@ struct Device {
     msi: bool,
     msix: bool,
     reset: bool,
-    /// A userspace DMA driver exists for it (edu).
+    /// A userspace DMA driver exists for it (edu, igb).
     dma_driver: bool,
+    /// An SR-IOV PF (igb).
+    sriov: bool,
 }
 
-const DEVICES: [Device; 6] = [
+/// A device with a BAR of two pages or more, nothing else.
+const PLAIN: Device =
+    Device { bdf: "", partial_bar_skip: None, msi: false, msix: false, reset: false, dma_driver: false, sriov: false };
+
+const DEVICES: [Device; 7] = [
     // 128 GiB BAR2.
-    Device { bdf: "0000:00:03.0", partial_bar_skip: None, msi: false, msix: false, reset: false, dma_driver: false },
+    Device { bdf: "0000:00:03.0", ..PLAIN },
     // One 4 KiB BAR.
-    Device {
-        bdf: "0000:00:04.0",
-        partial_bar_skip: Some("BAR too small (size=0x1000)"),
-        msi: false,
-        msix: false,
-        reset: false,
-        dma_driver: false,
-    },
+    Device { bdf: "0000:00:04.0", partial_bar_skip: Some("BAR too small (size=0x1000)"), ..PLAIN },
     // edu: MSI and a DMA engine.
-    Device { bdf: "0000:00:05.0", partial_bar_skip: None, msi: true, msix: false, reset: false, dma_driver: true },
+    Device { bdf: "0000:00:05.0", msi: true, dma_driver: true, ..PLAIN },
     // ivshmem: 256-byte BAR0 plus RAM BAR2.
-    Device { bdf: "0000:00:06.0", partial_bar_skip: None, msi: false, msix: false, reset: false, dma_driver: false },
+    Device { bdf: "0000:00:06.0", ..PLAIN },
     // nvme: MSI-X and FLR.
-    Device { bdf: "0000:00:07.0", partial_bar_skip: None, msi: false, msix: true, reset: true, dma_driver: false },
+    Device { bdf: "0000:00:07.0", msix: true, reset: true, ..PLAIN },
     // i6300esb: one 16-byte BAR, smaller than a page.
-    Device {
-        bdf: "0000:00:08.0",
-        partial_bar_skip: Some("BAR too small (size=0x10)"),
-        msi: false,
-        msix: false,
-        reset: false,
-        dma_driver: false,
-    },
+    Device { bdf: "0000:00:08.0", partial_bar_skip: Some("BAR too small (size=0x10)"), ..PLAIN },
+    // igb (82576): upstream's DMA driver, MSI and MSI-X, FLR, and SR-IOV.
+    Device { bdf: "0000:01:00.0", msi: true, msix: true, reset: true, dma_driver: true, sriov: true, ..PLAIN },
 ];
 
 type Expected = BTreeMap<(String, String), (&'static str, &'static str)>;
@@ -109,6 +106,15 @@ fn expected() -> Expected {
         for mode in MODES.iter().filter(|_| dev.dma_driver) {
             for test in DRIVER_TESTS {
                 add(DRIVER, format!("vfio_pci_driver_test.{mode}.{test}"), ("pass", ""));
+            }
+        }
+        // The SR-IOV program makes a VF of an SR-IOV PF and skips whole elsewhere.
+        add(SRIOV, WHOLE.into(), if dev.sriov { ("pass", "") } else { ("skip", "") });
+        for token in TOKENS.iter().filter(|_| dev.sriov) {
+            for mode in MODES {
+                for test in SRIOV_TESTS {
+                    add(SRIOV, format!("{SRIOV}.{mode}_{token}.{test}"), ("pass", ""));
+                }
             }
         }
         for program in [MMIO, DMA, SETUP, PCI] {

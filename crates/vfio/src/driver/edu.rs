@@ -4,15 +4,16 @@
 //! the device, one transfer at a time, each finishing 100 ms of virtual time after it starts.
 //! A memcpy is therefore two transfers per 4 KiB: RAM → buffer, then buffer → RAM.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::pci::{PCI_COMMAND, PCI_COMMAND_MASTER, PCI_COMMAND_MEMORY, VFIO_PCI_MSI_IRQ_INDEX};
 
-use super::DmaDriver;
-use crate::{BarMapping, Device, Error, IrqEventfds, Result};
+use super::{DmaDriver, Registration};
+use crate::{BarMapping, Device, DmaBuffer, Error, IrqEventfds, Result};
 
-const VENDOR: u64 = 0x1234;
-const DEVICE: u64 = 0x11e8;
+/// The edu, PCI 1234:11e8.
+pub const DRIVER: Registration = Registration { name: "edu", ids: &[(0x1234, 0x11e8)], new: || Box::<Edu>::default() };
 
 /// Register offsets in BAR0.
 const REG_ID: usize = 0x00;
@@ -29,10 +30,10 @@ const DMA_CMD_TO_RAM: u64 = 1 << 1;
 
 /// The device's DMA buffer, in its own address space.
 const DMA_BUFFER: u64 = 0x40000;
-/// The buffer is 4 KiB, but QEMU before 8.2.1 rejects a transfer that ends on its last byte
-/// (an off-by-one fixed by "edu: fix DMA range upper bound check") and then aborts the whole
-/// VM with hw_error. Half the buffer is safe on every version.
-const MAX_TRANSFER: u64 = 2048;
+/// The whole 4 KiB buffer. QEMU before 8.2.1 rejects a transfer that ends on its last byte
+/// (an off-by-one fixed by "edu: fix DMA range upper bound check") and aborts the whole VM;
+/// `vfiotest vm` refuses such a QEMU.
+const MAX_TRANSFER: u64 = 4096;
 
 /// A transfer takes 100 ms of virtual time; allow for a slow emulator before calling it stuck.
 const TRANSFER_TIMEOUT: Duration = Duration::from_secs(10);
@@ -58,18 +59,6 @@ pub struct Edu {
 }
 
 impl Edu {
-    /// Whether the device at `bdf` is an edu.
-    pub fn matches(bdf: crate::Bdf) -> bool {
-        let sysfs = crate::sysfs::Sysfs::system();
-        let id = |attr| sysfs.read_hex(bdf, attr).ok();
-        (id("vendor"), id("device")) == (Some(VENDOR), Some(DEVICE))
-    }
-
-    /// An edu driver if `device` is an edu.
-    pub fn probe(device: &Device) -> Option<Self> {
-        Self::matches(device.bdf()).then(Self::default)
-    }
-
     fn regs(&self) -> Result<&BarMapping> {
         self.regs.as_ref().ok_or_else(|| Error::Invalid("edu: not initialized".into()))
     }
@@ -103,7 +92,7 @@ impl Edu {
         let deadline = Instant::now() + TRANSFER_TIMEOUT;
         while self.read64(REG_DMA_CMD)? & DMA_CMD_START != 0 {
             if Instant::now() >= deadline {
-                return Err(Error::Invalid(format!("edu: DMA still running after {} s", TRANSFER_TIMEOUT.as_secs())));
+                return Err(Error::Timeout(format!("edu: DMA still running after {} s", TRANSFER_TIMEOUT.as_secs())));
             }
             std::thread::sleep(Duration::from_millis(5));
         }
@@ -130,7 +119,8 @@ impl DmaDriver for Edu {
         40
     }
 
-    fn init(&mut self, device: &Device) -> Result<()> {
+    /// The edu copies through its own buffer and needs no memory of the driver's.
+    fn init(&mut self, device: &Device, _memory: Arc<DmaBuffer>) -> Result<()> {
         let regs = device.map_bar(0)?;
         let id = regs.window().read_u32(REG_ID).map_err(|e| Error::sys("edu: read ID", e))?;
         if id & 0xffff != 0x00ed {
@@ -144,7 +134,7 @@ impl DmaDriver for Edu {
 
     fn remove(&mut self, device: &Device) -> Result<()> {
         if self.job.is_some() {
-            self.memcpy_wait()?;
+            self.memcpy_wait(device)?;
         }
         if let Some(msi) = self.msi.take() {
             msi.disable()?;
@@ -166,7 +156,7 @@ impl DmaDriver for Edu {
         Ok(())
     }
 
-    fn memcpy_wait(&mut self) -> Result<()> {
+    fn memcpy_wait(&mut self, _device: &Device) -> Result<()> {
         let Some(job) = self.job.take() else {
             return Err(Error::Invalid("edu: no memcpy in progress".into()));
         };

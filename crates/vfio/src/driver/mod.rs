@@ -1,18 +1,22 @@
 //! Userspace drivers that make a device do DMA, so tests can check the IOMMU for real.
 //!
 //! The interface is upstream's `vfio_pci_driver_ops`: probe, init, remove, memcpy start/wait
-//! and send_msi. QEMU's `edu` is the one device here; a driver for real hardware (ioat, dsa)
-//! implements the same trait and joins [`probe`].
+//! and send_msi. A driver is one file in this folder that exports a [`Registration`], plus its
+//! name in the [`drivers!`] line below. Upstream also drives Intel DSA and IOAT and NVIDIA's
+//! Falcon engine; QEMU emulates none of them, so they are not ported (see the README).
 
-mod edu;
-
+use std::sync::Arc;
 use std::time::Duration;
 
-use crate::{Device, Result};
+use crate::sysfs::Sysfs;
+use crate::{Bdf, Device, DmaBuffer, Result};
+
+/// How much memory a driver gets for its own structures (upstream's `driver->region`).
+pub const DRIVER_MEMORY: usize = 2 << 20;
 
 /// A device driver that can copy memory by DMA and raise an MSI.
 pub trait DmaDriver: Send {
-    /// A short name, e.g. `edu`.
+    /// A short name, e.g. `igb`.
     fn name(&self) -> &'static str;
 
     /// The largest `size` [`DmaDriver::memcpy_start`] takes.
@@ -21,11 +25,13 @@ pub trait DmaDriver: Send {
     /// The largest `count` [`DmaDriver::memcpy_start`] takes.
     fn max_memcpy_count(&self) -> u64;
 
-    /// Brings the device up: maps its registers, enables bus mastering and its MSI.
+    /// Brings the device up: maps its registers, enables bus mastering and its interrupt.
+    /// `memory` ([`DRIVER_MEMORY`] bytes, DMA-mapped) holds whatever the device reads or
+    /// writes besides the copies themselves, such as descriptor rings.
     ///
     /// # Errors
     /// Whatever fails on the way.
-    fn init(&mut self, device: &Device) -> Result<()>;
+    fn init(&mut self, device: &Device, memory: Arc<DmaBuffer>) -> Result<()>;
 
     /// Undoes [`DmaDriver::init`].
     ///
@@ -40,11 +46,12 @@ pub trait DmaDriver: Send {
     /// Bad arguments, or the device is not initialized.
     fn memcpy_start(&mut self, src: u64, dst: u64, size: u64, count: u64) -> Result<()>;
 
-    /// Waits until every copy started is done.
+    /// Waits until every copy started is done. A device that wedges is reset and brought up
+    /// again before this returns the error, so the next copy can work.
     ///
     /// # Errors
     /// The device reported an error or did not finish in time.
-    fn memcpy_wait(&mut self) -> Result<()>;
+    fn memcpy_wait(&mut self, device: &Device) -> Result<()>;
 
     /// Makes the device send its MSI once; `Ok(false)` if this driver can't.
     ///
@@ -62,25 +69,72 @@ pub trait DmaDriver: Send {
     ///
     /// # Errors
     /// As [`DmaDriver::memcpy_start`] and [`DmaDriver::memcpy_wait`].
-    fn memcpy(&mut self, src: u64, dst: u64, size: u64) -> Result<()> {
+    fn memcpy(&mut self, device: &Device, src: u64, dst: u64, size: u64) -> Result<()> {
         let chunk = self.max_memcpy_size();
         let mut done = 0;
         while done < size {
             let len = chunk.min(size - done);
             self.memcpy_start(src + done, dst + done, len, 1)?;
-            self.memcpy_wait()?;
+            self.memcpy_wait(device)?;
             done += len;
         }
         Ok(())
     }
 }
 
-/// Whether a driver here knows the device at `bdf` (by its sysfs vendor and device IDs).
-pub fn has_driver(bdf: crate::Bdf) -> bool {
-    edu::Edu::matches(bdf)
+/// How a driver makes itself known: the PCI IDs it drives and how to make one.
+pub struct Registration {
+    /// The driver's name.
+    pub name: &'static str,
+    /// `(vendor, device)` IDs it drives.
+    pub ids: &'static [(u16, u16)],
+    /// A fresh, uninitialized driver.
+    pub new: fn() -> Box<dyn DmaDriver>,
 }
 
-/// The driver for `device`, if there is one.
+/// Declares the driver modules and the registry in one place: adding a driver is its file and
+/// its name here.
+macro_rules! drivers {
+    ($($module:ident),* $(,)?) => {
+        $(mod $module;)*
+        /// Every driver, in probe order.
+        pub const REGISTRY: &[&Registration] = &[$(&$module::DRIVER),*];
+    };
+}
+
+drivers!(igb, edu);
+
+/// The registered driver for the device at `bdf` (by its sysfs vendor and device IDs).
+pub fn lookup(bdf: Bdf) -> Option<&'static Registration> {
+    let sysfs = Sysfs::system();
+    let id = |attr| sysfs.read_hex(bdf, attr).ok().and_then(|v| u16::try_from(v).ok());
+    let (vendor, device) = (id("vendor")?, id("device")?);
+    REGISTRY.iter().copied().find(|r| r.ids.contains(&(vendor, device)))
+}
+
+/// Whether a driver here knows the device at `bdf`.
+pub fn has_driver(bdf: Bdf) -> bool {
+    lookup(bdf).is_some()
+}
+
+/// A new driver for `device`, if there is one.
 pub fn probe(device: &Device) -> Option<Box<dyn DmaDriver>> {
-    edu::Edu::probe(device).map(|d| Box::new(d) as Box<dyn DmaDriver>)
+    lookup(device.bdf()).map(|r| (r.new)())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registry_ids_are_unique() {
+        let mut ids: Vec<_> = REGISTRY.iter().flat_map(|r| r.ids.iter()).collect();
+        let all = ids.len();
+        ids.sort();
+        ids.dedup();
+        assert_eq!(ids.len(), all, "two drivers claim one device");
+        for r in REGISTRY {
+            assert_eq!((r.new)().name(), r.name);
+        }
+    }
 }

@@ -6,8 +6,10 @@ mod init_perf;
 mod iommufd_setup;
 mod pci_device;
 mod pci_driver;
+mod sriov_uapi;
 
-use ksft::{Program, Test, Verdict};
+use ksft::{Program, Refusal, Tap, Test, Verdict};
+use std::any::Any;
 use std::sync::Arc;
 use vfio::{BarMapping, Bdf, Device, Iommu, IommuMode, IovaAllocator};
 
@@ -17,13 +19,13 @@ pub struct ProgramSpec {
     pub name: &'static str,
     /// Builds the tests.
     pub tests: Devices,
-    /// For per-device programs: why the program can't serve a device, if it can't.
-    pub unfit: fn(Bdf) -> Option<String>,
+    /// For per-device programs: what runs once before the tests on a device (see
+    /// [`ksft::Prologue`]).
+    pub prologue: Option<PerDevicePrologue>,
 }
 
-fn fits_any(_: Bdf) -> Option<String> {
-    None
-}
+/// A program's prologue for one device.
+pub type PerDevicePrologue = fn(Bdf, &mut Tap<'_>) -> Result<Option<Box<dyn Any>>, Refusal>;
 
 /// Which devices a program's tests take.
 pub enum Devices {
@@ -35,12 +37,21 @@ pub enum Devices {
 
 /// Every program, in the order `vfiotest run` runs them.
 pub const PROGRAMS: &[ProgramSpec] = &[
-    ProgramSpec { name: "vfio_dma_mapping_test", tests: Devices::Each(dma_mapping::tests), unfit: fits_any },
-    ProgramSpec { name: "vfio_dma_mapping_mmio_test", tests: Devices::Each(dma_mapping_mmio::tests), unfit: fits_any },
-    ProgramSpec { name: "vfio_iommufd_setup_test", tests: Devices::Each(iommufd_setup::tests), unfit: fits_any },
-    ProgramSpec { name: "vfio_pci_device_test", tests: Devices::Each(pci_device::tests), unfit: fits_any },
-    ProgramSpec { name: "vfio_pci_driver_test", tests: Devices::Each(pci_driver::tests), unfit: pci_driver::unfit },
-    ProgramSpec { name: "vfio_pci_device_init_perf_test", tests: Devices::All(init_perf::tests), unfit: fits_any },
+    ProgramSpec { name: "vfio_dma_mapping_test", tests: Devices::Each(dma_mapping::tests), prologue: None },
+    ProgramSpec { name: "vfio_dma_mapping_mmio_test", tests: Devices::Each(dma_mapping_mmio::tests), prologue: None },
+    ProgramSpec { name: "vfio_iommufd_setup_test", tests: Devices::Each(iommufd_setup::tests), prologue: None },
+    ProgramSpec { name: "vfio_pci_device_test", tests: Devices::Each(pci_device::tests), prologue: None },
+    ProgramSpec {
+        name: "vfio_pci_driver_test",
+        tests: Devices::Each(pci_driver::tests),
+        prologue: Some(pci_driver::prologue),
+    },
+    ProgramSpec {
+        name: "vfio_pci_sriov_uapi_test",
+        tests: Devices::Each(sriov_uapi::tests),
+        prologue: Some(sriov_uapi::prologue),
+    },
+    ProgramSpec { name: "vfio_pci_device_init_perf_test", tests: Devices::All(init_perf::tests), prologue: None },
 ];
 
 /// The programs to run: `only` (or all). Per-device programs run once for each device; with
@@ -55,13 +66,16 @@ pub fn catalogue(only: Option<&str>, bdfs: &[Bdf]) -> Vec<Program> {
                         1 => spec.name.to_owned(),
                         _ => format!("{} {bdf}", spec.name),
                     };
-                    let skip = (spec.unfit)(bdf);
-                    programs.push(Program { name, tests: tests(bdf), skip });
+                    let program = Program::new(name, tests(bdf));
+                    programs.push(match spec.prologue {
+                        Some(prologue) => program.with_prologue(move |output| prologue(bdf, output)),
+                        None => program,
+                    });
                 }
             }
             Devices::All(tests) => {
                 let name = spec.name.to_owned();
-                programs.push(Program { name, tests: tests(bdfs), skip: None });
+                programs.push(Program::new(name, tests(bdfs)));
             }
         }
     }

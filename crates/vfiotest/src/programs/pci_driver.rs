@@ -2,16 +2,19 @@
 //! mode: copies between mapped IOVAs must arrive byte for byte, copies from or to an unmapped
 //! IOVA must not disturb mapped memory, and the device's MSI must reach its eventfd.
 
+use std::any::Any;
+use std::sync::Arc;
 use std::time::Duration;
 
-use ksft::{Outcome, Test, Verdict, ensure, ensure_eq, skip};
-use vfio::driver::{self, DmaDriver};
-use vfio::{Bdf, DmaMapping, IommuMode, MmapWindow};
+use ksft::{Outcome, Refusal, Tap, Test, Verdict, ensure, ensure_eq, skip};
+use vfio::driver::{self, DRIVER_MEMORY, DmaDriver};
+use vfio::{Bdf, DmaBuffer, IommuMode};
 
 use super::{DeviceFixture, mode_variants};
 
-/// Memory for copies: src and dst halves. Upstream maps 1 GiB; the edu copies 16 KiB at most,
-/// and pinning 1 GiB per test under TCG costs seconds for nothing.
+/// Memory for copies: src and dst halves. Upstream maps 1 GiB; no copy here exceeds 16 KiB
+/// (4 × the largest chunk of any driver), and pinning 1 GiB per test under TCG costs seconds
+/// for nothing.
 const MEMCPY_REGION: u64 = 2 << 20;
 /// How long an MSI may take to reach its eventfd.
 const MSI_WAIT: Duration = Duration::from_secs(2);
@@ -19,10 +22,10 @@ const MSI_WAIT: Duration = Duration::from_secs(2);
 const NO_MSI_WAIT: Duration = Duration::from_millis(50);
 
 struct DriverFixture {
-    // Drop order: the device stops (Drop), then the mapping goes, then the memory behind it.
+    // Drop order: the device stops (Drop), then its memory and the copy buffers are unmapped.
     driver: Box<dyn DmaDriver>,
-    _memcpy_mapping: DmaMapping,
-    memcpy: MmapWindow,
+    driver_memory: Arc<DmaBuffer>,
+    memcpy: DmaBuffer,
     size: u64,
     src_iova: u64,
     dst_iova: u64,
@@ -36,22 +39,21 @@ impl DriverFixture {
         let Some(mut driver) = driver::probe(&dev.device) else {
             skip!("No driver found for device {bdf}");
         };
-        let memcpy =
-            MmapWindow::anonymous(MEMCPY_REGION as usize).map_err(|e| vfio::Error::sys("mmap(memcpy region)", e))?;
-        let iova = dev.iova.alloc(MEMCPY_REGION)?;
-        let mapping = dev.iommu.map(memcpy.whole(), iova)?;
+        let memcpy = DmaBuffer::new(&dev.iommu, dev.iova.alloc(MEMCPY_REGION)?, MEMCPY_REGION as usize)?;
+        let driver_memory = Arc::new(DmaBuffer::new(&dev.iommu, dev.iova.alloc(DRIVER_MEMORY as u64)?, DRIVER_MEMORY)?);
         // Any IOVA that overlaps no mapping.
         let unmapped_iova = dev.iova.alloc(1 << 30)?;
-        driver.init(&dev.device)?;
+        driver.init(&dev.device, Arc::clone(&driver_memory))?;
         // Four times the largest single copy exercises chunking; half the region at most.
         let size = (driver.max_memcpy_size() * 4).min(MEMCPY_REGION / 2);
+        let src_iova = memcpy.iova();
         Ok(Self {
             driver,
-            _memcpy_mapping: mapping,
+            driver_memory,
             memcpy,
             size,
-            src_iova: iova,
-            dst_iova: iova + size,
+            src_iova,
+            dst_iova: src_iova + size,
             unmapped_iova,
             dev,
         })
@@ -59,15 +61,15 @@ impl DriverFixture {
 
     fn fill(&self, src: u8, dst: u8) -> Outcome {
         let len = self.size as usize;
-        self.memcpy.fill(0, len, src).map_err(|e| vfio::Error::sys("fill src", e))?;
-        self.memcpy.fill(len, len, dst).map_err(|e| vfio::Error::sys("fill dst", e))?;
+        self.memcpy.window().fill(0, len, src).map_err(|e| vfio::Error::sys("fill src", e))?;
+        self.memcpy.window().fill(len, len, dst).map_err(|e| vfio::Error::sys("fill dst", e))?;
         Ok(())
     }
 
     /// Counts of the bytes of src and dst that are not `src_byte` and `dst_byte`.
     fn differing(&self, src_byte: u8, dst_byte: u8) -> Result<(usize, usize), Verdict> {
         let len = self.size as usize;
-        let read = |at| self.memcpy.read_bytes(at, len).map_err(|e| vfio::Error::sys("read back", e));
+        let read = |at| self.memcpy.window().read_bytes(at, len).map_err(|e| vfio::Error::sys("read back", e));
         let (src, dst) = (read(0)?, read(len)?);
         Ok((src.iter().filter(|&&b| b != src_byte).count(), dst.iter().filter(|&&b| b != dst_byte).count()))
     }
@@ -80,7 +82,7 @@ impl DriverFixture {
 
     fn copy_and_check(&mut self) -> Outcome {
         self.fill(b'x', b'y')?;
-        self.driver.memcpy(self.src_iova, self.dst_iova, self.size)?;
+        self.driver.memcpy(&self.dev.device, self.src_iova, self.dst_iova, self.size)?;
         let (_, dst_wrong) = self.differing(b'x', b'x')?;
         ensure_eq!(dst_wrong, 0, "bytes of dst that differ from src after a {:#x}-byte DMA copy", self.size);
         Ok(())
@@ -95,8 +97,11 @@ impl Drop for DriverFixture {
 }
 
 /// Upstream skips the whole program on a device it has no driver for.
-pub fn unfit(bdf: Bdf) -> Option<String> {
-    (!driver::has_driver(bdf)).then(|| format!("No driver found for device {bdf}"))
+pub fn prologue(bdf: Bdf, _: &mut Tap<'_>) -> Result<Option<Box<dyn Any>>, Refusal> {
+    match driver::has_driver(bdf) {
+        true => Ok(None),
+        false => Err(Refusal::Skip(format!("No driver found for device {bdf}"))),
+    }
 }
 
 pub fn tests(bdf: Bdf) -> Vec<Test> {
@@ -124,7 +129,7 @@ pub fn tests(bdf: Bdf) -> Vec<Test> {
 fn init_remove(t: &mut DriverFixture) -> Outcome {
     for _ in 0..10 {
         t.driver.remove(&t.dev.device)?;
-        t.driver.init(&t.dev.device)?;
+        t.driver.init(&t.dev.device, Arc::clone(&t.driver_memory))?;
     }
     Ok(())
 }
@@ -138,7 +143,7 @@ fn memcpy_from_unmapped_iova(t: &mut DriverFixture) -> Outcome {
     t.fill(b'x', b'y')?;
     // Not every device reports a faulting read, so the result is not asserted (as upstream);
     // what is asserted is that the source, which the copy never names, is untouched.
-    let _ = t.driver.memcpy(t.unmapped_iova, t.dst_iova, t.size);
+    let _ = t.driver.memcpy(&t.dev.device, t.unmapped_iova, t.dst_iova, t.size);
     let (src_wrong, _) = t.differing(b'x', b'y')?;
     ensure_eq!(src_wrong, 0, "bytes of src changed by a copy from an unmapped IOVA");
     t.ensure_no_msi()
@@ -146,7 +151,7 @@ fn memcpy_from_unmapped_iova(t: &mut DriverFixture) -> Outcome {
 
 fn memcpy_to_unmapped_iova(t: &mut DriverFixture) -> Outcome {
     t.fill(b'x', b'y')?;
-    let _ = t.driver.memcpy(t.src_iova, t.unmapped_iova, t.size);
+    let _ = t.driver.memcpy(&t.dev.device, t.src_iova, t.unmapped_iova, t.size);
     // The write had nowhere to land: neither half of the mapped region may have changed.
     let (src_wrong, dst_wrong) = t.differing(b'x', b'y')?;
     ensure!(
@@ -167,7 +172,7 @@ fn send_msi(t: &mut DriverFixture) -> Outcome {
 fn mix_and_match(t: &mut DriverFixture) -> Outcome {
     for _ in 0..10 {
         t.copy_and_check()?;
-        let _ = t.driver.memcpy(t.unmapped_iova, t.dst_iova, t.size);
+        let _ = t.driver.memcpy(&t.dev.device, t.unmapped_iova, t.dst_iova, t.size);
         if t.driver.send_msi()? {
             ensure_eq!(t.driver.msi_count(MSI_WAIT)?, 1, "MSIs seen after one send_msi()");
         }
@@ -182,8 +187,9 @@ fn memcpy_storm(t: &mut DriverFixture) -> Outcome {
     println!("Kicking off {count} memcpys of size {size:#x}");
     t.fill(b'x', b'y')?;
     t.driver.memcpy_start(t.src_iova, t.dst_iova, size, count)?;
-    t.driver.memcpy_wait()?;
-    let copied = t.memcpy.read_bytes(t.size as usize, size as usize).map_err(|e| vfio::Error::sys("read back", e))?;
+    t.driver.memcpy_wait(&t.dev.device)?;
+    let copied =
+        t.memcpy.window().read_bytes(t.size as usize, size as usize).map_err(|e| vfio::Error::sys("read back", e))?;
     ensure!(copied.iter().all(|&b| b == b'x'), "the storm's copies did not arrive");
     t.ensure_no_msi()
 }

@@ -41,6 +41,8 @@ pub fn ensure(cache: &Path) -> Result<PathBuf, Fatal> {
     if bzimage.exists() {
         return Ok(bzimage);
     }
+    let src_cache = cache.join("kernel-src");
+    let deb = super::apt::download(cache, "trixie-backports", &["linux-source-7.3"], &src_cache)?.remove(0);
     let fragment = dir.join("guest.config");
     fs::write(&fragment, FRAGMENT).map_err(|e| Fatal::fail(format!("{}: {e}", fragment.display())))?;
     eprintln!("[kernel] building the guest kernel into {} (once; cached after)", dir.display());
@@ -48,7 +50,8 @@ pub fn ensure(cache: &Path) -> Result<PathBuf, Fatal> {
         .arg("-c")
         .arg(BUILD_SCRIPT)
         .arg("build-kernel.sh")
-        .arg(cache.join("kernel-src"))
+        .arg(&src_cache)
+        .arg(&deb)
         .arg(&fragment)
         .arg(&bzimage)
         .status()

@@ -4,15 +4,20 @@
 use std::path::Path;
 use std::process::Command;
 
-/// One emulated PCI device on the root bus.
+use super::qemu::Qemu;
+
+/// One emulated PCI device.
 #[derive(Debug, Clone, Copy)]
 pub struct EmulatedDevice {
     /// Its address in the guest.
     pub bdf: &'static str,
-    /// The QEMU `-device` argument, without `addr=`.
+    /// The QEMU `-device` argument, without `addr=` or `bus=`.
     pub qemu: &'static str,
     /// Why it is in the topology.
     pub role: &'static str,
+    /// The root-bus slot of the PCIe root port it sits behind (then it is function 0 of bus
+    /// `bdf`'s bus), or `None` for a device on the root bus itself.
+    pub root_port: Option<&'static str>,
 }
 
 /// The default topology. Each device covers something the others can't.
@@ -21,24 +26,44 @@ pub const TOPOLOGY: &[EmulatedDevice] = &[
         bdf: "0000:00:03.0",
         qemu: "pci-testdev,membar=0x2000000000",
         role: "128 GiB unbacked 64-bit BAR2 (the seed's size) and a 4 KiB BAR0",
+        root_port: None,
     },
-    EmulatedDevice { bdf: "0000:00:04.0", qemu: "pci-testdev", role: "only a 4 KiB BAR0: the largest BAR is one page" },
+    EmulatedDevice {
+        bdf: "0000:00:04.0",
+        qemu: "pci-testdev",
+        role: "only a 4 KiB BAR0: the largest BAR is one page",
+        root_port: None,
+    },
     EmulatedDevice {
         bdf: "0000:00:05.0",
         qemu: "edu,dma_mask=0xffffffffffffffff",
         role: "DMA engine with MSI, 1 MiB BAR0",
+        root_port: None,
     },
     EmulatedDevice {
         bdf: "0000:00:06.0",
         qemu: "ivshmem-plain,memdev=vfiotest-shm",
         role: "256-byte register BAR0 and a 4 MiB RAM-backed BAR2",
+        root_port: None,
     },
     EmulatedDevice {
         bdf: "0000:00:07.0",
         qemu: "nvme,serial=vfiotest,drive=vfiotest-null",
         role: "MSI-X with its table inside BAR0, and FLR for reset",
+        root_port: None,
     },
-    EmulatedDevice { bdf: "0000:00:08.0", qemu: "i6300esb", role: "only a 16-byte BAR0: a BAR smaller than a page" },
+    EmulatedDevice {
+        bdf: "0000:00:08.0",
+        qemu: "i6300esb",
+        role: "only a 16-byte BAR0: a BAR smaller than a page",
+        root_port: None,
+    },
+    EmulatedDevice {
+        bdf: "0000:01:00.0",
+        qemu: "igb",
+        role: "82576 NIC: upstream's DMA driver (TX->RX loopback, MSI-X) and SR-IOV (8 VFs, the first at 01:10.0); behind a PCIe root port because SR-IOV needs PCIe",
+        root_port: Some("09"),
+    },
 ];
 
 /// Backends the devices above refer to.
@@ -77,8 +102,9 @@ const HUGEPAGES: &str = "hugepagesz=1G hugepages=1 hugepagesz=2M hugepages=64";
 pub const MEMORY: &str = "4G";
 
 /// The QEMU command that boots `kernel` with `initrd` on the default topology.
-pub fn qemu_command(qemu: &Path, accel: Accel, kernel: &Path, initrd: &Path, extra_cmdline: &str) -> Command {
-    let mut cmd = Command::new(qemu);
+pub fn qemu_command(qemu: &Qemu, accel: Accel, kernel: &Path, initrd: &Path, extra_cmdline: &str) -> Command {
+    let mut cmd = Command::new(&qemu.binary);
+    cmd.args(qemu.firmware_args());
     match accel {
         Accel::Kvm => cmd.args(["-accel", "kvm", "-cpu", "host", "-machine", "q35,kernel-irqchip=split"]),
         _ => cmd.args(["-accel", "tcg", "-cpu", "max", "-machine", "q35"]),
@@ -90,12 +116,19 @@ pub fn qemu_command(qemu: &Path, accel: Accel, kernel: &Path, initrd: &Path, ext
         // The vIOMMU comes first so every device behind it is translated.
         .args(["-device", "intel-iommu,intremap=on,aw-bits=48"])
         .args(BACKENDS);
-    for dev in TOPOLOGY {
-        let slot = &dev.bdf[8..10];
-        cmd.args(["-device", &format!("{},addr=0x{slot}", dev.qemu)]);
+    for (chassis, dev) in TOPOLOGY.iter().enumerate() {
+        match dev.root_port {
+            None => cmd.args(["-device", &format!("{},addr=0x{}", dev.qemu, &dev.bdf[8..10])]),
+            Some(slot) => cmd
+                .args(["-device", &format!("pcie-root-port,id=rp{slot},chassis={},addr=0x{slot}", chassis + 1)])
+                .args(["-device", &format!("{},bus=rp{slot},addr=0x0", dev.qemu)]),
+        };
     }
     cmd.arg("-kernel").arg(kernel).arg("-initrd").arg(initrd);
-    let cmdline = format!("console=ttyS0 intel_iommu=on panic=-1 oops=panic loglevel=4 {HUGEPAGES} {extra_cmdline}");
+    // vfio-pci enables SR-IOV on a PF it drives only when told to (the igb's VFs).
+    let cmdline = format!(
+        "console=ttyS0 intel_iommu=on vfio_pci.enable_sriov=1 panic=-1 oops=panic loglevel=4 {HUGEPAGES} {extra_cmdline}"
+    );
     cmd.arg("-append").arg(cmdline.trim_end());
     cmd
 }
@@ -106,19 +139,33 @@ mod tests {
 
     #[test]
     fn topology_addresses_are_distinct_root_bus_slots() {
-        let mut slots: Vec<_> = TOPOLOGY.iter().map(|d| &d.bdf[8..10]).collect();
+        // A device takes its own root-bus slot, or its root port's.
+        let mut slots: Vec<_> = TOPOLOGY.iter().map(|d| d.root_port.unwrap_or(&d.bdf[8..10])).collect();
         slots.sort();
         slots.dedup();
         assert_eq!(slots.len(), TOPOLOGY.len());
+        let mut buses = Vec::new();
         for d in TOPOLOGY {
-            assert!(d.bdf.parse::<vfio::Bdf>().is_ok(), "{}", d.bdf);
+            let bdf: vfio::Bdf = d.bdf.parse().unwrap_or_else(|e| panic!("{}: {e}", d.bdf));
+            match d.root_port {
+                None => assert_eq!(bdf.bus, 0, "{}", d.bdf),
+                Some(_) => buses.push(bdf.bus),
+            }
         }
+        let ports = buses.len();
+        buses.dedup();
+        assert_eq!(buses.len(), ports, "one device per root port, each on its own bus");
     }
 
     #[test]
     fn command_line_places_each_device() {
-        let cmd = qemu_command(Path::new("qemu"), Accel::Tcg, Path::new("bz"), Path::new("rd"), "");
+        let qemu = Qemu { binary: "qemu".into(), firmware: vec!["/fw".into()], version: String::new() };
+        let cmd = qemu_command(&qemu, Accel::Tcg, Path::new("bz"), Path::new("rd"), "");
         let args: Vec<_> = cmd.get_args().map(|a| a.to_string_lossy().into_owned()).collect();
+        assert_eq!(args[..2], ["-L", "/fw"]);
+        let port = args.iter().position(|a| a.starts_with("pcie-root-port,id=rp09,")).unwrap();
+        assert_eq!(args[port + 2], "igb,bus=rp09,addr=0x0");
+        assert!(args.iter().any(|a| a.contains("vfio_pci.enable_sriov=1")));
         assert!(args.contains(&"pci-testdev,membar=0x2000000000,addr=0x03".to_owned()), "{args:?}");
         assert!(args.contains(&"nvme,serial=vfiotest,drive=vfiotest-null,addr=0x07".to_owned()));
         let iommu = args.iter().position(|a| a.starts_with("intel-iommu")).unwrap();

@@ -5,11 +5,13 @@
 //! the serial console: TAP goes to stdout as it arrives, everything else to a log, and a guest
 //! panic, oops or hang ends the run as a failure with the console's tail.
 
+mod apt;
 mod console;
 mod initramfs;
 mod kernel;
 pub mod machine;
 mod provision;
+mod qemu;
 
 use std::collections::VecDeque;
 use std::fs;
@@ -33,9 +35,9 @@ pub struct VmArgs {
     /// Guest kernel to boot; by default Linux 7.3 is built from Debian's source (once, cached).
     #[arg(long, value_name = "BZIMAGE")]
     kernel: Option<PathBuf>,
-    /// The QEMU binary.
-    #[arg(long, value_name = "PATH", default_value = "qemu-system-x86_64")]
-    qemu: PathBuf,
+    /// The QEMU binary; by default QEMU 10 from Debian's bookworm-backports (fetched once, cached).
+    #[arg(long, value_name = "PATH")]
+    qemu: Option<PathBuf>,
     /// How QEMU runs the guest; `auto` tries KVM with a short probe and falls back to TCG.
     #[arg(long, value_enum, default_value_t = Accel::Tcg)]
     accel: Accel,
@@ -87,8 +89,14 @@ pub fn main(args: &VmArgs) -> Result<i32, Fatal> {
         Some(k) => return Err(Fatal::fail(format!("kernel {} does not exist", k.display()))),
         None => kernel::ensure(&cache)?,
     };
+    let qemu = match &args.qemu {
+        Some(path) => qemu::Qemu::at(path)?,
+        None => qemu::ensure(&cache)?,
+    };
+    eprintln!("[vm] {} ({})", qemu.version, qemu.binary.display());
     if args.prepare {
         println!("kernel: {}", kernel.display());
+        println!("qemu: {}", qemu.binary.display());
         return Ok(KSFT_PASS);
     }
 
@@ -104,14 +112,15 @@ pub fn main(args: &VmArgs) -> Result<i32, Fatal> {
     let initrd = work.path.join("initramfs.cpio");
     initramfs::build(Path::new("/bin/busybox"), me_bytes, &bdfs, &args.run_args, &initrd)?;
 
+    let launch = Launch { qemu: &qemu, kernel: &kernel, initrd: &initrd };
     let accel = match args.accel {
-        Accel::Auto => probe_kvm(args, &kernel, &initrd),
+        Accel::Auto => probe_kvm(&launch),
         accel => accel,
     };
     let program = args.run_args.first().map(String::as_str).unwrap_or("vfiotest");
     let mut console = Console::new(program);
     let log_path = cache.join("last-console.log");
-    let outcome = boot(args, accel, &kernel, &initrd, &log_path, &mut console)?;
+    let outcome = boot(args, &launch, accel, &log_path, &mut console)?;
     finish(args, accel, &console, outcome, &log_path)
 }
 
@@ -172,20 +181,21 @@ enum BootEnd {
     ProbeOk,
 }
 
-fn spawn_qemu(
-    args: &VmArgs,
-    accel: Accel,
-    kernel: &Path,
-    initrd: &Path,
-    cmdline: &str,
-) -> Result<(Qemu, mpsc::Receiver<String>), Fatal> {
-    let mut cmd = machine::qemu_command(&args.qemu, accel, kernel, initrd, cmdline);
+/// What a boot runs: the emulator, the guest kernel and the initramfs.
+struct Launch<'a> {
+    qemu: &'a qemu::Qemu,
+    kernel: &'a Path,
+    initrd: &'a Path,
+}
+
+fn spawn_qemu(launch: &Launch, accel: Accel, cmdline: &str) -> Result<(Qemu, mpsc::Receiver<String>), Fatal> {
+    let mut cmd = machine::qemu_command(launch.qemu, accel, launch.kernel, launch.initrd, cmdline);
     let mut child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .map_err(|e| Fatal::fail(format!("starting {}: {e}", args.qemu.display())))?;
+        .map_err(|e| Fatal::fail(format!("starting {}: {e}", launch.qemu.binary.display())))?;
     let (tx, rx) = mpsc::channel();
     let stdout = child.stdout.take().expect("piped");
     let stderr = child.stderr.take().expect("piped");
@@ -207,13 +217,13 @@ fn spawn_qemu(
 
 /// Boots the guest once with `vfiotest.probe` under KVM; KVM counts as working only if init
 /// answers within the probe timeout.
-fn probe_kvm(args: &VmArgs, kernel: &Path, initrd: &Path) -> Accel {
+fn probe_kvm(launch: &Launch) -> Accel {
     if !Path::new("/dev/kvm").exists() {
         eprintln!("[vm] no /dev/kvm: using TCG");
         return Accel::Tcg;
     }
     eprintln!("[vm] probing KVM (up to {} s)", PROBE_TIMEOUT.as_secs());
-    let Ok((mut qemu, lines)) = spawn_qemu(args, Accel::Kvm, kernel, initrd, "vfiotest.probe") else {
+    let Ok((mut qemu, lines)) = spawn_qemu(launch, Accel::Kvm, "vfiotest.probe") else {
         return Accel::Tcg;
     };
     let deadline = Instant::now() + PROBE_TIMEOUT;
@@ -271,16 +281,15 @@ struct BootOutcome {
 
 fn boot(
     args: &VmArgs,
+    launch: &Launch,
     accel: Accel,
-    kernel: &Path,
-    initrd: &Path,
     log_path: &Path,
     console: &mut Console,
 ) -> Result<BootOutcome, Fatal> {
-    eprintln!("[vm] booting {} under {}; console log: {}", kernel.display(), accel.label(), log_path.display());
+    eprintln!("[vm] booting {} under {}; console log: {}", launch.kernel.display(), accel.label(), log_path.display());
     let mut log = fs::File::create(log_path).map_err(|e| Fatal::fail(format!("{}: {e}", log_path.display())))?;
     let started = Instant::now();
-    let (mut qemu, lines) = spawn_qemu(args, accel, kernel, initrd, "")?;
+    let (mut qemu, lines) = spawn_qemu(launch, accel, "")?;
     let mut tail = VecDeque::new();
     let mut verdict_at = None;
     let verbose = args.verbose;

@@ -12,8 +12,8 @@ struct Need {
 }
 
 /// What booting the machine needs.
+/// (QEMU itself comes from bookworm-backports, see `qemu.rs`.)
 const RUN: &[Need] = &[
-    Need { path: "/usr/bin/qemu-system-x86_64", package: "qemu-system-x86" },
     // The static build: the dynamic `busybox` package would not run in the initramfs.
     Need { path: "/bin/busybox", package: "busybox-static" },
 ];
@@ -42,6 +42,24 @@ pub fn ensure(build_kernel: bool) -> Result<(), Fatal> {
         missing.push("busybox-static");
     }
     missing.dedup();
+    install(&missing)
+}
+
+/// Installs those of `packages` (from the machine's own apt sources) that dpkg doesn't list as
+/// installed.
+pub fn install_missing(packages: &[String]) -> Result<(), Fatal> {
+    let missing: Vec<&str> = packages.iter().map(String::as_str).filter(|p| !is_installed(p)).collect();
+    install(&missing)
+}
+
+fn is_installed(package: &str) -> bool {
+    Command::new("dpkg-query")
+        .args(["-W", "-f=${Status}", package])
+        .output()
+        .is_ok_and(|out| out.status.success() && out.stdout.ends_with(b" installed"))
+}
+
+fn install(missing: &[&str]) -> Result<(), Fatal> {
     if missing.is_empty() {
         return Ok(());
     }
@@ -50,10 +68,10 @@ pub fn ensure(build_kernel: bool) -> Result<(), Fatal> {
         return Err(Fatal::fail(format!("missing packages; as root run: apt-get install -y {list}")));
     }
     eprintln!("[vm] installing {list}");
-    if !apt_install(&missing)? {
+    if !apt_install(missing)? {
         eprintln!("[vm] apt-get install failed; refreshing package lists and retrying");
         run_apt(&["update"])?;
-        if !apt_install(&missing)? {
+        if !apt_install(missing)? {
             return Err(Fatal::fail(format!("apt-get install {list} failed")));
         }
     }

@@ -1,0 +1,133 @@
+//! The emulator: QEMU 10 from Debian's bookworm-backports, unpacked into our cache.
+//!
+//! Debian 12's own QEMU (7.2) has no `igb`, and its `edu` aborts the VM on a transfer that
+//! ends at the buffer's last byte. QEMU 10.0 for Debian 12 is packaged in bookworm-backports;
+//! its files are unpacked (not installed) and run with `-L` pointing at its own firmware. The
+//! shared libraries it links are plain Debian 12 packages, installed from the machine's own
+//! sources if missing.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use super::{apt, provision};
+use crate::Fatal;
+
+const SUITE: &str = "bookworm-backports";
+/// The emulator and what it needs at run time: its firmware (`qemu-system-data`, `seabios`)
+/// and the common files.
+const PACKAGES: &[&str] = &["qemu-system-x86", "qemu-system-common", "qemu-system-data", "seabios"];
+
+/// A QEMU to run: the binary and the firmware directories it needs (`-L`).
+#[derive(Debug, Clone)]
+pub struct Qemu {
+    pub binary: PathBuf,
+    pub firmware: Vec<PathBuf>,
+    /// What `--version` printed first, e.g. "QEMU emulator version 10.0.2 (Debian ...)".
+    pub version: String,
+}
+
+/// The oldest QEMU the topology runs on: `igb` came in 8.0, and the `edu` before 8.2.1 aborts
+/// the VM on a DMA that ends at its buffer's last byte, which the edu driver does.
+const OLDEST: (u32, u32, u32) = (8, 2, 1);
+
+impl Qemu {
+    /// A QEMU the user named: it finds its own firmware.
+    pub fn at(binary: &Path) -> Result<Self, Fatal> {
+        let version = version_of(binary, &[])?;
+        match parse_version(&version) {
+            Some(v) if v >= OLDEST => Ok(Self { binary: binary.to_owned(), firmware: Vec::new(), version }),
+            _ => Err(Fatal::fail(format!(
+                "{} is {version:?}; the emulated machine needs QEMU {}.{}.{} or newer (igb, and an edu that takes \
+                 whole-buffer DMA): leave out --qemu to use QEMU 10",
+                binary.display(),
+                OLDEST.0,
+                OLDEST.1,
+                OLDEST.2
+            ))),
+        }
+    }
+
+    /// The `-L` arguments.
+    pub fn firmware_args(&self) -> impl Iterator<Item = &Path> {
+        self.firmware.iter().flat_map(|dir| [Path::new("-L"), dir.as_path()])
+    }
+}
+
+/// Where the unpacked QEMU lives.
+fn root(cache: &Path) -> PathBuf {
+    cache.join("qemu-bookworm-backports")
+}
+
+/// The cached QEMU 10, downloading and unpacking it (and installing its libraries) first if
+/// needed.
+pub fn ensure(cache: &Path) -> Result<Qemu, Fatal> {
+    let root = root(cache);
+    let ready = root.join(".unpacked");
+    let debs = cache.join("debs");
+    if !ready.exists() {
+        let files = apt::download(cache, SUITE, PACKAGES, &debs)?;
+        let _ = fs::remove_dir_all(&root);
+        fs::create_dir_all(&root).map_err(|e| Fatal::fail(format!("{}: {e}", root.display())))?;
+        for deb in &files {
+            apt::unpack(deb, &root)?;
+        }
+        let depends = apt::control_field(&files[0], "Depends")?;
+        let libraries: Vec<String> = apt::depends_names(&depends)
+            .into_iter()
+            .filter(|name| name.starts_with("lib") || name.starts_with("zlib"))
+            .collect();
+        provision::install_missing(&libraries)?;
+        fs::write(&ready, "").map_err(|e| Fatal::fail(format!("{}: {e}", ready.display())))?;
+    }
+    let binary = root.join("usr/bin/qemu-system-x86_64");
+    let firmware = vec![root.join("usr/share/qemu"), root.join("usr/share/seabios")];
+    let version = version_of(&binary, &firmware)?;
+    Ok(Qemu { binary, firmware, version })
+}
+
+/// `(major, minor, micro)` from "QEMU emulator version 10.0.2 (Debian ...)".
+fn parse_version(text: &str) -> Option<(u32, u32, u32)> {
+    let number = text.strip_prefix("QEMU emulator version ")?.split_whitespace().next()?;
+    let mut parts = number.split('.').map(|p| p.parse::<u32>().ok());
+    Some((parts.next()??, parts.next()??, parts.next().flatten().unwrap_or(0)))
+}
+
+/// Runs `qemu --version`: this also proves the binary finds every library it links.
+fn version_of(binary: &Path, firmware: &[PathBuf]) -> Result<String, Fatal> {
+    let mut cmd = Command::new(binary);
+    for dir in firmware {
+        cmd.arg("-L").arg(dir);
+    }
+    let out = cmd.arg("--version").output().map_err(|e| Fatal::fail(format!("{}: {e}", binary.display())))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    match (out.status.success(), text.lines().next()) {
+        (true, Some(first)) => Ok(first.trim().to_owned()),
+        _ => {
+            let err = String::from_utf8_lossy(&out.stderr);
+            Err(Fatal::fail(format!(
+                "{} --version failed: {}",
+                binary.display(),
+                err.lines().next().unwrap_or("no output")
+            )))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_parse_and_order() {
+        assert_eq!(
+            parse_version("QEMU emulator version 10.0.2 (Debian 1:10.0.2+ds-2+deb13u1~bpo12+1)"),
+            Some((10, 0, 2))
+        );
+        assert_eq!(parse_version("QEMU emulator version 7.2.15 (Debian 1:7.2+dfsg-7+deb12u13)"), Some((7, 2, 15)));
+        assert_eq!(parse_version("QEMU emulator version 9.1"), Some((9, 1, 0)));
+        assert_eq!(parse_version("qemu 10"), None);
+        assert!(parse_version("QEMU emulator version 8.2.0").unwrap() < OLDEST);
+        assert!(parse_version("QEMU emulator version 10.0.2").unwrap() >= OLDEST);
+    }
+}
