@@ -107,7 +107,7 @@ pub fn qemu_command(qemu: &Qemu, accel: Accel, kernel: &Path, initrd: &Path, ext
     cmd.args(qemu.firmware_args());
     match accel {
         Accel::Kvm => cmd.args(["-accel", "kvm", "-cpu", "host", "-machine", "q35,kernel-irqchip=split"]),
-        _ => cmd.args(["-accel", "tcg", "-cpu", "max", "-machine", "q35"]),
+        _ => cmd.args(["-accel", std::env::var("VFIOTEST_TCG").as_deref().unwrap_or("tcg"), "-cpu", "max", "-machine", "q35"]),
     };
     cmd.args(["-m", MEMORY, "-smp", "2", "-nodefaults", "-no-reboot", "-nic", "none"])
         .args(["-display", "none", "-vga", "none", "-serial", "stdio", "-monitor", "none"])
