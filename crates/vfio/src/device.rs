@@ -227,11 +227,21 @@ impl Device {
             .op(|| format!("VFIO_DEVICE_FEATURE(SET PCI_VF_TOKEN {token}, {})", self.bdf))
     }
 
-    /// `VFIO_DEVICE_RESET`.
+    /// `VFIO_DEVICE_RESET`, tried again for up to 200 ms while the kernel answers `EAGAIN`
+    /// (it uses a trylock on the device, which a concurrent config access can hold).
     ///
     /// # Errors
     /// The ioctl's errno.
     pub fn reset(&self) -> Result<()> {
-        sys::device_reset(&self.fd).op(|| format!("VFIO_DEVICE_RESET({})", self.bdf))
+        let mut tries = 20;
+        loop {
+            match sys::device_reset(&self.fd) {
+                Err(Errno::AGAIN) if tries > 0 => {
+                    tries -= 1;
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                result => return result.op(|| format!("VFIO_DEVICE_RESET({})", self.bdf)),
+            }
+        }
     }
 }

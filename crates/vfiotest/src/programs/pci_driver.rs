@@ -47,16 +47,7 @@ impl DriverFixture {
         // Four times the largest single copy exercises chunking; half the region at most.
         let size = (driver.max_memcpy_size() * 4).min(MEMCPY_REGION / 2);
         let src_iova = memcpy.iova();
-        Ok(Self {
-            driver,
-            driver_memory,
-            memcpy,
-            size,
-            src_iova,
-            dst_iova: src_iova + size,
-            unmapped_iova,
-            dev,
-        })
+        Ok(Self { driver, driver_memory, memcpy, size, src_iova, dst_iova: src_iova + size, unmapped_iova, dev })
     }
 
     fn fill(&self, src: u8, dst: u8) -> Outcome {

@@ -62,7 +62,8 @@ pub fn download(cache: &Path, suite: &str, packages: &[&str], dest: &Path) -> Re
             .arg(format!("Dir::Cache={}", state.join("cache").display()))
             .args(args)
             .current_dir(dest)
-            .stdout(std::process::Stdio::null())
+            // Progress, never on stdout: that is the suite's TAP.
+            .stdout(std::io::stderr())
             .status()
             .map_err(|e| Fatal::fail(format!("apt-get: {e}")))?;
         match status.success() {

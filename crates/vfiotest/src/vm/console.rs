@@ -15,6 +15,8 @@ const FATAL_PATTERNS: &[&str] = &[
     "general protection fault",
     "Unable to handle kernel",
     "kernel BUG at",
+    // A vCPU that stops taking interrupts: the run can't be trusted from here on.
+    "detected stalls on CPUs",
 ];
 
 /// Kernel printk lines and QEMU's own messages: logged, not shown as the suite's output.
@@ -81,6 +83,8 @@ pub struct Console {
     pub exit_code: Option<i32>,
     /// The first fatal kernel message.
     pub fatal: Option<String>,
+    /// What the suite left behind that it should have removed (e.g. VFs).
+    pub left_behind: Vec<String>,
 }
 
 impl Console {
@@ -94,6 +98,7 @@ impl Console {
             results: Vec::new(),
             exit_code: None,
             fatal: None,
+            left_behind: Vec::new(),
         }
     }
 
@@ -152,6 +157,9 @@ impl Console {
         }
         if note == "probe-ok" {
             return Event::ProbeOk;
+        }
+        if let Some(what) = note.strip_prefix("left behind: ") {
+            self.left_behind.push(what.to_owned());
         }
         if let Some(code) = note.strip_prefix("end exit=") {
             self.phase = Phase::Finished;
@@ -239,6 +247,13 @@ mod tests {
         );
         assert_eq!(c.counts(), (1, 0, 1), "program verdicts don't count twice");
         assert_eq!(c.exit_code, Some(1));
+    }
+
+    #[test]
+    fn leftovers_are_collected() {
+        let mut c = Console::new("p");
+        assert!(matches!(c.feed("vfiotest-vm: left behind: 0000:01:00.0 has 1 VFs"), Event::Note(_)));
+        assert_eq!(c.left_behind, ["0000:01:00.0 has 1 VFs"]);
     }
 
     #[test]

@@ -20,7 +20,12 @@ for bdf in $VFIOTEST_BDFS; do
 done
 echo "vfiotest-vm: begin"
 /bin/vfiotest run $VFIOTEST_ARGS $VFIOTEST_BDFS
-echo "vfiotest-vm: end exit=$?"
+code=$?
+# Nothing may outlive the suite: a program that makes VFs removes them.
+for numvfs in /sys/bus/pci/devices/*/sriov_numvfs; do
+    [ "$(cat "$numvfs")" = 0 ] || echo "vfiotest-vm: left behind: $(basename "$(dirname "$numvfs")") has $(cat "$numvfs") VFs"
+done
+echo "vfiotest-vm: end exit=$code"
 for bdf in $VFIOTEST_BDFS; do
     /bin/vfiotest cleanup "$bdf" >/dev/null 2>&1
 done

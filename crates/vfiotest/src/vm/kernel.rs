@@ -54,6 +54,7 @@ pub fn ensure(cache: &Path) -> Result<PathBuf, Fatal> {
         .arg(&deb)
         .arg(&fragment)
         .arg(&bzimage)
+        .stdout(std::io::stderr())
         .status()
         .map_err(|e| Fatal::fail(format!("bash: {e}")))?;
     if !status.success() || !bzimage.exists() {

@@ -90,10 +90,18 @@ impl Accel {
     pub fn label(self) -> &'static str {
         match self {
             Self::Kvm => "KVM",
-            Self::Tcg | Self::Auto => "TCG",
+            Self::Tcg | Self::Auto => "TCG (one thread)",
         }
     }
 }
+
+/// TCG runs both vCPUs on one host thread. QEMU 10.0.2's multi-threaded TCG loses the wakeup
+/// of a halted vCPU on this machine: the guest reports "rcu_preempt kthread timer wakeup didn't
+/// happen ... Possible timer handling issue on cpu=1", both vCPU threads sit in
+/// qemu_wait_io_event for good, and the run hangs. It happened in the igb's FLR recovery and,
+/// without igb, in the init-perf test's parallel opens; single-threaded TCG ran the whole suite
+/// cleanly (see the README).
+const TCG: &str = "tcg,thread=single";
 
 /// Hugetlb pages for the DMA tests, reserved at boot: a 1 GiB page can't be found later.
 const HUGEPAGES: &str = "hugepagesz=1G hugepages=1 hugepagesz=2M hugepages=64";
@@ -107,7 +115,7 @@ pub fn qemu_command(qemu: &Qemu, accel: Accel, kernel: &Path, initrd: &Path, ext
     cmd.args(qemu.firmware_args());
     match accel {
         Accel::Kvm => cmd.args(["-accel", "kvm", "-cpu", "host", "-machine", "q35,kernel-irqchip=split"]),
-        _ => cmd.args(["-accel", std::env::var("VFIOTEST_TCG").as_deref().unwrap_or("tcg"), "-cpu", "max", "-machine", "q35"]),
+        _ => cmd.args(["-accel", TCG, "-cpu", "max", "-machine", "q35"]),
     };
     cmd.args(["-m", MEMORY, "-smp", "2", "-nodefaults", "-no-reboot", "-nic", "none"])
         .args(["-display", "none", "-vga", "none", "-serial", "stdio", "-monitor", "none"])

@@ -336,6 +336,9 @@ fn finish(args: &VmArgs, accel: Accel, console: &Console, outcome: BootOutcome, 
         (None, BootEnd::Timeout, _) => Some(format!("the run took longer than {} s", args.timeout)),
         (None, BootEnd::Silent, _) => Some(format!("the guest hung: no console output for {} s", args.silence)),
         (None, _, None) => Some("the guest stopped before the suite finished".to_owned()),
+        _ if !console.left_behind.is_empty() => {
+            Some(format!("the suite left state behind: {}", console.left_behind.join("; ")))
+        }
         _ => None,
     };
     if let Some(problem) = problem {

@@ -92,6 +92,8 @@ fn run_apt(args: &[&str]) -> Result<bool, Fatal> {
     let status = Command::new("apt-get")
         .args(args)
         .env("DEBIAN_FRONTEND", "noninteractive")
+        // Progress, never on stdout: that is the suite's TAP.
+        .stdout(std::io::stderr())
         .status()
         .map_err(|e| Fatal::fail(format!("apt-get: {e}")))?;
     Ok(status.success())
