@@ -6,7 +6,7 @@ use ksft::{Outcome, Test, Verdict, ensure, ensure_eq, skip};
 use vfio::pgtable::{self, PageWalk};
 use vfio::{Backing, Bdf, Errno, IommuMode, MmapWindow, page_size};
 
-use super::{DeviceFixture, mode_variants};
+use super::{DeviceFixture, mode_variants, mode_variants_by};
 
 #[derive(Clone, Copy)]
 struct MappingVariant {
@@ -31,14 +31,7 @@ pub fn tests(bdf: Bdf) -> Vec<Test> {
         ("anonymous_hugetlb_2mb", Backing::Hugetlb2M),
         ("anonymous_hugetlb_1gb", Backing::Hugetlb1G),
     ];
-    let names: Vec<(String, MappingVariant)> = backings
-        .iter()
-        .flat_map(|&(suffix, backing)| {
-            IommuMode::ALL
-                .iter()
-                .map(move |&mode| (format!("{}_{suffix}", mode.name()), MappingVariant { mode, backing }))
-        })
-        .collect();
+    let names = mode_variants_by(&backings, |mode, backing| MappingVariant { mode, backing });
     let variants: Vec<(&str, MappingVariant)> = names.iter().map(|(n, v)| (n.as_str(), *v)).collect();
     let mut tests = ksft::fixture(
         "vfio_dma_mapping_test",

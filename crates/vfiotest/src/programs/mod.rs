@@ -103,6 +103,17 @@ pub fn mode_variants() -> Vec<(&'static str, IommuMode)> {
     IommuMode::ALL.iter().map(|&m| (m.name(), m)).collect()
 }
 
+/// Upstream's `FIXTURE_VARIANT_ADD_ALL_IOMMU_MODES(suffix, ...)` once per suffix, in order:
+/// every mode with the first suffix, then every mode with the next; each named
+/// `<mode>_<suffix>` and built by `make(mode, parameter)`.
+pub fn mode_variants_by<T: Copy, V>(suffixes: &[(&str, T)], make: impl Fn(IommuMode, T) -> V) -> Vec<(String, V)> {
+    suffixes
+        .iter()
+        .flat_map(|&(suffix, parameter)| IommuMode::ALL.iter().map(move |&mode| (mode, suffix, parameter)))
+        .map(|(mode, suffix, parameter)| (format!("{}_{suffix}", mode.name()), make(mode, parameter)))
+        .collect()
+}
+
 /// Opens `bdf` into `iommu` and maps every mmappable BAR, as upstream's
 /// `vfio_pci_device_init()` does.
 pub fn open_with_bars(bdf: Bdf, iommu: &Arc<Iommu>) -> vfio::Result<(Device, Vec<BarMapping>)> {

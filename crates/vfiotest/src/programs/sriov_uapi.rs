@@ -12,7 +12,7 @@ use ksft::{Outcome, Refusal, Tap, Test, Verdict, ensure};
 use vfio::sysfs::{Sysfs, VFIO_PCI};
 use vfio::{Bdf, Device, Errno, Iommu, IommuMode, Uuid};
 
-use super::OrSkip;
+use super::{OrSkip, mode_variants_by};
 
 /// The token the PF is opened with, and the other one the tests use (upstream's UUIDs).
 const UUID_1: Uuid = Uuid::from_u128(0x52ac9bff_3a88_4fbd_901a_0d767c3b6c97);
@@ -114,14 +114,7 @@ impl TokenFixture {
 pub fn tests(pf: Bdf) -> Vec<Test> {
     // Upstream's variant order: every mode with the same token, then another, then none.
     let tokens = [("same_uuid", Some(UUID_1)), ("diff_uuid", Some(UUID_2)), ("null_uuid", None)];
-    let names: Vec<(String, TokenVariant)> = tokens
-        .iter()
-        .flat_map(|&(suffix, vf_token)| {
-            IommuMode::ALL
-                .iter()
-                .map(move |&mode| (format!("{}_{suffix}", mode.name()), TokenVariant { mode, vf_token }))
-        })
-        .collect();
+    let names = mode_variants_by(&tokens, |mode, vf_token| TokenVariant { mode, vf_token });
     let variants: Vec<(&str, TokenVariant)> = names.iter().map(|(n, v)| (n.as_str(), *v)).collect();
     ksft::fixture(
         "vfio_pci_sriov_uapi_test",

@@ -96,29 +96,25 @@ fn find_deb(dir: &Path, package: &str) -> Option<PathBuf> {
 
 /// A field of a `.deb`'s control file (`dpkg-deb -f`).
 pub fn control_field(deb: &Path, field: &str) -> Result<String, Fatal> {
-    let out = Command::new("dpkg-deb")
-        .arg("-f")
-        .arg(deb)
-        .arg(field)
-        .output()
-        .map_err(|e| Fatal::fail(format!("dpkg-deb: {e}")))?;
-    match out.status.success() {
-        true => Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned()),
-        false => Err(Fatal::fail(format!("dpkg-deb -f {} {field}: {}", deb.display(), out.status))),
-    }
+    let out = dpkg_deb(&["-f".as_ref(), deb.as_os_str(), field.as_ref()])?;
+    Ok(String::from_utf8_lossy(&out).trim().to_owned())
 }
 
 /// Unpacks a `.deb`'s files into `root` (`dpkg-deb -x`); nothing is installed.
 pub fn unpack(deb: &Path, root: &Path) -> Result<(), Fatal> {
-    let status = Command::new("dpkg-deb")
-        .arg("-x")
-        .arg(deb)
-        .arg(root)
-        .status()
-        .map_err(|e| Fatal::fail(format!("dpkg-deb: {e}")))?;
-    match status.success() {
-        true => Ok(()),
-        false => Err(Fatal::fail(format!("dpkg-deb -x {} failed ({status})", deb.display()))),
+    dpkg_deb(&["-x".as_ref(), deb.as_os_str(), root.as_os_str()]).map(drop)
+}
+
+/// Runs `dpkg-deb ARGS` and returns its stdout.
+fn dpkg_deb(args: &[&std::ffi::OsStr]) -> Result<Vec<u8>, Fatal> {
+    let out = Command::new("dpkg-deb").args(args).output().map_err(|e| Fatal::fail(format!("dpkg-deb: {e}")))?;
+    match out.status.success() {
+        true => Ok(out.stdout),
+        false => Err(Fatal::fail(format!(
+            "dpkg-deb {} failed: {}",
+            args.iter().map(|a| a.to_string_lossy()).collect::<Vec<_>>().join(" "),
+            String::from_utf8_lossy(&out.stderr).lines().next().unwrap_or("no message")
+        ))),
     }
 }
 
