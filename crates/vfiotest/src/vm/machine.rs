@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use super::qemu::Qemu;
+use super::qemu::Emulator;
 
 /// One emulated PCI device.
 #[derive(Debug, Clone, Copy)]
@@ -110,7 +110,7 @@ const HUGEPAGES: &str = "hugepagesz=1G hugepages=1 hugepagesz=2M hugepages=64";
 pub const MEMORY: &str = "4G";
 
 /// The QEMU command that boots `kernel` with `initrd` on the default topology.
-pub fn qemu_command(qemu: &Qemu, accel: Accel, kernel: &Path, initrd: &Path, extra_cmdline: &str) -> Command {
+pub fn qemu_command(qemu: &Emulator, accel: Accel, kernel: &Path, initrd: &Path, extra_cmdline: &str) -> Command {
     let mut cmd = Command::new(&qemu.binary);
     cmd.args(qemu.firmware_args());
     match accel {
@@ -167,7 +167,7 @@ mod tests {
 
     #[test]
     fn command_line_places_each_device() {
-        let qemu = Qemu { binary: "qemu".into(), firmware: vec!["/fw".into()], version: String::new() };
+        let qemu = Emulator { binary: "qemu".into(), firmware: vec!["/fw".into()], version: String::new() };
         let cmd = qemu_command(&qemu, Accel::Tcg, Path::new("bz"), Path::new("rd"), "");
         let args: Vec<_> = cmd.get_args().map(|a| a.to_string_lossy().into_owned()).collect();
         assert_eq!(args[..2], ["-L", "/fw"]);

@@ -90,7 +90,7 @@ pub fn main(args: &VmArgs) -> Result<i32, Fatal> {
         None => kernel::ensure(&cache)?,
     };
     let qemu = match &args.qemu {
-        Some(path) => qemu::Qemu::at(path)?,
+        Some(path) => qemu::Emulator::at(path)?,
         None => qemu::ensure(&cache)?,
     };
     eprintln!("[vm] {} ({})", qemu.version, qemu.binary.display());
@@ -183,7 +183,7 @@ enum BootEnd {
 
 /// What a boot runs: the emulator, the guest kernel and the initramfs.
 struct Launch<'a> {
-    qemu: &'a qemu::Qemu,
+    qemu: &'a qemu::Emulator,
     kernel: &'a Path,
     initrd: &'a Path,
 }

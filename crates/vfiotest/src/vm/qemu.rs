@@ -20,7 +20,7 @@ const PACKAGES: &[&str] = &["qemu-system-x86", "qemu-system-common", "qemu-syste
 
 /// A QEMU to run: the binary and the firmware directories it needs (`-L`).
 #[derive(Debug, Clone)]
-pub struct Qemu {
+pub struct Emulator {
     pub binary: PathBuf,
     pub firmware: Vec<PathBuf>,
     /// What `--version` printed first, e.g. "QEMU emulator version 10.0.2 (Debian ...)".
@@ -31,7 +31,7 @@ pub struct Qemu {
 /// the VM on a DMA that ends at its buffer's last byte, which the edu driver does.
 const OLDEST: (u32, u32, u32) = (8, 2, 1);
 
-impl Qemu {
+impl Emulator {
     /// A QEMU the user named: it finds its own firmware.
     pub fn at(binary: &Path) -> Result<Self, Fatal> {
         let version = version_of(binary, &[])?;
@@ -61,7 +61,7 @@ fn root(cache: &Path) -> PathBuf {
 
 /// The cached QEMU 10, downloading and unpacking it (and installing its libraries) first if
 /// needed.
-pub fn ensure(cache: &Path) -> Result<Qemu, Fatal> {
+pub fn ensure(cache: &Path) -> Result<Emulator, Fatal> {
     let root = root(cache);
     let ready = root.join(".unpacked");
     let debs = cache.join("debs");
@@ -83,7 +83,7 @@ pub fn ensure(cache: &Path) -> Result<Qemu, Fatal> {
     let binary = root.join("usr/bin/qemu-system-x86_64");
     let firmware = vec![root.join("usr/share/qemu"), root.join("usr/share/seabios")];
     let version = version_of(&binary, &firmware)?;
-    Ok(Qemu { binary, firmware, version })
+    Ok(Emulator { binary, firmware, version })
 }
 
 /// `(major, minor, micro)` from "QEMU emulator version 10.0.2 (Debian ...)".
