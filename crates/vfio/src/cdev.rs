@@ -20,7 +20,7 @@ impl Iommufd {
     /// Opens `/dev/iommu`.
     ///
     /// # Errors
-    /// [`Error::Unsupported`] if the kernel lacks iommufd.
+    /// [`Error::Unsupported`](crate::Error::Unsupported) if the kernel lacks iommufd.
     pub fn open() -> Result<Self> {
         Ok(Self { fd: node::open_iommufd()? })
     }
@@ -51,7 +51,7 @@ impl DeviceCdev {
     /// Opens the cdev of `bdf`.
     ///
     /// # Errors
-    /// [`Error::Unsupported`] without VFIO cdevs; the device errors of [`Sysfs`].
+    /// [`Error::Unsupported`](crate::Error::Unsupported) without VFIO cdevs; the device errors of [`Sysfs`].
     pub fn open(bdf: Bdf) -> Result<Self> {
         let sysfs = Sysfs::system();
         sysfs.ensure_vfio_bound(bdf)?;

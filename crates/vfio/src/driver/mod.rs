@@ -2,7 +2,7 @@
 //!
 //! The interface is upstream's `vfio_pci_driver_ops`: probe, init, remove, memcpy start/wait
 //! and send_msi. A driver is one file in this folder that exports a [`Registration`], plus its
-//! name in the [`drivers!`] line below. Upstream also drives Intel DSA and IOAT and NVIDIA's
+//! name in the `drivers!` line below. Upstream also drives Intel DSA and IOAT and NVIDIA's
 //! Falcon engine; QEMU emulates none of them, so they are not ported (see the README).
 
 use std::sync::Arc;

@@ -22,6 +22,48 @@ pub fn cached_path(cache: &Path) -> PathBuf {
     cache.join("kernels").join(format!("linux-7.3-{key}")).join("bzImage")
 }
 
+/// Where an x86 boot image keeps its setup header's magic, "HdrS" (Documentation/arch/x86/boot.rst).
+const HDRS_OFFSET: usize = 0x202;
+
+/// `path` if it is an x86 bzImage (it has the boot protocol's "HdrS" magic), else a one-line
+/// error: QEMU's own complaint about a non-kernel ("linux kernel too old to load a ram disk")
+/// says nothing useful.
+pub fn check_bzimage(path: &Path) -> Result<PathBuf, Fatal> {
+    let mut head = [0u8; HDRS_OFFSET + 4];
+    let read = File::open(path).and_then(|mut f| std::io::Read::read_exact(&mut f, &mut head));
+    match read {
+        Ok(()) if &head[HDRS_OFFSET..] == b"HdrS" => Ok(path.to_owned()),
+        Ok(()) => Err(not_a_bzimage(path)),
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Err(not_a_bzimage(path)),
+        Err(e) => Err(Fatal::fail(format!("kernel {}: {e}", path.display()))),
+    }
+}
+
+fn not_a_bzimage(path: &Path) -> Fatal {
+    Fatal::fail(format!(
+        "{} is not a bzImage (no \"HdrS\" boot header at 0x202); pass arch/x86/boot/bzImage",
+        path.display()
+    ))
+}
+
+/// Disk the kernel source and build take in the cache, with room to spare.
+const BUILD_SPACE: u64 = 8 << 30;
+
+/// Fails with one line naming the cache and the space needed if the build can't fit.
+fn ensure_space(cache: &Path) -> Result<(), Fatal> {
+    let stat = rustix::fs::statvfs(cache).map_err(|e| Fatal::fail(format!("statvfs {}: {e}", cache.display())))?;
+    let free = stat.f_bavail * stat.f_frsize;
+    match free >= BUILD_SPACE {
+        true => Ok(()),
+        false => Err(Fatal::fail(format!(
+            "building the guest kernel needs {} GiB free in {}, which has {:.1} GiB",
+            BUILD_SPACE >> 30,
+            cache.display(),
+            free as f64 / f64::from(1u32 << 30)
+        ))),
+    }
+}
+
 /// Returns the cached kernel, building it first if needed (about 12 minutes on 2 cores).
 /// Concurrent callers wait for one build.
 pub fn ensure(cache: &Path) -> Result<PathBuf, Fatal> {
@@ -41,6 +83,7 @@ pub fn ensure(cache: &Path) -> Result<PathBuf, Fatal> {
     if bzimage.exists() {
         return Ok(bzimage);
     }
+    ensure_space(cache)?;
     let src_cache = cache.join("kernel-src");
     let deb = super::apt::download(cache, "trixie-backports", &["linux-source-7.3"], &src_cache)?.remove(0);
     let fragment = dir.join("guest.config");
@@ -61,4 +104,26 @@ pub fn ensure(cache: &Path) -> Result<PathBuf, Fatal> {
         return Err(Fatal::fail("guest kernel build failed (see the [kernel] lines above)"));
     }
     Ok(bzimage)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_bzimage_passes_the_check() {
+        let dir = std::env::temp_dir().join(format!("vfiotest-bzimage-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let mut image = vec![0u8; 0x400];
+        image[HDRS_OFFSET..HDRS_OFFSET + 4].copy_from_slice(b"HdrS");
+        fs::write(dir.join("bzImage"), &image).unwrap();
+        fs::write(dir.join("vmlinux.txt"), b"not a kernel").unwrap();
+        assert!(check_bzimage(&dir.join("bzImage")).is_ok());
+        let err = check_bzimage(&dir.join("vmlinux.txt")).unwrap_err().message;
+        assert!(err.contains("is not a bzImage"), "{err}");
+        let err = check_bzimage(&dir.join("missing")).unwrap_err().message;
+        assert!(err.contains("No such file"), "{err}");
+        assert!(check_bzimage(&dir).unwrap_err().message.contains("Is a directory"));
+        fs::remove_dir_all(&dir).unwrap();
+    }
 }

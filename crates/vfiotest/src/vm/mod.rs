@@ -17,8 +17,9 @@ use std::collections::VecDeque;
 use std::fs;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
-use std::sync::mpsc;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock, mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -85,8 +86,7 @@ pub fn main(args: &VmArgs) -> Result<i32, Fatal> {
     let build_kernel = args.kernel.is_none() && !kernel::cached_path(&cache).exists();
     provision::ensure(build_kernel)?;
     let kernel = match &args.kernel {
-        Some(k) if k.exists() => k.clone(),
-        Some(k) => return Err(Fatal::fail(format!("kernel {} does not exist", k.display()))),
+        Some(k) => kernel::check_bzimage(k)?,
         None => kernel::ensure(&cache)?,
     };
     let qemu = match &args.qemu {
@@ -119,9 +119,31 @@ pub fn main(args: &VmArgs) -> Result<i32, Fatal> {
     };
     let program = args.run_args.first().map(String::as_str).unwrap_or("vfiotest");
     let mut console = Console::new(program);
-    let log_path = cache.join("last-console.log");
+    let log_path = console_log(&cache)?;
     let outcome = boot(args, &launch, accel, &log_path, &mut console)?;
     finish(args, accel, &console, outcome, &log_path)
+}
+
+/// How many console logs of earlier runs are kept.
+const KEPT_LOGS: usize = 20;
+
+/// This run's own console log, `consoles/<unix time>-<pid>.log` (runs at once don't share one),
+/// with `last-console.log` pointing at it. The oldest logs beyond [`KEPT_LOGS`] go.
+fn console_log(cache: &Path) -> Result<PathBuf, Fatal> {
+    let dir = cache.join("consoles");
+    fs::create_dir_all(&dir).map_err(|e| Fatal::fail(format!("{}: {e}", dir.display())))?;
+    let mut old: Vec<PathBuf> =
+        fs::read_dir(&dir).into_iter().flatten().filter_map(|e| e.ok()).map(|e| e.path()).collect();
+    old.sort();
+    for stale in old.iter().rev().skip(KEPT_LOGS - 1) {
+        let _ = fs::remove_file(stale);
+    }
+    let since_epoch = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let path = dir.join(format!("{}-{}.log", since_epoch.as_secs(), std::process::id()));
+    let last = cache.join("last-console.log");
+    let _ = fs::remove_file(&last);
+    let _ = std::os::unix::fs::symlink(&path, &last);
+    Ok(path)
 }
 
 fn select_devices(wanted: &[String]) -> Result<Vec<&'static str>, Fatal> {
@@ -179,6 +201,8 @@ enum BootEnd {
     Silent,
     /// The KVM probe saw init.
     ProbeOk,
+    /// We were told to stop (SIGINT, SIGTERM or SIGHUP).
+    Signal(i32),
 }
 
 /// What a boot runs: the emulator, the guest kernel and the initramfs.
@@ -189,7 +213,11 @@ struct Launch<'a> {
 }
 
 fn spawn_qemu(launch: &Launch, accel: Accel, cmdline: &str) -> Result<(Qemu, mpsc::Receiver<String>), Fatal> {
-    let mut cmd = machine::qemu_command(launch.qemu, accel, launch.kernel, launch.initrd, cmdline);
+    catch_stop_signals()?;
+    let qemu = machine::qemu_command(launch.qemu, accel, launch.kernel, launch.initrd, cmdline);
+    // If we die without a chance to clean up (SIGKILL), the kernel kills QEMU too.
+    let mut cmd = Command::new("setpriv");
+    cmd.args(["--pdeathsig", "KILL", "--"]).arg(qemu.get_program()).args(qemu.get_args());
     let mut child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -264,6 +292,9 @@ fn follow(
             }
             Err(mpsc::RecvTimeoutError::Timeout) => {}
         }
+        if let Some(signal) = stop_requested() {
+            return BootEnd::Signal(signal);
+        }
         if Instant::now() >= deadline {
             return BootEnd::Timeout;
         }
@@ -271,6 +302,42 @@ fn follow(
             return BootEnd::Silent;
         }
     }
+}
+
+/// The signals that stop a run: QEMU is killed (by `Qemu`'s drop) and the console's tail shown.
+const STOP_SIGNALS: [i32; 3] = [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM, signal_hook::consts::SIGHUP];
+
+/// Set to the number of the first stop signal received, once they are caught.
+static STOP: OnceLock<Arc<AtomicUsize>> = OnceLock::new();
+
+/// From the first boot on, a stop signal is caught instead of killing us outright, so that QEMU
+/// never outlives the run.
+fn catch_stop_signals() -> Result<(), Fatal> {
+    if STOP.get().is_some() {
+        return Ok(());
+    }
+    let flag = Arc::new(AtomicUsize::new(0));
+    for signal in STOP_SIGNALS {
+        signal_hook::flag::register_usize(signal, Arc::clone(&flag), signal as usize)
+            .map_err(|e| Fatal::fail(format!("catching signal {signal}: {e}")))?;
+    }
+    let _ = STOP.set(flag);
+    Ok(())
+}
+
+fn signal_name(signal: i32) -> &'static str {
+    match signal {
+        signal_hook::consts::SIGINT => "SIGINT",
+        signal_hook::consts::SIGTERM => "SIGTERM",
+        signal_hook::consts::SIGHUP => "SIGHUP",
+        _ => "signal",
+    }
+}
+
+/// The stop signal received, if any.
+fn stop_requested() -> Option<i32> {
+    let signal = STOP.get()?.load(Ordering::Relaxed);
+    (signal != 0).then_some(signal as i32)
 }
 
 struct BootOutcome {
@@ -333,6 +400,7 @@ fn finish(args: &VmArgs, accel: Accel, console: &Console, outcome: BootOutcome, 
     let (pass, skip, fail) = console.counts();
     let problem = match (&console.fatal, &outcome.end, console.exit_code) {
         (Some(fatal), _, _) => Some(format!("the guest kernel failed: {fatal}")),
+        (None, BootEnd::Signal(signal), _) => Some(format!("stopped by signal {signal} ({})", signal_name(*signal))),
         (None, BootEnd::Timeout, _) => Some(format!("the run took longer than {} s", args.timeout)),
         (None, BootEnd::Silent, _) => Some(format!("the guest hung: no console output for {} s", args.silence)),
         (None, _, None) => Some("the guest stopped before the suite finished".to_owned()),
@@ -351,7 +419,12 @@ fn finish(args: &VmArgs, accel: Accel, console: &Console, outcome: BootOutcome, 
             eprintln!("{line}");
         }
         eprintln!("[vm] ----");
-        return Err(Fatal::fail(problem));
+        // A stopped run exits as the shell reports a death by that signal: 128 + its number.
+        let code = match outcome.end {
+            BootEnd::Signal(signal) => 128 + signal,
+            _ => KSFT_FAIL,
+        };
+        return Err(Fatal { code, message: problem });
     }
     let guest_code = console.exit_code.unwrap_or(KSFT_FAIL);
     let accel = accel.label();

@@ -14,6 +14,8 @@ struct Need {
 /// What booting the machine needs.
 /// (QEMU itself comes from bookworm-backports, see `qemu.rs`.)
 const RUN: &[Need] = &[
+    // Runs QEMU with a parent-death signal, so it can't outlive us.
+    Need { path: "/usr/bin/setpriv", package: "util-linux" },
     // The static build: the dynamic `busybox` package would not run in the initramfs.
     Need { path: "/bin/busybox", package: "busybox-static" },
 ];
