@@ -120,7 +120,7 @@ ok 1 selftests: vfio: demo
 # # PASSED: 1 / 1 tests passed.
 # # 1 skipped test(s) detected. Consider enabling relevant config options to improve coverage.
 # # Totals: pass:0 fail:0 xfail:0 xpass:0 skip:1 error:0
-ok 2 selftests: vfio: demo 2 # SKIP
+ok 2 selftests: vfio: demo 2
 ";
     assert_eq!(out, nested);
 

@@ -5,7 +5,7 @@ use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use ksft::{Outcome, Test, Verdict, ensure};
+use ksft::{Outcome, Test, Verdict};
 use vfio::{Bdf, Iommu, IommuMode};
 
 use super::{OrSkip, mode_variants, open_with_bars};
@@ -74,6 +74,5 @@ fn init(t: &mut PerfFixture) -> Outcome {
     println!("Min init time (per device): {}", secs(min));
     println!("Max init time (per device): {}", secs(max));
     println!("Avg init time (per device): {}", secs(avg));
-    ensure!(min <= max, "timing is inconsistent");
     Ok(())
 }

@@ -1,6 +1,8 @@
 //! Reading the guest's serial console: markers from our init, TAP from vfiotest, and signs
 //! that the kernel died.
 
+use std::time::Instant;
+
 use ksft::{TapLine, parse_line};
 use serde::Serialize;
 
@@ -30,7 +32,7 @@ fn is_kernel_message(line: &str) -> bool {
 }
 
 /// One test's verdict.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct TestResult {
     /// The program, e.g. `vfio_dma_mapping_mmio_test 0000:00:03.0`.
     pub program: String,
@@ -40,7 +42,13 @@ pub struct TestResult {
     pub verdict: &'static str,
     /// The SKIP reason or failure note.
     pub reason: String,
+    /// Seconds from the test's `RUN` line (or the program's header) to its result line, as the
+    /// host saw them arrive: the test's time in the guest plus console latency.
+    pub duration_s: f64,
 }
+
+/// What kselftest_harness prints as a test starts: `#  RUN           fixture.variant.test ...`.
+const RUN_MARK: &str = " RUN           ";
 
 /// The `test` of a result that is a whole program's verdict.
 pub const PROGRAM_VERDICT: &str = "(program)";
@@ -85,6 +93,11 @@ pub struct Console {
     pub fatal: Option<String>,
     /// What the suite left behind that it should have removed (e.g. VFs).
     pub left_behind: Vec<String>,
+    /// When the line being read arrived.
+    now: Instant,
+    /// When the current test's `RUN` line arrived, and the current program's header.
+    test_started: Option<Instant>,
+    program_started: Option<Instant>,
 }
 
 impl Console {
@@ -99,11 +112,20 @@ impl Console {
             exit_code: None,
             fatal: None,
             left_behind: Vec::new(),
+            now: Instant::now(),
+            test_started: None,
+            program_started: None,
         }
     }
 
-    /// Takes one console line (without its newline).
+    /// Takes one console line (without its newline), arriving now.
     pub fn feed(&mut self, raw: &str) -> Event {
+        self.feed_at(raw, Instant::now())
+    }
+
+    /// Takes one console line (without its newline) that arrived at `at`.
+    pub fn feed_at(&mut self, raw: &str, at: Instant) -> Event {
+        self.now = at;
         let line = raw.trim_end_matches('\r');
         if FATAL_PATTERNS.iter().any(|p| line.contains(p)) {
             if self.fatal.is_none() {
@@ -119,9 +141,13 @@ impl Console {
         }
         match parse_line(line) {
             Some(TapLine::Comment(text)) => {
+                if text.contains(RUN_MARK) {
+                    self.test_started = Some(self.now);
+                }
                 if let Some(program) = text.strip_prefix("selftests: vfio: ") {
                     self.nested = true;
                     self.program = program.to_owned();
+                    self.program_started = Some(self.now);
                 } else if self.nested
                     && let Some(TapLine::Result { ok, name, directive, reason, .. }) =
                         line.strip_prefix("# ").and_then(parse_line)
@@ -153,6 +179,7 @@ impl Console {
     fn marker(&mut self, note: &str) -> Event {
         if note == "begin" {
             self.phase = Phase::Testing;
+            self.program_started = Some(self.now);
             return Event::Note(note.to_owned());
         }
         if note == "probe-ok" {
@@ -178,7 +205,20 @@ impl Console {
             (true, _) => "pass",
             (false, _) => "fail",
         };
-        self.results.push(TestResult { program: self.program.clone(), test: name, verdict, reason });
+        let started = match name == PROGRAM_VERDICT {
+            true => self.program_started,
+            false => self.test_started.take(),
+        };
+        let duration_s = started.map_or(0.0, |t| self.now.duration_since(t).as_secs_f64());
+        self.results.push(TestResult { program: self.program.clone(), test: name, verdict, reason, duration_s });
+    }
+
+    /// The `n` tests (not whole programs) that took longest, slowest first.
+    pub fn slowest(&self, n: usize) -> Vec<&TestResult> {
+        let mut tests: Vec<&TestResult> = self.results.iter().filter(|r| r.test != PROGRAM_VERDICT).collect();
+        tests.sort_by(|a, b| b.duration_s.total_cmp(&a.duration_s));
+        tests.truncate(n);
+        tests
     }
 
     /// Counts of (pass, skip, fail) over all results; xfail counts as pass, xpass as fail.
@@ -194,6 +234,7 @@ impl Console {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     fn feed_all(console: &mut Console, text: &str) -> Vec<Event> {
         text.lines().map(|l| console.feed(l)).collect()
@@ -247,6 +288,30 @@ mod tests {
         );
         assert_eq!(c.counts(), (1, 0, 1), "program verdicts don't count twice");
         assert_eq!(c.exit_code, Some(1));
+    }
+
+    #[test]
+    fn durations_run_from_run_line_to_result() {
+        let mut c = Console::new("unused");
+        let t0 = Instant::now();
+        let at = |ms| t0 + Duration::from_millis(ms);
+        let lines = [
+            (0, "vfiotest-vm: begin"),
+            (0, "TAP version 13"),
+            (10, "# selftests: vfio: prog 0000:00:03.0"),
+            (20, "# #  RUN           f.v.slow ..."),
+            (2020, "# ok 1 f.v.slow"),
+            (2030, "# #  RUN           f.v.quick ..."),
+            (2080, "# ok 2 f.v.quick # SKIP no"),
+            (2090, "ok 1 selftests: vfio: prog 0000:00:03.0"),
+        ];
+        for (ms, line) in lines {
+            c.feed_at(line, at(ms));
+        }
+        let got: Vec<_> = c.results.iter().map(|r| (r.test.as_str(), (r.duration_s * 1000.0).round() as u64)).collect();
+        assert_eq!(got, [("f.v.slow", 2000), ("f.v.quick", 50), (PROGRAM_VERDICT, 2080)]);
+        let slowest: Vec<_> = c.slowest(5).iter().map(|r| r.test.as_str()).collect();
+        assert_eq!(slowest, ["f.v.slow", "f.v.quick"], "whole programs are not tests");
     }
 
     #[test]

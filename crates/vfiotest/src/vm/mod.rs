@@ -63,6 +63,9 @@ pub struct VmArgs {
     /// Show the whole guest console, not just the suite's output.
     #[arg(long)]
     verbose: bool,
+    /// At the end, list the N tests that took longest.
+    #[arg(long, value_name = "N")]
+    slowest: Option<usize>,
     /// Arguments for `vfiotest run` in the guest: a program name and kselftest filters.
     #[arg(last = true, value_name = "RUN ARGS")]
     run_args: Vec<String>,
@@ -425,6 +428,12 @@ fn finish(args: &VmArgs, accel: Accel, console: &Console, outcome: BootOutcome, 
             _ => KSFT_FAIL,
         };
         return Err(Fatal { code, message: problem });
+    }
+    if let Some(n) = args.slowest {
+        eprintln!("[vm] the {n} slowest tests:");
+        for r in console.slowest(n) {
+            eprintln!("[vm] {:>8.2} s  {}  {}", r.duration_s, r.program, r.test);
+        }
     }
     let guest_code = console.exit_code.unwrap_or(KSFT_FAIL);
     let accel = accel.label();
