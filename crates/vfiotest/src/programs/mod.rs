@@ -8,9 +8,10 @@ mod pci_device;
 mod pci_driver;
 mod sriov_uapi;
 
-use ksft::{Program, Refusal, Tap, Test, Verdict};
+use ksft::{Program, Refusal, Tap, Test, Verdict, ensure};
 use std::any::Any;
 use std::sync::Arc;
+use vfio::pci::{VFIO_PCI_CONFIG_REGION_INDEX, VFIO_PCI_MSI_IRQ_INDEX, VFIO_PCI_MSIX_IRQ_INDEX};
 use vfio::{BarMapping, Bdf, Device, Iommu, IommuMode, IovaAllocator};
 
 /// A test program: upstream's name and how to build its tests.
@@ -137,6 +138,14 @@ impl DeviceFixture {
     pub fn open(bdf: Bdf, mode: IommuMode) -> Result<Self, Verdict> {
         let iommu = Iommu::open(mode).or_skip()?;
         let (device, bars) = open_with_bars(bdf, &iommu).or_skip()?;
+        // Upstream's device setup checks these for every test: VFIO never offers config space
+        // for mmap(), and the MSI and MSI-X IRQ infos can be read.
+        let config = device
+            .region(VFIO_PCI_CONFIG_REGION_INDEX)
+            .ok_or_else(|| Verdict::Fail(format!("{bdf} has no config space region")))?;
+        ensure!(!config.mmappable(), "PCI config space of {bdf} should not support mmap()");
+        device.irq_info(VFIO_PCI_MSI_IRQ_INDEX)?;
+        device.irq_info(VFIO_PCI_MSIX_IRQ_INDEX)?;
         let iova = IovaAllocator::new(iommu.iova_ranges()?)?;
         Ok(Self { bars, device, iommu, iova })
     }

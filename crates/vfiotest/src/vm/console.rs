@@ -48,7 +48,7 @@ pub struct TestResult {
 }
 
 /// What kselftest_harness prints as a test starts: `#  RUN           fixture.variant.test ...`.
-const RUN_MARK: &str = " RUN           ";
+const RUN_MARK: &str = "#  RUN           ";
 
 /// The `test` of a result that is a whole program's verdict.
 pub const PROGRAM_VERDICT: &str = "(program)";
@@ -141,7 +141,7 @@ impl Console {
         }
         match parse_line(line) {
             Some(TapLine::Comment(text)) => {
-                if text.contains(RUN_MARK) {
+                if line.contains(RUN_MARK) {
                     self.test_started = Some(self.now);
                 }
                 if let Some(program) = text.strip_prefix("selftests: vfio: ") {
@@ -288,6 +288,16 @@ mod tests {
         );
         assert_eq!(c.counts(), (1, 0, 1), "program verdicts don't count twice");
         assert_eq!(c.exit_code, Some(1));
+    }
+
+    #[test]
+    fn durations_of_a_single_program() {
+        let mut c = Console::new("p");
+        let t0 = Instant::now();
+        c.feed_at("vfiotest-vm: begin", t0);
+        c.feed_at("#  RUN           f.v.t ...", t0 + Duration::from_millis(5));
+        c.feed_at("ok 1 f.v.t", t0 + Duration::from_millis(1505));
+        assert_eq!(c.results[0].duration_s, 1.5);
     }
 
     #[test]
