@@ -3,6 +3,9 @@
 #
 # usage: build-kernel.sh CACHE_DIR LINUX_SOURCE_DEB FRAGMENT OUT_BZIMAGE
 #
+# FRAGMENT is merged over `make allnoconfig`, so the kernel has what it names and what that
+# needs, and nothing else: a few minutes to build instead of defconfig's quarter of an hour.
+#
 # `vfiotest vm` downloads the package (with a private apt state, so the machine's own sources
 # stay as they are), embeds this script, and keys OUT_BZIMAGE by source version and fragment
 # hash, so it only runs when one of those changes. The unpacked tree and the build directory are
@@ -37,8 +40,7 @@ mkdir -p "$build"
 exec 9>"$build/.lock"
 flock 9
 say "configuring in $build"
-make -s -C "$src" O="$build" defconfig >&2
-make -s -C "$src" O="$build" kvm_guest.config >&2
+make -s -C "$src" O="$build" allnoconfig >&2
 "$src"/scripts/kconfig/merge_config.sh -m -O "$build" "$build/.config" "$fragment" >/dev/null
 make -s -C "$src" O="$build" olddefconfig >&2
 

@@ -13,12 +13,15 @@ use crate::Fatal;
 
 /// The build script and config fragment, embedded so the binary alone can build its kernel.
 const BUILD_SCRIPT: &str = include_str!("../../../../vm/build-kernel.sh");
+/// What any guest needs to boot (merged first), then what the suite needs.
+const BASE: &str = include_str!("../../../../vm/guest-base.config");
 const FRAGMENT: &str = include_str!("../../../../vm/guest.config");
 
 /// Where the kernel built from the current script and fragment lives.
 pub fn cached_path(cache: &Path) -> PathBuf {
     let mut hash = Sha256::new();
     hash.update(BUILD_SCRIPT);
+    hash.update(BASE);
     hash.update(FRAGMENT);
     let key: String = hash.finalize().iter().take(6).map(|b| format!("{b:02x}")).collect();
     cache.join("kernels").join(format!("linux-7.3-{key}")).join("bzImage")
@@ -67,8 +70,8 @@ fn ensure_space(cache: &Path) -> Result<(), Fatal> {
 }
 
 /// How many objects a build of our config makes from scratch, for the first build's estimate
-/// (7.3.4, defconfig + kvm_guest.config + the fragment).
-const TYPICAL_OBJECTS: u64 = 3400;
+/// (7.3.4, allnoconfig + guest-base.config + guest.config).
+const TYPICAL_OBJECTS: u64 = 1800;
 
 /// Reads the build script's progress lines and says, now and then, how far the build is.
 struct Progress {
@@ -117,7 +120,7 @@ fn minutes(seconds: f64) -> String {
     }
 }
 
-/// Returns the cached kernel, building it first if needed (12 to 17 minutes on 2 cores).
+/// Returns the cached kernel, building it first if needed (about 5 minutes on 2 cores).
 /// Concurrent callers wait for one build.
 pub fn ensure(cache: &Path) -> Result<PathBuf, Fatal> {
     let bzimage = cached_path(cache);
@@ -140,7 +143,8 @@ pub fn ensure(cache: &Path) -> Result<PathBuf, Fatal> {
     let src_cache = cache.join("kernel-src");
     let deb = super::apt::download(cache, "trixie-backports", &["linux-source-7.3"], &src_cache)?.remove(0);
     let fragment = dir.join("guest.config");
-    fs::write(&fragment, FRAGMENT).map_err(|e| Fatal::fail(format!("{}: {e}", fragment.display())))?;
+    fs::write(&fragment, format!("{BASE}{FRAGMENT}"))
+        .map_err(|e| Fatal::fail(format!("{}: {e}", fragment.display())))?;
     eprintln!("[kernel] building the guest kernel into {} (once; cached after)", dir.display());
     let mut build = Command::new("bash")
         .arg("-c")
@@ -184,8 +188,8 @@ mod tests {
         // A first build only has the typical count, and says so.
         let mut first = Progress::new(t0);
         first.feed("previous-objects 0", t0);
-        let report = (1..=170).filter_map(|_| first.feed("  CC x", t0 + std::time::Duration::from_secs(60))).last();
-        assert_eq!(report.unwrap(), " 5 % (170 of ~3400 objects), about 19 min left");
+        let report = (1..=90).filter_map(|_| first.feed("  CC x", t0 + std::time::Duration::from_secs(60))).last();
+        assert_eq!(report.unwrap(), " 5 % (90 of ~1800 objects), about 19 min left");
     }
 
     #[test]
