@@ -109,8 +109,10 @@ fn kernel_source() -> Option<PathBuf> {
     if let Some(dir) = std::env::var_os("VFIOTEST_KERNEL_SRC") {
         return Some(PathBuf::from(dir));
     }
+    // The same places `vfiotest vm` keeps its cache, in the same order.
     let cache = std::env::var_os("VFIOTEST_CACHE")
         .map(PathBuf::from)
+        .or_else(|| std::env::var_os("XDG_CACHE_HOME").map(|d| PathBuf::from(d).join("vfiotest")))
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/vfiotest")))?;
     let mut trees: Vec<_> = std::fs::read_dir(cache.join("kernel-src"))
         .ok()?

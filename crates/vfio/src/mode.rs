@@ -27,6 +27,12 @@ impl IommuMode {
     pub const ALL: [IommuMode; 5] =
         [Self::VfioType1, Self::VfioType1v2, Self::IommufdCompatType1, Self::IommufdCompatType1v2, Self::Iommufd];
 
+    /// The order a user who doesn't care about the mode should try them in: upstream's default,
+    /// native iommufd, first; then iommufd's container emulation and the legacy container, type1v2
+    /// before type1 (a stock distribution kernel may lack iommufd and VFIO cdevs).
+    pub const PREFERENCE: [IommuMode; 5] =
+        [Self::Iommufd, Self::IommufdCompatType1v2, Self::VfioType1v2, Self::IommufdCompatType1, Self::VfioType1];
+
     /// The upstream name, e.g. `vfio_type1v2_iommu`.
     pub const fn name(self) -> &'static str {
         match self {
@@ -90,6 +96,16 @@ impl FromStr for IommuMode {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn preference_is_every_mode_once_upstreams_default_first() {
+        let mut preferred = IommuMode::PREFERENCE.to_vec();
+        assert_eq!(preferred[0], IommuMode::Iommufd, "upstream's default_iommu_mode");
+        preferred.sort_by_key(|m| m.name());
+        let mut all = IommuMode::ALL.to_vec();
+        all.sort_by_key(|m| m.name());
+        assert_eq!(preferred, all);
+    }
 
     #[test]
     fn names_round_trip() {

@@ -134,6 +134,26 @@ pub struct DeviceFixture {
 }
 
 impl DeviceFixture {
+    /// Opens `bdf` in the first mode of [`IommuMode::PREFERENCE`] that this kernel and device
+    /// offer, for programs whose subject is not the mode. Upstream uses native iommufd and fails
+    /// without it; here a fallback is printed, and only if no mode works is it a SKIP.
+    pub fn open_best(bdf: Bdf) -> Result<Self, Verdict> {
+        let mut missing = Vec::new();
+        for mode in IommuMode::PREFERENCE {
+            match Self::open(bdf, mode) {
+                Ok(fixture) => {
+                    if !missing.is_empty() {
+                        println!("Using IOMMU mode {mode}: {}", missing.join("; "));
+                    }
+                    return Ok(fixture);
+                }
+                Err(Verdict::Skip(reason)) => missing.push(format!("{mode}: {reason}")),
+                Err(fail) => return Err(fail),
+            }
+        }
+        Err(Verdict::Skip(format!("no IOMMU mode works here ({})", missing.join("; "))))
+    }
+
     /// Opens `bdf` in `mode`; a mode the kernel lacks is a SKIP.
     pub fn open(bdf: Bdf, mode: IommuMode) -> Result<Self, Verdict> {
         let iommu = Iommu::open(mode).or_skip()?;

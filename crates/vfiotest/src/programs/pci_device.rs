@@ -1,5 +1,5 @@
-//! `vfio_pci_device_test`: config space, BARs, reset and interrupts of one device, in the
-//! default mode (native iommufd, as upstream).
+//! `vfio_pci_device_test`: config space, BARs, reset and interrupts of one device, in the best
+//! mode the kernel has (native iommufd, upstream's default, where it exists).
 
 use std::time::Duration;
 
@@ -9,12 +9,10 @@ use vfio::pci::{
     VFIO_PCI_MSIX_IRQ_INDEX,
 };
 use vfio::sysfs::Sysfs;
-use vfio::{Bdf, Errno, IommuMode};
+use vfio::{Bdf, Errno};
 
 use super::DeviceFixture;
 
-/// The mode upstream's device tests use when none is given.
-const DEFAULT_MODE: IommuMode = IommuMode::Iommufd;
 /// At most this many vectors are exercised, whatever the device has (IRTE limits).
 const MAX_TEST_MSI: u32 = 16;
 
@@ -24,9 +22,8 @@ struct PciFixture {
 }
 
 pub fn tests(bdf: Bdf) -> Vec<Test> {
-    let setup = move |_: &()| -> Result<PciFixture, Verdict> {
-        Ok(PciFixture { bdf, dev: DeviceFixture::open(bdf, DEFAULT_MODE)? })
-    };
+    let setup =
+        move |_: &()| -> Result<PciFixture, Verdict> { Ok(PciFixture { bdf, dev: DeviceFixture::open_best(bdf)? }) };
     let mut tests = ksft::fixture(
         "vfio_pci_device_test",
         &[("", ())],
@@ -34,7 +31,7 @@ pub fn tests(bdf: Bdf) -> Vec<Test> {
         &[("config_space_read_write", config_space_read_write), ("validate_bars", validate_bars), ("reset", reset)],
     );
     let setup = move |&index: &u32| -> Result<(PciFixture, u32), Verdict> {
-        Ok((PciFixture { bdf, dev: DeviceFixture::open(bdf, DEFAULT_MODE)? }, index))
+        Ok((PciFixture { bdf, dev: DeviceFixture::open_best(bdf)? }, index))
     };
     tests.extend(ksft::fixture(
         "vfio_pci_irq_test",

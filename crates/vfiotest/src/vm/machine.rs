@@ -133,9 +133,11 @@ pub fn qemu_command(qemu: &Emulator, accel: Accel, kernel: &Path, initrd: &Path,
         };
     }
     cmd.arg("-kernel").arg(kernel).arg("-initrd").arg(initrd);
-    // vfio-pci enables SR-IOV on a PF it drives only when told to (the igb's VFs).
+    // Timestamps tell kernel messages from the suite's output on the console, whatever the
+    // kernel's CONFIG_PRINTK_TIME. vfio-pci enables SR-IOV on a PF it drives only when told to
+    // (the igb's VFs).
     let cmdline = format!(
-        "console=ttyS0 intel_iommu=on vfio_pci.enable_sriov=1 panic=-1 oops=panic loglevel=4 {HUGEPAGES} {extra_cmdline}"
+        "console=ttyS0 printk.time=1 intel_iommu=on vfio_pci.enable_sriov=1 panic=-1 oops=panic loglevel=4 {HUGEPAGES} {extra_cmdline}"
     );
     cmd.arg("-append").arg(cmdline.trim_end());
     cmd
@@ -173,7 +175,8 @@ mod tests {
         assert_eq!(args[..2], ["-L", "/fw"]);
         let port = args.iter().position(|a| a.starts_with("pcie-root-port,id=rp09,")).unwrap();
         assert_eq!(args[port + 2], "igb,bus=rp09,addr=0x0");
-        assert!(args.iter().any(|a| a.contains("vfio_pci.enable_sriov=1")));
+        let cmdline = args.iter().find(|a| a.starts_with("console=")).unwrap();
+        assert!(cmdline.contains("vfio_pci.enable_sriov=1") && cmdline.contains("printk.time=1"), "{cmdline}");
         assert!(args.contains(&"pci-testdev,membar=0x2000000000,addr=0x03".to_owned()), "{args:?}");
         assert!(args.contains(&"nvme,serial=vfiotest,drive=vfiotest-null,addr=0x07".to_owned()));
         let iommu = args.iter().position(|a| a.starts_with("intel-iommu")).unwrap();
