@@ -1,5 +1,6 @@
 //! An IOMMU context in one of the five modes, and DMA mappings in it.
 
+use std::collections::BTreeMap;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::{Arc, Mutex};
 
@@ -24,6 +25,8 @@ pub struct Iommu {
     ioas: Option<u32>,
     /// Whether `VFIO_SET_IOMMU` has succeeded here; it needs a group attached first.
     type_set: Mutex<bool>,
+    /// What this context has mapped.
+    mapped: Mutex<Mappings>,
 }
 
 impl Iommu {
@@ -58,7 +61,7 @@ impl Iommu {
                 (fd, Some(ioas))
             }
         };
-        Ok(Arc::new(Self { mode, fd, ioas, type_set: Mutex::new(false) }))
+        Ok(Arc::new(Self { mode, fd, ioas, type_set: Mutex::new(false), mapped: Mutex::new(Mappings::default()) }))
     }
 
     /// The mode this context was opened in.
@@ -124,7 +127,19 @@ impl Iommu {
             None => sys::iommu_map_dma(&self.fd, range, iova)
                 .op(|| format!("VFIO_IOMMU_MAP_DMA(vaddr={vaddr:#x}, iova={iova:#x}, size={len:#x})"))?,
         }
+        self.registry().insert(vaddr, len, iova);
         Ok(DmaMapping { iommu: Arc::clone(self), iova, len, mapped: true })
+    }
+
+    /// The IOVA at which `vaddr` is mapped here, if a live mapping made by [`Iommu::map`] holds
+    /// it: upstream's `to_iova()`. The answer comes from this context's own record of its
+    /// mappings, not from the kernel.
+    pub fn to_iova(&self, vaddr: usize) -> Option<u64> {
+        self.registry().to_iova(vaddr)
+    }
+
+    fn registry(&self) -> std::sync::MutexGuard<'_, Mappings> {
+        self.mapped.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Unmaps `[iova, iova + len)`; returns the number of bytes the kernel unmapped.
@@ -132,12 +147,14 @@ impl Iommu {
     /// # Errors
     /// The failing ioctl with its arguments.
     pub fn unmap(&self, iova: u64, len: u64) -> Result<u64> {
-        match self.ioas {
+        let unmapped = match self.ioas {
             Some(ioas) => sys::ioas_unmap(&self.fd, ioas, iova, len)
                 .op(|| format!("IOMMU_IOAS_UNMAP(iova={iova:#x}, length={len:#x})")),
             None => sys::iommu_unmap_dma(&self.fd, iova, len, 0)
                 .op(|| format!("VFIO_IOMMU_UNMAP_DMA(iova={iova:#x}, size={len:#x})")),
-        }
+        }?;
+        self.registry().forget(iova, len);
+        Ok(unmapped)
     }
 
     /// Unmaps everything; returns the number of bytes unmapped.
@@ -145,11 +162,13 @@ impl Iommu {
     /// # Errors
     /// The failing ioctl.
     pub fn unmap_all(&self) -> Result<u64> {
-        match self.ioas {
+        let unmapped = match self.ioas {
             Some(ioas) => sys::ioas_unmap(&self.fd, ioas, 0, u64::MAX).op(|| "IOMMU_IOAS_UNMAP(all)".into()),
             None => sys::iommu_unmap_dma(&self.fd, 0, 0, VFIO_DMA_UNMAP_FLAG_ALL)
                 .op(|| "VFIO_IOMMU_UNMAP_DMA(VFIO_DMA_UNMAP_FLAG_ALL)".into()),
-        }
+        }?;
+        self.registry().clear();
+        Ok(unmapped)
     }
 }
 
@@ -210,5 +229,54 @@ impl Drop for DmaMapping {
             // Nothing useful can be done with an error here; tests that care call `unmap`.
             let _ = self.iommu.unmap(self.iova, self.len);
         }
+    }
+}
+
+/// A context's record of its own mappings: first vaddr → (length, IOVA).
+#[derive(Debug, Default)]
+struct Mappings(BTreeMap<usize, (u64, u64)>);
+
+impl Mappings {
+    fn insert(&mut self, vaddr: usize, len: u64, iova: u64) {
+        self.0.insert(vaddr, (len, iova));
+    }
+
+    fn to_iova(&self, vaddr: usize) -> Option<u64> {
+        let (&start, &(len, iova)) = self.0.range(..=vaddr).next_back()?;
+        let offset = (vaddr - start) as u64;
+        (offset < len).then_some(iova + offset)
+    }
+
+    /// Forgets the mappings wholly inside `[iova, iova + len)`, which the kernel just unmapped.
+    fn forget(&mut self, iova: u64, len: u64) {
+        let end = iova.saturating_add(len);
+        self.0.retain(|_, &mut (l, i)| !(i >= iova && i.saturating_add(l) <= end));
+    }
+
+    fn clear(&mut self) {
+        self.0.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vaddrs_translate_inside_live_mappings_only() {
+        let mut m = Mappings::default();
+        m.insert(0x7000_0000, 0x2000, 0x10_0000);
+        m.insert(0x7100_0000, 0x1000, 0x20_0000);
+        assert_eq!(m.to_iova(0x7000_0000), Some(0x10_0000));
+        assert_eq!(m.to_iova(0x7000_1fff), Some(0x10_1fff));
+        assert_eq!(m.to_iova(0x7000_2000), None, "one past the end");
+        assert_eq!(m.to_iova(0x6fff_ffff), None, "before the first");
+        m.forget(0x10_0000, 0x1000);
+        assert_eq!(m.to_iova(0x7000_0000), Some(0x10_0000), "a partial unmap leaves the record");
+        m.forget(0x0, 0x10_2000);
+        assert_eq!(m.to_iova(0x7000_0000), None);
+        assert_eq!(m.to_iova(0x7100_0000), Some(0x20_0000));
+        m.clear();
+        assert_eq!(m.to_iova(0x7100_0000), None);
     }
 }

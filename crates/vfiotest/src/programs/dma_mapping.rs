@@ -68,6 +68,7 @@ fn dma_map_unmap((t, variant): &mut (DeviceFixture, MappingVariant)) -> Outcome 
     let iova = t.iova.alloc(size)?;
     let mapping = t.iommu.map(buffer.whole(), iova)?;
     println!("Mapped HVA {:#x} (size {size:#x}) at IOVA {iova:#x}", buffer.addr());
+    ensure_eq!(t.iommu.to_iova(buffer.addr()), Some(iova), "to_iova of the mapped HVA");
 
     let bdf = t.device.bdf();
     match pgtable::lookup(bdf, iova) {
@@ -88,6 +89,7 @@ fn dma_map_unmap((t, variant): &mut (DeviceFixture, MappingVariant)) -> Outcome 
     let unmapped = mapping.unmap()?;
     ensure_eq!(unmapped, size, "bytes unmapped");
     println!("Unmapped IOVA {iova:#x}");
+    ensure_eq!(t.iommu.to_iova(buffer.addr()), None, "to_iova of the HVA after unmap");
     match pgtable::lookup(bdf, iova) {
         Err(e) if e.is_unsupported() => {}
         walk => ensure!(walk?.is_none(), "IOVA {iova:#x} is still in the IOMMU page table after unmap"),
@@ -120,12 +122,14 @@ impl LimitFixture {
 
 fn unmap_range(t: &mut LimitFixture) -> Outcome {
     let mapping = t.dev.iommu.map(t.page(), t.iova)?;
+    ensure_eq!(t.dev.iommu.to_iova(t.page().addr()), Some(t.iova), "to_iova of the mapped page");
     ensure_eq!(mapping.unmap()?, page_size() as u64, "bytes unmapped at IOVA {:#x}", t.iova);
     Ok(())
 }
 
 fn unmap_all(t: &mut LimitFixture) -> Outcome {
     let mapping = t.dev.iommu.map(t.page(), t.iova)?;
+    ensure_eq!(t.dev.iommu.to_iova(t.page().addr()), Some(t.iova), "to_iova of the mapped page");
     let unmapped = t.dev.iommu.unmap_all()?;
     mapping.already_unmapped();
     ensure_eq!(unmapped, page_size() as u64, "bytes unmapped by unmap-all");
