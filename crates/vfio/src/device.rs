@@ -210,6 +210,16 @@ impl Device {
         self.config_write(offset, &value.to_le_bytes())
     }
 
+    /// Sets the bits `set` and clears the bits `clear` of the PCI command register (a
+    /// read-modify-write of config space), e.g. to turn bus mastering on for a driver.
+    ///
+    /// # Errors
+    /// As [`Device::config_read`] and [`Device::config_write`].
+    pub fn update_command(&self, set: u16, clear: u16) -> Result<()> {
+        let command = self.config_read_u16(crate::pci::PCI_COMMAND)?;
+        self.config_write_u16(crate::pci::PCI_COMMAND, (command & !clear) | set)
+    }
+
     fn config_offset(&self) -> Result<u64> {
         self.region(VFIO_PCI_CONFIG_REGION_INDEX)
             .map(|r| r.offset)

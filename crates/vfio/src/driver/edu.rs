@@ -5,11 +5,11 @@
 //! A memcpy is therefore two transfers per 4 KiB: RAM → buffer, then buffer → RAM.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crate::pci::{PCI_COMMAND, PCI_COMMAND_MASTER, PCI_COMMAND_MEMORY, VFIO_PCI_MSI_IRQ_INDEX};
+use crate::pci::{PCI_COMMAND_MASTER, PCI_COMMAND_MEMORY, VFIO_PCI_MSI_IRQ_INDEX};
 
-use super::{DmaDriver, Registration};
+use super::{DmaDriver, Registration, poll};
 use crate::{BarMapping, Device, DmaBuffer, Error, IrqEventfds, Result};
 
 /// The edu, PCI 1234:11e8.
@@ -89,19 +89,13 @@ impl Edu {
 
     /// Waits for the transfer in flight to finish (the START bit clears).
     fn wait_transfer(&self) -> Result<()> {
-        let deadline = Instant::now() + TRANSFER_TIMEOUT;
-        while self.read64(REG_DMA_CMD)? & DMA_CMD_START != 0 {
-            if Instant::now() >= deadline {
-                return Err(Error::Timeout(format!("edu: DMA still running after {} s", TRANSFER_TIMEOUT.as_secs())));
-            }
-            std::thread::sleep(Duration::from_millis(5));
+        let done = poll(TRANSFER_TIMEOUT, Duration::from_millis(5), || {
+            Ok(self.read64(REG_DMA_CMD)? & DMA_CMD_START == 0)
+        })?;
+        match done {
+            true => Ok(()),
+            false => Err(Error::Timeout(format!("edu: DMA still running after {} s", TRANSFER_TIMEOUT.as_secs()))),
         }
-        Ok(())
-    }
-
-    fn set_command_bits(device: &Device, bits: u16, on: bool) -> Result<()> {
-        let command = device.config_read_u16(PCI_COMMAND)?;
-        device.config_write_u16(PCI_COMMAND, if on { command | bits } else { command & !bits })
     }
 }
 
@@ -126,7 +120,7 @@ impl DmaDriver for Edu {
         if id & 0xffff != 0x00ed {
             return Err(Error::Invalid(format!("edu: unexpected ID register {id:#010x}")));
         }
-        Self::set_command_bits(device, PCI_COMMAND_MEMORY | PCI_COMMAND_MASTER, true)?;
+        device.update_command(PCI_COMMAND_MEMORY | PCI_COMMAND_MASTER, 0)?;
         self.msi = Some(device.enable_irqs(VFIO_PCI_MSI_IRQ_INDEX, 1)?);
         self.regs = Some(regs);
         Ok(())
@@ -140,7 +134,7 @@ impl DmaDriver for Edu {
             msi.disable()?;
         }
         self.regs = None;
-        Self::set_command_bits(device, PCI_COMMAND_MASTER, false)
+        device.update_command(0, PCI_COMMAND_MASTER)
     }
 
     fn memcpy_start(&mut self, src: u64, dst: u64, size: u64, count: u64) -> Result<()> {

@@ -7,10 +7,10 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{Ordering, fence};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use super::{DRIVER_MEMORY, DmaDriver, Registration};
-use crate::pci::{PCI_COMMAND, PCI_COMMAND_MASTER, PCI_COMMAND_MEMORY, VFIO_PCI_MSIX_IRQ_INDEX};
+use super::{DRIVER_MEMORY, DmaDriver, Registration, poll};
+use crate::pci::{PCI_COMMAND_MASTER, PCI_COMMAND_MEMORY, VFIO_PCI_MSIX_IRQ_INDEX};
 use crate::{BarMapping, Device, DmaBuffer, Error, IrqEventfds, Result};
 
 /// The 82576 PF, PCI 8086:10c9. (Its VFs, 10ca, have no PHY or rings of this shape.)
@@ -149,27 +149,13 @@ impl Igb {
         self.write(reg, (self.read(reg)? & !clear) | set)
     }
 
-    /// Polls `done` every `step` until it holds or `timeout` passes; returns whether it held.
-    fn poll(&self, timeout: Duration, step: Duration, mut done: impl FnMut() -> Result<bool>) -> Result<bool> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if done()? {
-                return Ok(true);
-            }
-            if Instant::now() >= deadline {
-                return Ok(false);
-            }
-            std::thread::sleep(step);
-        }
-    }
-
     /// Global reset (CTRL.RST), then all legacy interrupts masked.
     fn reset(&self) -> Result<()> {
         self.update(reg::CTRL, 0, CTRL_RST)?;
         // The datasheet asks for at least 1 ms before the device is touched again.
         std::thread::sleep(Duration::from_millis(1));
         // Done when the NVM auto-read is: that implies the reset finished too.
-        let read_done = self.poll(Duration::from_millis(20), Duration::from_millis(1), || {
+        let read_done = poll(Duration::from_millis(20), Duration::from_millis(1), || {
             Ok(self.read(reg::EECD)? & EECD_AUTO_RD != 0)
         })?;
         // QEMU's igb never sets EECD.AUTO_RD; it signals completion by clearing CTRL.RST.
@@ -185,7 +171,7 @@ impl Igb {
         // us has no firmware contending for the PHY.
         self.write(reg::MDIC, u32::from(value) | (phy_reg << MDIC_REG_SHIFT) | (1 << MDIC_PHY_SHIFT) | MDIC_OP_WRITE)?;
         let mut mdic = 0;
-        self.poll(Duration::from_millis(50), Duration::from_micros(50), || {
+        poll(Duration::from_millis(50), Duration::from_micros(50), || {
             mdic = self.read(reg::MDIC)?;
             Ok(mdic & MDIC_READY != 0)
         })?;
@@ -221,8 +207,7 @@ impl Igb {
         let memory = self.memory()?;
         let (tx_ring, rx_ring) = (memory.iova() + TX_RING, memory.iova() + RX_RING);
         self.update(reg::CTRL_EXT, CTRL_EXT_LINK_MODE, CTRL_EXT_DRV_LOAD)?;
-        let command = device.config_read_u16(PCI_COMMAND)?;
-        device.config_write_u16(PCI_COMMAND, command | PCI_COMMAND_MASTER | PCI_COMMAND_MEMORY)?;
+        device.update_command(PCI_COMMAND_MASTER | PCI_COMMAND_MEMORY, 0)?;
         self.setup_loopback()?;
         // Don't resend a read whose completion timed out: the unmapped-IOVA tests make such
         // reads on purpose, and endless retries keep the IOMMU's fault handling busy.
@@ -250,7 +235,7 @@ impl Igb {
         self.write(reg::RCTL, RCTL_EN | RCTL_UPE | RCTL_MPE | RCTL_BAM | RCTL_LBM_MAC | RCTL_SECRC)?;
         self.write(reg::TCTL, TCTL_EN | TCTL_PSP)?;
         // The queue enables read back as set only once the global enables are.
-        let enabled = self.poll(Duration::from_millis(20), Duration::from_micros(10), || {
+        let enabled = poll(Duration::from_millis(20), Duration::from_micros(10), || {
             Ok(self.read(reg::TXDCTL)? & self.read(reg::RXDCTL)? & QUEUE_ENABLE != 0)
         })?;
         if !enabled {
@@ -356,7 +341,7 @@ impl DmaDriver for Igb {
     }
 
     fn memcpy_wait(&mut self, device: &Device) -> Result<()> {
-        let done = self.poll(COPY_TIMEOUT, Duration::from_millis(1), || self.last_copy_done())?;
+        let done = poll(COPY_TIMEOUT, Duration::from_millis(1), || self.last_copy_done())?;
         // The write-back before the data it vouches for.
         fence(Ordering::SeqCst);
         // EIAC is set, so the cause is cleared by writing, never by reading EICR.

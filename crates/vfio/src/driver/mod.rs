@@ -82,6 +82,21 @@ pub trait DmaDriver: Send {
     }
 }
 
+/// Calls `done` every `step` until it says yes (`Ok(true)`) or `timeout` passes (`Ok(false)`):
+/// how a driver waits for a device register or a descriptor.
+fn poll(timeout: Duration, step: Duration, mut done: impl FnMut() -> Result<bool>) -> Result<bool> {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        if done()? {
+            return Ok(true);
+        }
+        if std::time::Instant::now() >= deadline {
+            return Ok(false);
+        }
+        std::thread::sleep(step);
+    }
+}
+
 /// How a driver makes itself known: the PCI IDs it drives and how to make one.
 pub struct Registration {
     /// The driver's name.
