@@ -16,7 +16,7 @@ mod runner;
 mod tap;
 
 pub use filter::{Filter, Filters};
-pub use runner::{Program, Prologue, Refusal, Summary, run_child, run_programs};
+pub use runner::{Program, Prologue, Refusal, Summary, list_tests, run_child, run_programs};
 pub use tap::{Tap, TapLine, parse_line};
 
 use std::fmt;
@@ -40,7 +40,107 @@ pub const CHILD_ENV: &str = "KSFT_CHILD_TEST";
 /// The default per-test timeout, as in kselftest_harness.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Why a test did not pass.
+/// A test's result as kselftest counts it: the one verdict type of the harness, the TAP
+/// parser, and whatever reports results.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize), serde(rename_all = "lowercase"))]
+pub enum Status {
+    /// It passed.
+    Pass,
+    /// It failed.
+    Fail,
+    /// It could not run here.
+    Skip,
+    /// It failed, as expected.
+    XFail,
+    /// It passed, though a failure was expected.
+    XPass,
+}
+
+impl Status {
+    /// Every status.
+    pub const ALL: [Status; 5] = [Self::Pass, Self::Fail, Self::Skip, Self::XFail, Self::XPass];
+
+    /// The kselftest exit code that carries it.
+    pub const fn code(self) -> i32 {
+        match self {
+            Self::Pass => KSFT_PASS,
+            Self::Fail => KSFT_FAIL,
+            Self::Skip => KSFT_SKIP,
+            Self::XFail => KSFT_XFAIL,
+            Self::XPass => KSFT_XPASS,
+        }
+    }
+
+    /// The status an exit code carries; any code kselftest doesn't define is a failure.
+    pub const fn from_code(code: i32) -> Self {
+        match code {
+            KSFT_PASS => Self::Pass,
+            KSFT_SKIP => Self::Skip,
+            KSFT_XFAIL => Self::XFail,
+            KSFT_XPASS => Self::XPass,
+            _ => Self::Fail,
+        }
+    }
+
+    /// The status a TAP result line carries: `ok`/`not ok` and its directive, if any.
+    pub fn from_tap(ok: bool, directive: Option<&str>) -> Self {
+        match (ok, directive) {
+            (false, _) => Self::Fail,
+            (true, Some("SKIP")) => Self::Skip,
+            (true, Some("XFAIL")) => Self::XFail,
+            (true, Some("XPASS")) => Self::XPass,
+            (true, _) => Self::Pass,
+        }
+    }
+
+    /// The TAP directive that marks it (`SKIP`, `XFAIL`, `XPASS`), if any.
+    pub const fn directive(self) -> Option<&'static str> {
+        match self {
+            Self::Skip => Some("SKIP"),
+            Self::XFail => Some("XFAIL"),
+            Self::XPass => Some("XPASS"),
+            Self::Pass | Self::Fail => None,
+        }
+    }
+
+    /// Whether the harness prints `OK` for it: everything but a failure. (kselftest_harness
+    /// also prints `OK` for XPASS, and counts it in the `passed` total.)
+    pub const fn is_ok(self) -> bool {
+        !matches!(self, Self::Fail)
+    }
+
+    /// The lowercase name: `pass`, `fail`, `skip`, `xfail`, `xpass`.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Pass => "pass",
+            Self::Fail => "fail",
+            Self::Skip => "skip",
+            Self::XFail => "xfail",
+            Self::XPass => "xpass",
+        }
+    }
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Status {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        Self::ALL.into_iter().find(|v| v.name() == s).ok_or_else(|| format!("unknown test status {s:?}"))
+    }
+}
+
+/// Why a test did not pass: what a test body returns instead of `Ok(())`.
+///
+/// A `?` on an error makes it a [`Verdict::Fail`] unless the error says it means "this
+/// machine can't do that": errors that can tell implement `From<E> for Verdict` themselves
+/// (the `vfio` crate's do); any other standard error converts through [`Verdict::from_error`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
     /// It could not run here; the reason says why.
@@ -58,9 +158,31 @@ impl fmt::Display for Verdict {
     }
 }
 
-impl<E: std::error::Error> From<E> for Verdict {
-    fn from(e: E) -> Self {
+impl Verdict {
+    /// The status this verdict gives the test.
+    pub const fn status(&self) -> Status {
+        match self {
+            Self::Skip(_) => Status::Skip,
+            Self::Fail(_) => Status::Fail,
+        }
+    }
+
+    /// The SKIP reason or failure message.
+    pub fn reason(&self) -> &str {
+        match self {
+            Self::Skip(reason) | Self::Fail(reason) => reason,
+        }
+    }
+
+    /// A failure for an error that can't say what it means.
+    pub fn from_error(e: &dyn std::error::Error) -> Self {
         Self::Fail(e.to_string())
+    }
+}
+
+impl From<std::io::Error> for Verdict {
+    fn from(e: std::io::Error) -> Self {
+        Self::from_error(&e)
     }
 }
 
@@ -163,22 +285,43 @@ impl Test {
 /// A test body that runs on a set-up fixture.
 pub type TestFn<F> = fn(&mut F) -> Outcome;
 
+/// One row of a fixture's test table: the test's name, its body and its time limit
+/// (upstream's `TEST_F` / `TEST_F_TIMEOUT`).
+pub struct Case<F> {
+    name: &'static str,
+    body: TestFn<F>,
+    timeout: Duration,
+}
+
+impl<F> Case<F> {
+    /// A test with the default timeout.
+    pub const fn new(name: &'static str, body: TestFn<F>) -> Self {
+        Self { name, body, timeout: DEFAULT_TIMEOUT }
+    }
+
+    /// The same test with its own time limit.
+    pub const fn timeout(self, timeout: Duration) -> Self {
+        Self { timeout, ..self }
+    }
+}
+
 /// Builds the tests of one fixture: every variant × every test, in declaration order, as
 /// kselftest_harness does. Setup is `setup(variant)`; teardown is the fixture's `Drop`.
 pub fn fixture<F: 'static, V: Clone + Send + Sync + 'static>(
     fixture: &str,
     variants: &[(&str, V)],
     setup: impl Fn(&V) -> Result<F, Verdict> + Send + Sync + Clone + 'static,
-    tests: &[(&str, TestFn<F>)],
+    tests: &[Case<F>],
 ) -> Vec<Test> {
     let mut out = Vec::new();
     for (variant_name, variant) in variants {
-        for &(test_name, body) in tests {
-            let (variant, setup) = (variant.clone(), setup.clone());
-            out.push(Test::new(fixture, *variant_name, test_name, move || {
+        for case in tests {
+            let (variant, setup, body) = (variant.clone(), setup.clone(), case.body);
+            let test = Test::new(fixture, *variant_name, case.name, move || {
                 let mut fixture = setup(&variant)?;
                 body(&mut fixture)
-            }));
+            });
+            out.push(test.with_timeout(case.timeout));
         }
     }
     out

@@ -10,13 +10,41 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use rustix::process::{Pid, Signal, kill_process_group};
+use rustix::process::{Pid, Resource, Rlimit, Signal, kill_process_group, setrlimit};
 
-use crate::tap::relay;
-use crate::{CHILD_ENV, Filters, KSFT_FAIL, KSFT_PASS, KSFT_SKIP, KSFT_XFAIL, KSFT_XPASS, Tap, Test, Verdict};
+use crate::{CHILD_ENV, Filters, KSFT_FAIL, KSFT_PASS, KSFT_SKIP, Status, Tap, Test, Verdict};
 
-/// Marks the child's last line, which carries the SKIP reason back to the harness.
+/// Marks the child's last line, which carries the SKIP reason back to the harness (upstream
+/// passes it through shared memory). Newlines in it are escaped so it stays one line.
 const REASON_MARK: &str = "\u{1f}ksft-reason:";
+
+fn escape_reason(reason: &str) -> String {
+    reason.replace('\\', "\\\\").replace('\n', "\\n")
+}
+
+fn unescape_reason(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        match (c, c == '\\') {
+            (_, true) => match chars.next() {
+                Some('n') => out.push('\n'),
+                Some(other) => out.push(other),
+                None => out.push('\\'),
+            },
+            (c, false) => out.push(c),
+        }
+    }
+    out
+}
+
+/// kselftest.h's `ksft_print_header()`: the version line, unless `KSFT_TAP_LEVEL` says an
+/// outer runner printed it already.
+fn print_header(tap: &mut Tap<'_>) {
+    if std::env::var_os("KSFT_TAP_LEVEL").is_none() {
+        tap.line("TAP version 13");
+    }
+}
 
 /// Why a program's prologue ended it before its first test, and how upstream's `main()` says so.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,12 +104,12 @@ impl Program {
     }
 }
 
-/// Prints a refusal into a program's output, as the kselftest runner shows what the program
-/// wrote (stdout and stderr alike), and returns the program's exit code.
+/// Prints a refusal where the program would (its reason on stderr, `ksft_exit_skip` on
+/// stdout) and returns the program's exit code.
 fn refuse(refusal: &Refusal, output: &mut Tap<'_>) -> i32 {
     match refusal {
         Refusal::Skip(reason) => {
-            output.line(reason);
+            output.err_line(reason);
             KSFT_SKIP
         }
         Refusal::ExitSkip(reason) => {
@@ -89,7 +117,7 @@ fn refuse(refusal: &Refusal, output: &mut Tap<'_>) -> i32 {
             KSFT_SKIP
         }
         Refusal::Fail(message) => {
-            output.line(message);
+            output.err_line(message);
             KSFT_FAIL
         }
     }
@@ -111,13 +139,13 @@ pub struct Summary {
 }
 
 impl Summary {
-    fn add(&mut self, code: i32) {
-        match code {
-            KSFT_PASS => self.pass += 1,
-            KSFT_SKIP => self.skip += 1,
-            KSFT_XFAIL => self.xfail += 1,
-            KSFT_XPASS => self.xpass += 1,
-            _ => self.fail += 1,
+    fn add(&mut self, status: Status) {
+        match status {
+            Status::Pass => self.pass += 1,
+            Status::Skip => self.skip += 1,
+            Status::XFail => self.xfail += 1,
+            Status::XPass => self.xpass += 1,
+            Status::Fail => self.fail += 1,
         }
     }
 
@@ -133,25 +161,18 @@ impl Summary {
 
 /// Runs the enabled tests of every program and returns the kselftest exit code.
 ///
-/// One program prints exactly what its C counterpart prints. Several print as the kselftest
-/// runner does: an outer plan with one result per program, each program's TAP indented by `# `.
-pub fn run_programs(programs: &[Program], filters: &Filters, out: &mut dyn Write) -> i32 {
-    let mut tap = Tap::new(out);
+/// One program prints exactly what its C counterpart prints: TAP on `out`, the harness's and
+/// the tests' diagnostics on `err`. Several print as the kselftest runner does: an outer plan
+/// with one result per program, each program's output (stderr merged) indented by `# `.
+pub fn run_programs(programs: &[Program], filters: &Filters, out: &mut dyn Write, err: &mut dyn Write) -> i32 {
     if let [program] = programs {
+        let mut tap = Tap::with_stderr(out, err);
         return match program.run_prologue(&mut tap) {
-            // Alone, a program's stderr is the terminal's, not TAP.
-            Err(Refusal::Skip(reason)) => {
-                eprintln!("{reason}");
-                KSFT_SKIP
-            }
-            Err(Refusal::Fail(message)) => {
-                eprintln!("{message}");
-                KSFT_FAIL
-            }
             Err(refusal) => refuse(&refusal, &mut tap),
             Ok(_teardown) => run_program(program, filters, &mut tap).exit_code(),
         };
     }
+    let mut tap = Tap::new(out);
     tap.line("TAP version 13");
     tap.line(format!("1..{}", programs.len()));
     let mut failed = false;
@@ -183,30 +204,60 @@ pub fn run_programs(programs: &[Program], filters: &Filters, out: &mut dyn Write
     if failed { KSFT_FAIL } else { KSFT_PASS }
 }
 
+/// Prints upstream's `-l` table of one program to `err`: each fixture with its variants and its
+/// tests side by side, fixtures apart by a rule.
+pub fn list_tests(program: &Program, err: &mut dyn Write) {
+    let mut fixtures: Vec<(&str, Vec<&str>, Vec<&str>)> = Vec::new();
+    for test in &program.tests {
+        if fixtures.last().is_none_or(|(name, ..)| *name != test.fixture) {
+            fixtures.push((&test.fixture, Vec::new(), Vec::new()));
+        }
+        let (_, variants, names) = fixtures.last_mut().expect("pushed above");
+        if !variants.contains(&test.variant.as_str()) {
+            variants.push(&test.variant);
+        }
+        if !names.contains(&test.name.as_str()) {
+            names.push(&test.name);
+        }
+    }
+    for (index, (fixture, variants, names)) in fixtures.iter().enumerate() {
+        let _ = match index {
+            0 => writeln!(err, "{:<20} {:<25} TEST", "# FIXTURE", "VARIANT"),
+            _ => writeln!(err, "{}", "-".repeat(80)),
+        };
+        for row in 0..variants.len().max(names.len()) {
+            let fixture = if row == 0 { *fixture } else { "" };
+            let variant = variants.get(row).copied().unwrap_or("");
+            let _ = writeln!(err, "{fixture:<20} {variant:<25} {}", names.get(row).copied().unwrap_or(""));
+        }
+    }
+}
+
 fn run_program(program: &Program, filters: &Filters, tap: &mut Tap<'_>) -> Summary {
     let enabled: Vec<&Test> = program.tests.iter().filter(|t| filters.enabled(t)).collect();
     let cases: BTreeSet<(&str, &str)> = enabled.iter().map(|t| (t.fixture.as_str(), t.variant.as_str())).collect();
-    tap.line("TAP version 13");
+    print_header(tap);
     tap.line(format!("1..{}", enabled.len()));
     tap.msg(format!("Starting {} tests from {} test cases.", enabled.len(), cases.len()));
     let mut summary = Summary::default();
     for (number, test) in enabled.iter().enumerate() {
         let name = test.full_name();
         tap.msg(format!(" RUN           {name} ..."));
-        let (code, reason) = run_in_child(&program.name, test, tap);
-        let passed = matches!(code, KSFT_PASS | KSFT_SKIP | KSFT_XFAIL | KSFT_XPASS);
-        tap.msg(format!("         {:>4}  {name}", if passed { "OK" } else { "FAIL" }));
-        summary.add(code);
+        let (status, reason) = run_in_child(&program.name, test, tap);
+        tap.msg(format!("         {:>4}  {name}", if status.is_ok() { "OK" } else { "FAIL" }));
+        summary.add(status);
         let number = number + 1;
-        tap.line(match code {
-            KSFT_PASS => format!("ok {number} {name}"),
-            KSFT_SKIP => format!("ok {number} {name} # SKIP {}", reason.as_deref().unwrap_or("unknown")),
-            KSFT_XFAIL => format!("ok {number} {name} # XFAIL {}", reason.as_deref().unwrap_or("unknown")),
-            KSFT_XPASS => format!("ok {number} {name} # XPASS {}", reason.as_deref().unwrap_or("unknown")),
-            _ => match &reason {
-                Some(r) => format!("not ok {number} {name} #  {r}"),
-                None => format!("not ok {number} {name}"),
-            },
+        // kselftest_harness: a result without a reason gets "unknown", except pass and fail.
+        let reason = reason.or_else(|| (!matches!(status, Status::Pass | Status::Fail)).then(|| "unknown".into()));
+        tap.line(match (status.directive(), reason) {
+            (Some(directive), Some(reason)) => format!("ok {number} {name} # {directive} {reason}"),
+            (_, reason) => {
+                let ok = if status.is_ok() { "ok" } else { "not ok" };
+                match reason {
+                    Some(reason) => format!("{ok} {number} {name} #  {reason}"),
+                    None => format!("{ok} {number} {name}"),
+                }
+            }
         });
     }
     let passed = summary.tests() - summary.fail;
@@ -234,63 +285,72 @@ fn child_key(program: &str, test: &Test) -> String {
     format!("{program}/{}", test.full_name())
 }
 
+/// Which of the child's streams a line came from.
+#[derive(Clone, Copy)]
+enum Stream {
+    Out,
+    Err,
+}
+
 /// Re-runs this executable with the same arguments to run `test` alone, relays its output,
-/// and returns its kselftest code and SKIP reason.
-fn run_in_child(program: &str, test: &Test, tap: &mut Tap<'_>) -> (i32, Option<String>) {
+/// and returns its status and SKIP reason.
+fn run_in_child(program: &str, test: &Test, tap: &mut Tap<'_>) -> (Status, Option<String>) {
     let short = test.name.clone();
     let spawned = (|| {
-        let (read, write) = rustix::pipe::pipe()?;
-        let write_err = write.try_clone()?;
+        let (read_out, write_out) = rustix::pipe::pipe()?;
+        let (read_err, write_err) = rustix::pipe::pipe()?;
         let exe = std::env::current_exe()?;
         let child = Command::new(exe)
             .args(std::env::args_os().skip(1))
             .env(CHILD_ENV, child_key(program, test))
             .stdin(Stdio::null())
-            .stdout(Stdio::from(write))
+            .stdout(Stdio::from(write_out))
             .stderr(Stdio::from(write_err))
             // Its own process group, so a timeout kills everything it started.
             .process_group(0)
             .spawn()?;
-        Ok::<_, std::io::Error>((child, read))
+        Ok::<_, std::io::Error>((child, read_out, read_err))
     })();
-    let (mut child, read) = match spawned {
-        Ok(pair) => pair,
+    let (mut child, read_out, read_err) = match spawned {
+        Ok(spawned) => spawned,
         Err(e) => {
             tap.msg(format!("ERROR SPAWNING TEST CHILD: {e}"));
-            return (KSFT_FAIL, None);
+            return (Status::Fail, None);
         }
     };
 
-    // Lines arrive on a thread so the timeout can fire while the child is silent.
-    let (tx, rx) = mpsc::channel::<Vec<u8>>();
-    let reader = thread::spawn(move || {
-        let mut lines = BufReader::new(std::fs::File::from(read));
-        let mut line = Vec::new();
-        while lines.read_until(b'\n', &mut line).is_ok_and(|n| n > 0) {
-            if line.last() == Some(&b'\n') {
-                line.pop();
+    // Lines arrive on threads so the timeout can fire while the child is silent.
+    let (tx, rx) = mpsc::channel::<(Stream, Vec<u8>)>();
+    let readers = [(Stream::Out, read_out), (Stream::Err, read_err)].map(|(stream, read)| {
+        let tx = tx.clone();
+        thread::spawn(move || {
+            let mut lines = BufReader::new(std::fs::File::from(read));
+            let mut line = Vec::new();
+            while lines.read_until(b'\n', &mut line).is_ok_and(|n| n > 0) {
+                if line.last() == Some(&b'\n') {
+                    line.pop();
+                }
+                if tx.send((stream, std::mem::take(&mut line))).is_err() {
+                    break;
+                }
             }
-            if tx.send(std::mem::take(&mut line)).is_err() {
-                break;
-            }
-        }
+        })
     });
+    drop(tx);
 
     let deadline = Instant::now() + test.timeout;
     let mut reason = None;
-    let mut relay_line = |tap: &mut Tap<'_>, line: Vec<u8>| {
+    let mut relay_line = |tap: &mut Tap<'_>, (stream, line): (Stream, Vec<u8>)| {
         let text = String::from_utf8_lossy(&line);
-        match text.strip_prefix(REASON_MARK) {
-            Some(r) => reason = Some(r.to_owned()),
-            None => {
-                let _ = relay(tap, &line);
-            }
+        match (stream, text.strip_prefix(REASON_MARK)) {
+            (Stream::Out, Some(r)) => reason = Some(unescape_reason(r)),
+            (Stream::Out, None) => tap.relay_out(&line),
+            (Stream::Err, _) => tap.relay_err(&line),
         }
     };
     let status = loop {
-        match rx.recv_timeout(Duration::from_millis(20)) {
-            Ok(line) => relay_line(tap, line),
-            Err(mpsc::RecvTimeoutError::Disconnected) | Err(mpsc::RecvTimeoutError::Timeout) => {}
+        if let Ok(line) = rx.recv_timeout(Duration::from_millis(20)) {
+            relay_line(tap, line);
         }
         if let Ok(Some(status)) = child.try_wait() {
             break Some(status);
@@ -303,39 +363,40 @@ fn run_in_child(program: &str, test: &Test, tap: &mut Tap<'_>) -> (i32, Option<S
             break None;
         }
     };
-    // The child is gone; drain what it wrote last. A grandchild still holding the pipe was
+    // The child is gone; drain what it wrote last. A grandchild still holding a pipe was
     // killed with the group on timeout, and otherwise ends with its parent's exit.
     for line in rx.iter() {
         relay_line(tap, line);
     }
-    let _ = reader.join();
+    for reader in readers {
+        let _ = reader.join();
+    }
 
-    let code = match status {
-        None => {
-            tap.msg(format!("{short}: Test terminated by timeout"));
-            KSFT_FAIL
-        }
+    // kselftest_harness's __wait_for_test(), message for message, on its TH_LOG_STREAM.
+    let (status, diagnosis) = match status {
+        None => (Status::Fail, Some("Test terminated by timeout".to_owned())),
         Some(status) => match (status.code(), status.signal()) {
-            (Some(code @ (KSFT_PASS | KSFT_SKIP | KSFT_XFAIL | KSFT_XPASS)), _) => code,
-            (Some(_), _) => {
-                tap.msg(format!("{short}: Test failed"));
-                KSFT_FAIL
+            (Some(KSFT_PASS), _) => (Status::Pass, None),
+            (Some(code @ (KSFT_SKIP | crate::KSFT_XFAIL | crate::KSFT_XPASS)), _) => (Status::from_code(code), None),
+            (Some(_), _) => (Status::Fail, Some("Test failed".to_owned())),
+            (None, Some(signal)) if signal == Signal::ABORT.as_raw() => {
+                (Status::Fail, Some("Test terminated by assertion".to_owned()))
             }
-            (None, Some(signal)) => {
-                tap.msg(format!("{short}: Test terminated unexpectedly by signal {signal}"));
-                KSFT_FAIL
-            }
-            (None, None) => {
-                tap.msg(format!("{short}: Test ended in some other way [{}]", status.into_raw()));
-                KSFT_FAIL
-            }
+            (None, Some(signal)) => (Status::Fail, Some(format!("Test terminated unexpectedly by signal {signal}"))),
+            (None, None) => (Status::Fail, Some(format!("Test ended in some other way [{}]", status.into_raw()))),
         },
     };
-    (code, reason)
+    if let Some(diagnosis) = diagnosis {
+        tap.err_line(format!("# {short}: {diagnosis}"));
+    }
+    (status, reason)
 }
 
 /// In a child started by the harness, runs the one test named by [`CHILD_ENV`] and returns the
 /// exit code for it; `None` if this process is not such a child.
+///
+/// A failed check ends the child with `SIGABRT`, as upstream's `ASSERT_*` does, after the
+/// fixture's teardown ran; a panic (a bug in the test) exits with `KSFT_FAIL`.
 pub fn run_child(programs: &[Program]) -> Option<i32> {
     let wanted = std::env::var(CHILD_ENV).ok()?;
     // The harness shows failures as one line; a panic is a bug, shown the same way.
@@ -355,17 +416,64 @@ pub fn run_child(programs: &[Program]) -> Option<i32> {
         Ok(Ok(())) => KSFT_PASS,
         Ok(Err(Verdict::Skip(reason))) => {
             eprintln!("#      SKIP      {reason}");
-            println!("{REASON_MARK}{reason}");
+            println!("{REASON_MARK}{}", escape_reason(&reason));
             KSFT_SKIP
         }
         Ok(Err(Verdict::Fail(message))) => {
             for line in message.lines() {
                 eprintln!("# {}: {line}", test.name);
             }
-            KSFT_FAIL
+            let _ = std::io::stdout().flush();
+            // No core file for an assertion: it is a verdict, not a crash.
+            let _ = setrlimit(Resource::Core, Rlimit { current: Some(0), maximum: None });
+            std::process::abort();
         }
         Err(_) => KSFT_FAIL,
     };
     let _ = std::io::stdout().flush();
     Some(code)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reasons_survive_the_one_line_transport() {
+        for reason in ["plain", "Device does not support reset\n", "a\\nb", "back\\", "two\nlines\n"] {
+            let line = escape_reason(reason);
+            assert!(!line.contains('\n'), "{line:?}");
+            assert_eq!(unescape_reason(&line), reason);
+        }
+    }
+
+    #[test]
+    fn list_table_matches_upstreams_layout() {
+        let noop = || Ok(());
+        let tests = vec![
+            Test::new("fx", "a", "t1", noop),
+            Test::new("fx", "a", "t2", noop),
+            Test::new("fx", "b", "t1", noop),
+            Test::new("fx", "b", "t2", noop),
+            Test::new("fx", "c", "t1", noop),
+            Test::new("plain", "", "only", noop),
+        ];
+        let mut err = Vec::new();
+        list_tests(&Program::new("p", tests), &mut err);
+        let expected = format!(
+            "{:<20} {:<25} TEST\n{:<20} {:<25} t1\n{:<20} {:<25} t2\n{:<20} {:<25} \n{}\n{:<20} {:<25} only\n",
+            "# FIXTURE",
+            "VARIANT",
+            "fx",
+            "a",
+            "",
+            "b",
+            "",
+            "c",
+            "-".repeat(80),
+            "plain",
+            ""
+        );
+        assert_eq!(String::from_utf8(err).unwrap(), expected);
+    }
 }

@@ -2,56 +2,79 @@
 
 use std::io::{self, Write};
 
+use crate::Status;
+
 /// A TAP writer. Nested documents (a program inside a multi-program run) are written with a
 /// `"# "` prefix, as the kselftest runner does.
+///
+/// A program's stderr is kept apart from its TAP when it runs alone, as a C selftest's is; a
+/// nested program's is merged into the TAP, as the kselftest runner does with `2>&1`.
 pub struct Tap<'a> {
     out: &'a mut dyn Write,
+    /// Where stderr goes; `None` merges it into `out`.
+    err: Option<&'a mut dyn Write>,
     prefix: String,
 }
 
 impl<'a> Tap<'a> {
-    /// A top-level writer.
+    /// A top-level writer with stderr merged into it.
     pub fn new(out: &'a mut dyn Write) -> Self {
-        Self { out, prefix: String::new() }
+        Self { out, err: None, prefix: String::new() }
     }
 
-    /// A writer for a nested document, indented one level.
+    /// A top-level writer with stderr apart.
+    pub fn with_stderr(out: &'a mut dyn Write, err: &'a mut dyn Write) -> Self {
+        Self { out, err: Some(err), prefix: String::new() }
+    }
+
+    /// A writer for a nested document, indented one level, stderr merged.
     pub fn nested<'b>(&'b mut self) -> Tap<'b> {
         let prefix = format!("{}# ", self.prefix);
-        Tap { out: &mut *self.out, prefix }
+        Tap { out: &mut *self.out, err: None, prefix }
     }
 
-    /// Writes one line (without its newline) and flushes, so a console shows it at once.
+    /// Writes text on stdout: each of its lines gets the prefix and a newline, and a trailing
+    /// newline in `text` leaves an empty line, as `printf("...%s\n", reason)` does with a
+    /// reason that ends in one. Flushes, so a console shows it at once.
     pub fn line(&mut self, text: impl AsRef<str>) {
-        // Output errors (a closed pipe) can't be reported anywhere better; ignore them.
-        let _ = writeln!(self.out, "{}{}", self.prefix, text.as_ref());
-        let _ = self.out.flush();
+        write_lines(&mut *self.out, &self.prefix, text.as_ref().as_bytes());
     }
 
-    /// `# message`, kselftest's `ksft_print_msg`.
+    /// `# message` on stdout, kselftest's `ksft_print_msg`.
     pub fn msg(&mut self, text: impl AsRef<str>) {
         self.line(format!("# {}", text.as_ref()));
     }
 
-    /// The underlying writer, for relaying a child's raw bytes.
-    pub fn raw(&mut self) -> &mut dyn Write {
-        &mut *self.out
+    /// Writes text on stderr (the harness's `TH_LOG_STREAM`), or merged into stdout.
+    pub fn err_line(&mut self, text: impl AsRef<str>) {
+        self.relay_err(text.as_ref().as_bytes());
     }
 
-    /// The prefix every line gets.
-    pub fn prefix(&self) -> &str {
-        &self.prefix
+    /// Relays a line a child wrote on stdout.
+    pub(crate) fn relay_out(&mut self, line: &[u8]) {
+        write_lines(&mut *self.out, &self.prefix, line);
+    }
+
+    /// Relays a line a child wrote on stderr.
+    pub(crate) fn relay_err(&mut self, line: &[u8]) {
+        match &mut self.err {
+            Some(err) => write_lines(&mut **err, "", line),
+            None => write_lines(&mut *self.out, &self.prefix, line),
+        }
     }
 }
 
-/// Writes a child's output line through a [`Tap`], keeping the nesting prefix.
-pub(crate) fn relay(tap: &mut Tap<'_>, line: &[u8]) -> io::Result<()> {
-    let prefix = tap.prefix().to_owned();
-    let out = tap.raw();
-    out.write_all(prefix.as_bytes())?;
-    out.write_all(line)?;
-    out.write_all(b"\n")?;
-    out.flush()
+fn write_lines(out: &mut dyn Write, prefix: &str, text: &[u8]) {
+    // Output errors (a closed pipe) can't be reported anywhere better; ignore them.
+    let mut write = || -> io::Result<()> {
+        for line in text.split(|&b| b == b'\n') {
+            out.write_all(prefix.as_bytes())?;
+            out.write_all(line)?;
+            out.write_all(b"\n")?;
+        }
+        out.flush()
+    };
+    let _ = write();
 }
 
 /// One parsed top-level TAP line.
@@ -63,14 +86,12 @@ pub enum TapLine {
     Plan(u32),
     /// `ok N name`, `ok N name # SKIP reason`, `not ok N name`, ...
     Result {
-        /// `ok` (true) or `not ok`.
-        ok: bool,
+        /// What `ok`/`not ok` and the directive (`SKIP`, `XFAIL`, `XPASS`) say.
+        status: Status,
         /// The test number.
         number: u32,
         /// The test name.
         name: String,
-        /// The directive (`SKIP`, `XFAIL`, `XPASS`) if any.
-        directive: Option<String>,
         /// The text after the directive or after `#  `.
         reason: String,
     },
@@ -113,14 +134,13 @@ pub fn parse_line(line: &str) -> Option<TapLine> {
         None => (rest.to_owned(), None, String::new()),
         Some((name, tail)) => {
             let word = tail.split_whitespace().next().unwrap_or("");
-            if ["SKIP", "XFAIL", "XPASS", "TODO"].contains(&word) {
-                (name.to_owned(), Some(word.to_owned()), tail[word.len()..].trim().to_owned())
-            } else {
-                (name.to_owned(), None, tail.trim().to_owned())
+            match Status::ALL.iter().find(|s| s.directive() == Some(word)) {
+                Some(_) => (name.to_owned(), Some(word), tail[word.len()..].trim().to_owned()),
+                None => (name.to_owned(), None, tail.trim().to_owned()),
             }
         }
     };
-    Some(TapLine::Result { ok, number, name, directive, reason })
+    Some(TapLine::Result { status: Status::from_tap(ok, directive), number, name, reason })
 }
 
 #[cfg(test)]
@@ -134,22 +154,15 @@ mod tests {
         assert_eq!(
             parse_line("ok 2 f.v.t # SKIP BAR too small (size=0x800)"),
             Some(TapLine::Result {
-                ok: true,
+                status: Status::Skip,
                 number: 2,
                 name: "f.v.t".into(),
-                directive: Some("SKIP".into()),
                 reason: "BAR too small (size=0x800)".into()
             })
         );
         assert_eq!(
             parse_line("not ok 3 f.v.t"),
-            Some(TapLine::Result {
-                ok: false,
-                number: 3,
-                name: "f.v.t".into(),
-                directive: None,
-                reason: String::new()
-            })
+            Some(TapLine::Result { status: Status::Fail, number: 3, name: "f.v.t".into(), reason: String::new() })
         );
         assert_eq!(
             parse_line("# Totals: pass:1 fail:1 xfail:0 xpass:0 skip:1 error:0"),
@@ -168,5 +181,38 @@ mod tests {
         tap.nested().line("1..3");
         tap.nested().msg("hello");
         assert_eq!(String::from_utf8(buf).unwrap(), "TAP version 13\n# 1..3\n# # hello\n");
+    }
+
+    #[test]
+    fn a_trailing_newline_leaves_an_empty_line_prefixed_when_nested() {
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let mut tap = Tap::with_stderr(&mut out, &mut err);
+        tap.line("ok 1 t # SKIP no reset\n");
+        tap.err_line("# t: Test terminated by assertion");
+        tap.nested().line("ok 1 t # SKIP no reset\n");
+        tap.nested().err_line("# merged");
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "ok 1 t # SKIP no reset\n\n# ok 1 t # SKIP no reset\n# \n# # merged\n"
+        );
+        assert_eq!(String::from_utf8(err).unwrap(), "# t: Test terminated by assertion\n");
+    }
+
+    #[test]
+    fn every_status_round_trips_through_tap() {
+        for (line, status) in [
+            ("ok 1 t", Status::Pass),
+            ("not ok 1 t", Status::Fail),
+            ("ok 1 t # SKIP why", Status::Skip),
+            ("ok 1 t # XFAIL why", Status::XFail),
+            ("ok 1 t # XPASS why", Status::XPass),
+            ("not ok 1 t # SKIP a failure stays a failure", Status::Fail),
+        ] {
+            let Some(TapLine::Result { status: parsed, .. }) = parse_line(line) else { panic!("{line}") };
+            assert_eq!(parsed, status, "{line}");
+            assert_eq!(Status::from_code(status.code()), status);
+            assert_eq!(status.name().parse::<Status>(), Ok(status));
+        }
+        assert_eq!(Status::from_code(101), Status::Fail, "any other exit code is a failure");
     }
 }

@@ -52,9 +52,10 @@ fn main() {
         std::process::exit(code);
     }
 
-    let mut out = Vec::new();
-    let code = run_programs(&programs[..1], &Filters::default(), &mut out);
-    let out = String::from_utf8(out).unwrap();
+    // Alone, a program keeps TAP on stdout and diagnostics on stderr, as a C selftest does.
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let code = run_programs(&programs[..1], &Filters::default(), &mut out, &mut err);
+    let (out, err) = (String::from_utf8(out).unwrap(), String::from_utf8(err).unwrap());
     let expected = "\
 TAP version 13
 1..5
@@ -64,36 +65,36 @@ doing the work
 #            OK  fx.one.pass
 ok 1 fx.one.pass
 #  RUN           fx.one.skips ...
-#      SKIP      BAR too small (size=0x800)
 #            OK  fx.one.skips
 ok 2 fx.one.skips # SKIP BAR too small (size=0x800)
 #  RUN           fx.two.fails ...
-# fails: crates/ksft/tests/harness.rs:20: arithmetic is broken
-# fails: Test failed
 #          FAIL  fx.two.fails
 not ok 3 fx.two.fails
 #  RUN           fx.two.hangs ...
-# hangs: Test terminated by timeout
 #          FAIL  fx.two.hangs
 not ok 4 fx.two.hangs
 #  RUN           other.panics ...
-";
-    assert!(out.starts_with(expected), "got:\n{out}");
-    let tail = "\
 #          FAIL  other.panics
 not ok 5 other.panics
 # FAILED: 2 / 5 tests passed.
 # 1 skipped test(s) detected. Consider enabling relevant config options to improve coverage.
 # Totals: pass:1 fail:3 xfail:0 xpass:0 skip:1 error:0
 ";
-    assert!(out.ends_with(tail), "got:\n{out}");
-    assert!(out.contains("# panic: "), "a panic is reported in one line:\n{out}");
+    assert_eq!(out, expected);
+    let diagnostics = "\
+#      SKIP      BAR too small (size=0x800)
+# fails: crates/ksft/tests/harness.rs:20: arithmetic is broken
+# fails: Test terminated by assertion
+# hangs: Test terminated by timeout
+";
+    assert!(err.starts_with(diagnostics), "got:\n{err}");
+    assert!(err.contains("# panic: ") && err.ends_with("# panics: Test failed\n"), "a panic is one line:\n{err}");
     assert_eq!(code, 1);
 
     // Two programs nest as the kselftest runner does, each child running its own program's test.
     let mut out = Vec::new();
     let filters = Filters(vec![Filter::Run("fx.one.pass".into())]);
-    assert_eq!(run_programs(&programs, &filters, &mut out), 0);
+    assert_eq!(run_programs(&programs, &filters, &mut out, &mut Vec::new()), 0);
     let out = String::from_utf8(out).unwrap();
     let nested = "\
 TAP version 13
@@ -129,11 +130,12 @@ ok 2 selftests: vfio: demo 2
         Program::new(name, catalogue()[0].tests.clone())
             .with_prologue(|_| Err(Refusal::Skip("No driver found for device".into())))
     };
-    let mut out = Vec::new();
-    assert_eq!(run_programs(&[unfit("demo")], &Filters::default(), &mut out), 4);
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    assert_eq!(run_programs(&[unfit("demo")], &Filters::default(), &mut out, &mut err), 4);
     assert!(out.is_empty(), "no TAP from a program that can't run");
+    assert_eq!(err, b"No driver found for device\n");
     let mut out = Vec::new();
-    assert_eq!(run_programs(&[unfit("a"), unfit("b")], &Filters::default(), &mut out), 0);
+    assert_eq!(run_programs(&[unfit("a"), unfit("b")], &Filters::default(), &mut out, &mut Vec::new()), 0);
     let out = String::from_utf8(out).unwrap();
     assert!(
         out.contains("# selftests: vfio: a\n# No driver found for device\nok 1 selftests: vfio: a # SKIP\n"),
@@ -146,10 +148,10 @@ ok 2 selftests: vfio: demo 2
             .with_prologue(|_| Err(Refusal::ExitSkip("SR-IOV may not be supported by the PF: 0000:00:03.0".into())))
     };
     let mut out = Vec::new();
-    assert_eq!(run_programs(&[exit_skip("demo")], &Filters::default(), &mut out), 4);
+    assert_eq!(run_programs(&[exit_skip("demo")], &Filters::default(), &mut out, &mut Vec::new()), 4);
     assert_eq!(String::from_utf8(out).unwrap(), "1..0 # SKIP SR-IOV may not be supported by the PF: 0000:00:03.0\n");
     let mut out = Vec::new();
-    assert_eq!(run_programs(&[exit_skip("a"), unfit("b")], &Filters::default(), &mut out), 0);
+    assert_eq!(run_programs(&[exit_skip("a"), unfit("b")], &Filters::default(), &mut out, &mut Vec::new()), 0);
     let out = String::from_utf8(out).unwrap();
     assert!(
         out.contains("# selftests: vfio: a\n# 1..0 # SKIP SR-IOV may not be supported by the PF: 0000:00:03.0\nok 1 selftests: vfio: a # SKIP\n"),
@@ -159,7 +161,7 @@ ok 2 selftests: vfio: demo 2
     // A prologue that fails fails the program; its teardown runs after the last test.
     let broken = Program::new("broken", Vec::new()).with_prologue(|_| Err(Refusal::Fail("VF not on vfio-pci".into())));
     let mut out = Vec::new();
-    assert_eq!(run_programs(&[broken.clone(), exit_skip("b")], &Filters::default(), &mut out), 1);
+    assert_eq!(run_programs(&[broken.clone(), exit_skip("b")], &Filters::default(), &mut out, &mut Vec::new()), 1);
     assert!(
         String::from_utf8(out).unwrap().contains("# VF not on vfio-pci\nnot ok 1 selftests: vfio: broken # exit=1\n")
     );
@@ -174,13 +176,13 @@ ok 2 selftests: vfio: demo 2
     let with_teardown = Program::new("demo", catalogue()[0].tests.clone())
         .with_prologue(move |_| Ok(Some(Box::new(Teardown(std::sync::Arc::clone(&flag))) as Box<dyn std::any::Any>)));
     let filters = Filters(vec![Filter::Test(true, "pass".into())]);
-    assert_eq!(run_programs(&[with_teardown], &filters, &mut Vec::new()), 0);
+    assert_eq!(run_programs(&[with_teardown], &filters, &mut Vec::new(), &mut Vec::new()), 0);
     assert!(torn_down.load(std::sync::atomic::Ordering::SeqCst), "the prologue's teardown ran");
 
     // Filters pick tests, and an all-pass run exits 0.
     let mut out = Vec::new();
     let filters = Filters(vec![Filter::Test(true, "pass".into()), Filter::Test(true, "skips".into())]);
-    assert_eq!(run_programs(&programs[..1], &filters, &mut out), 0);
+    assert_eq!(run_programs(&programs[..1], &filters, &mut out, &mut Vec::new()), 0);
     let out = String::from_utf8(out).unwrap();
     assert!(out.contains("1..2\n") && out.contains("# PASSED: 2 / 2 tests passed.\n"), "got:\n{out}");
     println!("harness: kselftest output, exit codes, timeout and filters all match");

@@ -6,7 +6,6 @@
 
 use std::fmt::Write as _;
 use std::mem::{offset_of, size_of};
-use std::path::PathBuf;
 use std::process::Command;
 
 use rustix::ioctl::opcode;
@@ -105,25 +104,9 @@ fn ioctls() -> Vec<(&'static str, u64)> {
     ]
 }
 
-fn kernel_source() -> Option<PathBuf> {
-    if let Some(dir) = std::env::var_os("VFIOTEST_KERNEL_SRC") {
-        return Some(PathBuf::from(dir));
-    }
-    // The same places `vfiotest vm` keeps its cache, in the same order.
-    let cache = std::env::var_os("VFIOTEST_CACHE")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("XDG_CACHE_HOME").map(|d| PathBuf::from(d).join("vfiotest")))
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/vfiotest")))?;
-    let mut trees: Vec<_> = std::fs::read_dir(cache.join("kernel-src"))
-        .ok()?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("src-")) && p.join(".unpacked").exists()
-        })
-        .collect();
-    trees.sort();
-    trees.pop()
-}
+#[path = "../../../tests-support/kernel_source.rs"]
+mod kernel_source;
+use kernel_source::kernel_source;
 
 fn main() {
     let Some(src) = kernel_source() else {

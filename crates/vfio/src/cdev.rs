@@ -65,7 +65,8 @@ impl DeviceCdev {
     /// # Errors
     /// The ioctl's errno.
     pub fn bind(&self, iommufd: &Iommufd) -> Result<u32> {
-        sys::device_bind_iommufd(&self.fd, iommufd).op(|| format!("VFIO_DEVICE_BIND_IOMMUFD({})", self.bdf))
+        sys::device_bind_iommufd(&self.fd, iommufd)
+            .map_err(|e| crate::Error::attach(format!("VFIO_DEVICE_BIND_IOMMUFD({})", self.bdf), e, "iommufd"))
     }
 
     /// `VFIO_DEVICE_BIND_IOMMUFD` with any fd number, valid or not.

@@ -95,17 +95,24 @@ impl Device {
                     Some(uuid) => format!("{bdf} vf_token={}", uuid.hyphenated()),
                     None => bdf.to_string(),
                 };
+                // Under iommufd's container emulation, this is where the device gets bound.
                 let fd = sys::group_get_device_fd(&group, &CString::new(name.as_str()).expect("no NUL in a BDF"))
-                    .op(|| format!("VFIO_GROUP_GET_DEVICE_FD({path}, \"{name}\")"))?;
+                    .map_err(|e| {
+                        let op = format!("VFIO_GROUP_GET_DEVICE_FD({path}, \"{name}\")");
+                        match iommu.mode().is_iommufd() {
+                            true => Error::attach(op, e, "iommufd"),
+                            false => Error::sys(op, e),
+                        }
+                    })?;
                 (fd, Some(group))
             }
             Some(ioas) => {
                 let path = sysfs.vfio_cdev(bdf)?;
                 let fd = node::open(&path, || format!("{} does not exist", path.display()))?;
                 let token_bytes = token.map(|uuid| *uuid.as_bytes());
-                sys::device_bind_iommufd_with(&fd, iommu.fd().as_raw_fd(), token_bytes.as_ref()).op(|| {
+                sys::device_bind_iommufd_with(&fd, iommu.fd().as_raw_fd(), token_bytes.as_ref()).map_err(|e| {
                     let with = token.map(|t| format!(", vf_token {t}")).unwrap_or_default();
-                    format!("VFIO_DEVICE_BIND_IOMMUFD({bdf}{with})")
+                    Error::attach(format!("VFIO_DEVICE_BIND_IOMMUFD({bdf}{with})"), e, "iommufd")
                 })?;
                 sys::device_attach_iommufd_pt(&fd, ioas)
                     .op(|| format!("VFIO_DEVICE_ATTACH_IOMMUFD_PT({bdf}, ioas {ioas})"))?;

@@ -93,7 +93,10 @@ impl Iommu {
             // The type stays set while any group is in the container; once the last one leaves,
             // the kernel unsets it and the next group must set it again.
             Err(vfio_sys::Errno::INVAL) if *type_set => {}
-            Err(e) => return Err(Error::sys(format!("VFIO_SET_IOMMU({}, type {kind})", self.mode), e)),
+            Err(e) => {
+                let op = format!("VFIO_SET_IOMMU({}, type {kind})", self.mode);
+                return Err(Error::attach(op, e, self.mode.isolation_module()));
+            }
         }
         Ok(())
     }
@@ -122,10 +125,12 @@ impl Iommu {
     pub fn map(self: &Arc<Self>, range: DmaRange<'_>, iova: u64) -> Result<DmaMapping> {
         let (vaddr, len) = (range.addr(), range.len() as u64);
         match self.ioas {
-            Some(ioas) => sys::ioas_map(&self.fd, ioas, range, iova)
-                .op(|| format!("IOMMU_IOAS_MAP(vaddr={vaddr:#x}, iova={iova:#x}, length={len:#x})"))?,
-            None => sys::iommu_map_dma(&self.fd, range, iova)
-                .op(|| format!("VFIO_IOMMU_MAP_DMA(vaddr={vaddr:#x}, iova={iova:#x}, size={len:#x})"))?,
+            Some(ioas) => sys::ioas_map(&self.fd, ioas, range, iova).map_err(|e| {
+                Error::pin(format!("IOMMU_IOAS_MAP(vaddr={vaddr:#x}, iova={iova:#x}, length={len:#x})"), e)
+            })?,
+            None => sys::iommu_map_dma(&self.fd, range, iova).map_err(|e| {
+                Error::pin(format!("VFIO_IOMMU_MAP_DMA(vaddr={vaddr:#x}, iova={iova:#x}, size={len:#x})"), e)
+            })?,
         }
         self.registry().insert(vaddr, len, iova);
         Ok(DmaMapping { iommu: Arc::clone(self), iova, len, mapped: true })

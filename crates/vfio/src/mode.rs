@@ -72,6 +72,15 @@ impl IommuMode {
         !matches!(self, Self::VfioType1 | Self::VfioType1v2)
     }
 
+    /// The module whose `allow_unsafe_interrupts` parameter decides whether a device may attach
+    /// without MSI isolation: iommufd binds devices for its container emulation too.
+    pub const fn isolation_module(self) -> &'static str {
+        match self.is_iommufd() {
+            true => "iommufd",
+            false => "vfio_iommu_type1",
+        }
+    }
+
     /// Whether a BAR's virtual address can be DMA-mapped. Only the legacy type1 driver
     /// follows VM_PFNMAP; iommufd refuses MMIO by VA and takes a dma-buf instead.
     pub const fn allows_va_mmio(self) -> bool {

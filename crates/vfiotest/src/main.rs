@@ -69,9 +69,13 @@ pub struct RunArgs {
     /// Run only fixture.variant.test.
     #[arg(short = 'r', value_name = "NAME", action = ArgAction::Append)]
     run: Vec<String>,
-    /// List the tests that would run, and exit.
+    /// List every test (upstream's table, on stderr) and exit 4, as kselftest_harness does.
     #[arg(short = 'l')]
     list: bool,
+    /// Enable debug prints. Accepted for kselftest_harness compatibility: none of the ported
+    /// tests prints debug messages, upstream's included.
+    #[arg(short = 'd')]
+    debug: bool,
     /// The filters in command-line order (first match wins), rebuilt from the options above.
     #[arg(skip)]
     filters: Filters,
@@ -122,6 +126,14 @@ fn main() -> ExitCode {
 fn parse() -> Result<(Cli, Filters), Fatal> {
     let matches = match Cli::command().try_get_matches() {
         Ok(m) => m,
+        // kselftest_harness prints its usage on stderr and exits 4 (skip) for -h; `run` is the
+        // kselftest-compatible command, so its help does the same.
+        Err(e)
+            if e.kind() == clap::error::ErrorKind::DisplayHelp && std::env::args().nth(1).as_deref() == Some("run") =>
+        {
+            eprint!("{}", e.render());
+            std::process::exit(KSFT_SKIP);
+        }
         Err(e) if matches!(e.kind(), clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion) => {
             let _ = e.print();
             std::process::exit(0);
@@ -214,13 +226,20 @@ fn run(args: &RunArgs) -> Result<i32, Fatal> {
         return Ok(code);
     }
     if args.list {
-        return print_tests(&catalogue);
+        let mut err = std::io::stderr().lock();
+        for program in &catalogue {
+            if catalogue.len() > 1 {
+                let _ = writeln!(err, "{}:", program.name);
+            }
+            ksft::list_tests(program, &mut err);
+        }
+        return Ok(KSFT_SKIP);
     }
     let sysfs = Sysfs::system();
     for &bdf in &bdfs {
         sysfs.ensure_vfio_bound(bdf)?;
     }
-    Ok(ksft::run_programs(&catalogue, &args.filters, &mut std::io::stdout()))
+    Ok(ksft::run_programs(&catalogue, &args.filters, &mut std::io::stdout(), &mut std::io::stderr()))
 }
 
 fn print_tests(catalogue: &[ksft::Program]) -> Result<i32, Fatal> {

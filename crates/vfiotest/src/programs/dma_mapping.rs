@@ -2,7 +2,7 @@
 //! mode, check in the IOMMU's own page table that it landed at the right level and is gone after
 //! unmap; and map at the very top of the IOVA space, where sizes overflow.
 
-use ksft::{Outcome, Test, Verdict, ensure, ensure_eq, skip};
+use ksft::{Case, Outcome, Test, Verdict, ensure, ensure_eq, skip};
 use vfio::pgtable::{self, PageWalk};
 use vfio::{Backing, Bdf, Errno, IommuMode, MmapWindow, page_size};
 
@@ -37,13 +37,13 @@ pub fn tests(bdf: Bdf) -> Vec<Test> {
         "vfio_dma_mapping_test",
         &variants,
         move |v: &MappingVariant| DeviceFixture::open(bdf, v.mode).map(|dev| (dev, *v)),
-        &[("dma_map_unmap", dma_map_unmap)],
+        &[Case::new("dma_map_unmap", dma_map_unmap)],
     );
     tests.extend(ksft::fixture(
         "vfio_dma_map_limit_test",
         &mode_variants(),
         move |&mode| LimitFixture::setup(bdf, mode),
-        &[("unmap_range", unmap_range), ("unmap_all", unmap_all), ("overflow", overflow)],
+        &[Case::new("unmap_range", unmap_range), Case::new("unmap_all", unmap_all), Case::new("overflow", overflow)],
     ));
     tests
 }
@@ -60,8 +60,9 @@ fn dma_map_unmap((t, variant): &mut (DeviceFixture, MappingVariant)) -> Outcome 
     let buffer = match MmapWindow::anonymous_backed(size as usize, variant.backing) {
         Ok(buffer) => buffer,
         // Hugetlb pages are a boot-time reservation; without them the variant can't run here.
+        // Upstream's reason, word for word (its trailing newline too).
         Err(e) if variant.backing != Backing::Normal => {
-            skip!("mmap() of {size:#x} bytes of hugetlb failed: {}", vfio::Errnum(e))
+            skip!("mmap() failed: {} ({})\n", vfio::Errnum(e).strerror(), e.raw_os_error())
         }
         Err(e) => return Err(vfio::Error::sys(format!("mmap(anonymous, {size:#x})"), e).into()),
     };

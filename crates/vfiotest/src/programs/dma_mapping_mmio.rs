@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ksft::{Outcome, Test, Verdict, ensure, skip};
+use ksft::{Case, Outcome, Test, Verdict, ensure, skip};
 use vfio::align::round_up;
 use vfio::{BarMapping, Bdf, DmaRange, Iommu, IommuMode, IovaAllocator, MmapWindow, Prot, page_size};
 
@@ -52,9 +52,9 @@ pub fn tests(bdf: Bdf) -> Vec<Test> {
         &mode_variants(),
         move |&mode| MmioFixture::setup(bdf, mode),
         &[
-            ("map_full_bar", map_full_bar),
-            ("map_partial_bar", map_partial_bar),
-            ("map_bar_misaligned", map_bar_misaligned),
+            Case::new("map_full_bar", map_full_bar),
+            Case::new("map_partial_bar", map_partial_bar),
+            Case::new("map_bar_misaligned", map_bar_misaligned),
         ],
     )
 }

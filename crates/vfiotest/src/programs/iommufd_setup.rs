@@ -1,10 +1,8 @@
 //! `vfio_iommufd_setup_test`: the cdev + iommufd setup sequence, one ioctl at a time.
 
-use ksft::{Outcome, Test, Verdict, ensure};
+use ksft::{Case, Outcome, Test, Verdict, ensure};
 use vfio::Bdf;
 use vfio::cdev::{DeviceCdev, Iommufd};
-
-use super::OrSkip;
 
 struct CdevFixture {
     cdev: DeviceCdev,
@@ -13,19 +11,19 @@ struct CdevFixture {
 
 pub fn tests(bdf: Bdf) -> Vec<Test> {
     let setup = move |_: &()| -> Result<CdevFixture, Verdict> {
-        Ok(CdevFixture { cdev: DeviceCdev::open(bdf).or_skip()?, iommufd: Iommufd::open().or_skip()? })
+        Ok(CdevFixture { cdev: DeviceCdev::open(bdf)?, iommufd: Iommufd::open()? })
     };
     ksft::fixture(
         "vfio_cdev",
         &[("", ())],
         setup,
         &[
-            ("bind", bind),
-            ("get_info_without_bind_fails", get_info_without_bind_fails),
-            ("bind_bad_iommufd_fails", bind_bad_iommufd_fails),
-            ("repeated_bind_fails", repeated_bind_fails),
-            ("attach_detatch_pt", attach_detach_pt),
-            ("attach_invalid_pt_fails", attach_invalid_pt_fails),
+            Case::new("bind", bind),
+            Case::new("get_info_without_bind_fails", get_info_without_bind_fails),
+            Case::new("bind_bad_iommufd_fails", bind_bad_iommufd_fails),
+            Case::new("repeated_bind_fails", repeated_bind_fails),
+            Case::new("attach_detatch_pt", attach_detach_pt),
+            Case::new("attach_invalid_pt_fails", attach_invalid_pt_fails),
         ],
     )
 }

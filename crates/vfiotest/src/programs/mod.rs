@@ -83,22 +83,6 @@ pub fn catalogue(only: Option<&str>, bdfs: &[Bdf]) -> Vec<Program> {
     programs
 }
 
-/// Turns library errors into verdicts: what the kernel or machine lacks is a SKIP with the
-/// reason, anything else a failure.
-pub trait OrSkip<T> {
-    /// `Unsupported` → SKIP, other errors → FAIL.
-    fn or_skip(self) -> Result<T, Verdict>;
-}
-
-impl<T> OrSkip<T> for vfio::Result<T> {
-    fn or_skip(self) -> Result<T, Verdict> {
-        self.map_err(|e| match e.is_unsupported() {
-            true => Verdict::Skip(e.to_string()),
-            false => Verdict::Fail(e.to_string()),
-        })
-    }
-}
-
 /// The variants that replicate a fixture across every IOMMU mode.
 pub fn mode_variants() -> Vec<(&'static str, IommuMode)> {
     IommuMode::ALL.iter().map(|&m| (m.name(), m)).collect()
@@ -156,8 +140,8 @@ impl DeviceFixture {
 
     /// Opens `bdf` in `mode`; a mode the kernel lacks is a SKIP.
     pub fn open(bdf: Bdf, mode: IommuMode) -> Result<Self, Verdict> {
-        let iommu = Iommu::open(mode).or_skip()?;
-        let (device, bars) = open_with_bars(bdf, &iommu).or_skip()?;
+        let iommu = Iommu::open(mode)?;
+        let (device, bars) = open_with_bars(bdf, &iommu)?;
         // Upstream's device setup checks these for every test: VFIO never offers config space
         // for mmap(), and the MSI and MSI-X IRQ infos can be read.
         let config = device

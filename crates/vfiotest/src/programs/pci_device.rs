@@ -1,15 +1,13 @@
 //! `vfio_pci_device_test`: config space, BARs, reset and interrupts of one device, in the best
 //! mode the kernel has (native iommufd, upstream's default, where it exists).
 
-use std::time::Duration;
-
-use ksft::{Outcome, Test, Verdict, ensure, ensure_eq, skip};
+use ksft::{Case, Outcome, Test, Verdict, ensure, ensure_eq, skip};
+use vfio::Bdf;
 use vfio::pci::{
     PCI_COMMAND, PCI_COMMAND_MASTER, PCI_DEVICE_ID, PCI_STD_NUM_BARS, PCI_VENDOR_ID, VFIO_PCI_MSI_IRQ_INDEX,
     VFIO_PCI_MSIX_IRQ_INDEX,
 };
 use vfio::sysfs::Sysfs;
-use vfio::{Bdf, Errno};
 
 use super::DeviceFixture;
 
@@ -28,7 +26,11 @@ pub fn tests(bdf: Bdf) -> Vec<Test> {
         "vfio_pci_device_test",
         &[("", ())],
         setup,
-        &[("config_space_read_write", config_space_read_write), ("validate_bars", validate_bars), ("reset", reset)],
+        &[
+            Case::new("config_space_read_write", config_space_read_write),
+            Case::new("validate_bars", validate_bars),
+            Case::new("reset", reset),
+        ],
     );
     let setup = move |&index: &u32| -> Result<(PciFixture, u32), Verdict> {
         Ok((PciFixture { bdf, dev: DeviceFixture::open_best(bdf)? }, index))
@@ -37,7 +39,7 @@ pub fn tests(bdf: Bdf) -> Vec<Test> {
         "vfio_pci_irq_test",
         &[("msi", VFIO_PCI_MSI_IRQ_INDEX), ("msix", VFIO_PCI_MSIX_IRQ_INDEX)],
         setup,
-        &[("enable_trigger_disable", enable_trigger_disable)],
+        &[Case::new("enable_trigger_disable", enable_trigger_disable)],
     ));
     tests
 }
@@ -89,15 +91,9 @@ fn validate_bars(t: &mut PciFixture) -> Outcome {
 }
 
 fn reset(t: &mut PciFixture) -> Outcome {
+    // Upstream's reasons end in a newline, which leaves an empty line in the TAP; so do ours.
     if !t.dev.device.info().can_reset() {
-        skip!("Device does not support reset");
-    }
-    // A reset can race with the device's own work; the kernel asks to retry then.
-    for _ in 0..20 {
-        match t.dev.device.reset() {
-            Err(e) if e.errno() == Some(Errno::AGAIN) => std::thread::sleep(Duration::from_millis(10)),
-            result => return Ok(result?),
-        }
+        skip!("Device does not support reset\n");
     }
     Ok(t.dev.device.reset()?)
 }
@@ -106,7 +102,7 @@ fn enable_trigger_disable((t, index): &mut (PciFixture, u32)) -> Outcome {
     let kind = if *index == VFIO_PCI_MSIX_IRQ_INDEX { "MSI-x" } else { "MSI" };
     let count = t.dev.device.irq_info(*index)?.count.min(MAX_TEST_MSI);
     if count == 0 {
-        skip!("{kind}: not supported");
+        skip!("{kind}: not supported\n");
     }
     let irqs = t.dev.device.enable_irqs(*index, count)?;
     println!("{kind}: enabled {count} interrupts");

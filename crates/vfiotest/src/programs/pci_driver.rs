@@ -6,7 +6,7 @@ use std::any::Any;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ksft::{Outcome, Refusal, Tap, Test, Verdict, ensure, ensure_eq, skip};
+use ksft::{Case, Outcome, Refusal, Tap, Test, Verdict, ensure, ensure_eq, skip};
 use vfio::driver::{self, DRIVER_MEMORY, DmaDriver};
 use vfio::{Bdf, DmaBuffer, IommuMode};
 
@@ -96,25 +96,21 @@ pub fn prologue(bdf: Bdf, _: &mut Tap<'_>) -> Result<Option<Box<dyn Any>>, Refus
 }
 
 pub fn tests(bdf: Bdf) -> Vec<Test> {
-    let tests = ksft::fixture(
+    ksft::fixture(
         "vfio_pci_driver_test",
         &mode_variants(),
         move |&mode| DriverFixture::setup(bdf, mode),
         &[
-            ("init_remove", init_remove),
-            ("memcpy_success", memcpy_success),
-            ("memcpy_from_unmapped_iova", memcpy_from_unmapped_iova),
-            ("memcpy_to_unmapped_iova", memcpy_to_unmapped_iova),
-            ("send_msi", send_msi),
-            ("mix_and_match", mix_and_match),
-            ("memcpy_storm", memcpy_storm),
+            Case::new("init_remove", init_remove),
+            Case::new("memcpy_success", memcpy_success),
+            Case::new("memcpy_from_unmapped_iova", memcpy_from_unmapped_iova),
+            Case::new("memcpy_to_unmapped_iova", memcpy_to_unmapped_iova),
+            Case::new("send_msi", send_msi),
+            Case::new("mix_and_match", mix_and_match),
+            // Upstream's TEST_F_TIMEOUT(..., memcpy_storm, 60).
+            Case::new("memcpy_storm", memcpy_storm).timeout(Duration::from_secs(60)),
         ],
-    );
-    // Upstream gives the storm 60 s; the others keep the default.
-    tests
-        .into_iter()
-        .map(|t| if t.name == "memcpy_storm" { t.with_timeout(Duration::from_secs(60)) } else { t })
-        .collect()
+    )
 }
 
 fn init_remove(t: &mut DriverFixture) -> Outcome {
@@ -154,7 +150,7 @@ fn memcpy_to_unmapped_iova(t: &mut DriverFixture) -> Outcome {
 
 fn send_msi(t: &mut DriverFixture) -> Outcome {
     if !t.driver.send_msi()? {
-        skip!("Driver does not support send_msi()");
+        skip!("Driver does not support send_msi()\n");
     }
     ensure_eq!(t.driver.msi_count(MSI_WAIT)?, 1, "MSIs seen after one send_msi()");
     Ok(())

@@ -8,11 +8,11 @@
 use std::any::Any;
 use std::sync::Arc;
 
-use ksft::{Outcome, Refusal, Tap, Test, Verdict, ensure};
+use ksft::{Case, Outcome, Refusal, Tap, Test, Verdict, ensure};
 use vfio::sysfs::{Sysfs, VFIO_PCI};
 use vfio::{Bdf, Device, Errno, Iommu, IommuMode, Uuid};
 
-use super::{OrSkip, mode_variants_by};
+use super::mode_variants_by;
 
 /// The token the PF is opened with, and the other one the tests use (upstream's UUIDs).
 const UUID_1: Uuid = Uuid::from_u128(0x52ac9bff_3a88_4fbd_901a_0d767c3b6c97);
@@ -81,10 +81,10 @@ struct TokenFixture {
 
 impl TokenFixture {
     fn setup(pf_bdf: Bdf, variant: TokenVariant) -> Result<Self, Verdict> {
-        let iommu = Iommu::open(variant.mode).or_skip()?;
+        let iommu = Iommu::open(variant.mode)?;
         // The VF the prologue made, in the harness process.
         let vf_bdf = Sysfs::system().virtfn(pf_bdf, 0)?;
-        let pf = Device::open_with_token(pf_bdf, &iommu, Some(UUID_1)).or_skip()?;
+        let pf = Device::open_with_token(pf_bdf, &iommu, Some(UUID_1))?;
         Ok(Self { vf: None, pf: Some(pf), iommu, pf_token: UUID_1, vf_bdf, variant })
     }
 
@@ -121,9 +121,9 @@ pub fn tests(pf: Bdf) -> Vec<Test> {
         &variants,
         move |&variant| TokenFixture::setup(pf, variant),
         &[
-            ("init_token_match", init_token_match),
-            ("pf_early_close", pf_early_close),
-            ("override_token", override_token),
+            Case::new("init_token_match", init_token_match),
+            Case::new("pf_early_close", pf_early_close),
+            Case::new("override_token", override_token),
         ],
     )
 }

@@ -3,7 +3,7 @@
 
 use std::time::Instant;
 
-use ksft::{TapLine, parse_line};
+use ksft::{Status, TapLine, parse_line};
 use serde::Serialize;
 
 /// Lines our init prints start with this.
@@ -38,8 +38,8 @@ pub struct TestResult {
     pub program: String,
     /// `fixture.variant.test`.
     pub test: String,
-    /// `pass`, `skip`, `fail`, `xfail` or `xpass`.
-    pub verdict: &'static str,
+    /// What the test's result line says.
+    pub verdict: Status,
     /// The SKIP reason or failure note.
     pub reason: String,
     /// Seconds from the test's `RUN` line (or the program's header) to its result line, as the
@@ -149,21 +149,21 @@ impl Console {
                     self.program = program.to_owned();
                     self.program_started = Some(self.now);
                 } else if self.nested
-                    && let Some(TapLine::Result { ok, name, directive, reason, .. }) =
+                    && let Some(TapLine::Result { status, name, reason, .. }) =
                         line.strip_prefix("# ").and_then(parse_line)
                 {
-                    self.record(ok, name, directive, reason);
+                    self.record(status, name, reason);
                 }
                 Event::Tap
             }
-            Some(TapLine::Result { ok, name, directive, reason, .. }) => {
+            Some(TapLine::Result { status, name, reason, .. }) => {
                 match name.strip_prefix("selftests: vfio: ") {
                     // A program's own verdict in multi-program output, e.g. a whole-program SKIP.
                     Some(program) if self.nested => {
                         self.program = program.to_owned();
-                        self.record(ok, PROGRAM_VERDICT.to_owned(), directive, reason);
+                        self.record(status, PROGRAM_VERDICT.to_owned(), reason);
                     }
-                    _ if !self.nested => self.record(ok, name, directive, reason),
+                    _ if !self.nested => self.record(status, name, reason),
                     _ => {}
                 }
                 Event::Tap
@@ -197,14 +197,7 @@ impl Console {
         Event::Note(note.to_owned())
     }
 
-    fn record(&mut self, ok: bool, name: String, directive: Option<String>, reason: String) {
-        let verdict = match (ok, directive.as_deref()) {
-            (true, Some("SKIP")) => "skip",
-            (true, Some("XFAIL")) => "xfail",
-            (true, Some("XPASS")) => "xpass",
-            (true, _) => "pass",
-            (false, _) => "fail",
-        };
+    fn record(&mut self, verdict: Status, name: String, reason: String) {
         let started = match name == PROGRAM_VERDICT {
             true => self.program_started,
             false => self.test_started.take(),
@@ -225,9 +218,9 @@ impl Console {
     ///
     /// Whole-program verdicts count only when the program skipped whole (it ran no tests).
     pub fn counts(&self) -> (usize, usize, usize) {
-        let counted = |r: &&TestResult| r.test != PROGRAM_VERDICT || r.verdict == "skip";
-        let count = |v: &[&str]| self.results.iter().filter(counted).filter(|r| v.contains(&r.verdict)).count();
-        (count(&["pass", "xfail"]), count(&["skip"]), count(&["fail", "xpass"]))
+        let counted = |r: &&TestResult| r.test != PROGRAM_VERDICT || r.verdict == Status::Skip;
+        let count = |v: &[Status]| self.results.iter().filter(counted).filter(|r| v.contains(&r.verdict)).count();
+        (count(&[Status::Pass, Status::XFail]), count(&[Status::Skip]), count(&[Status::Fail, Status::XPass]))
     }
 }
 
@@ -253,7 +246,7 @@ mod tests {
         assert_eq!(events[1], Event::Log, "TAP-like lines before begin are boot noise");
         assert_eq!(events.last(), Some(&Event::Finished(0)));
         assert_eq!(c.results.len(), 2);
-        assert_eq!(c.results[1].verdict, "skip");
+        assert_eq!(c.results[1].verdict, Status::Skip);
         assert_eq!(c.results[1].reason, "BAR too small (size=0x800)");
         assert_eq!(c.results[0].program, "vfio_dma_mapping_mmio_test");
         assert_eq!(c.counts(), (1, 1, 0));
@@ -280,10 +273,10 @@ mod tests {
         assert_eq!(
             got,
             [
-                ("prog 0000:00:03.0", "f.v.t", "pass"),
-                ("prog 0000:00:03.0", PROGRAM_VERDICT, "pass"),
-                ("prog 0000:00:04.0", "f.v.t", "fail"),
-                ("prog 0000:00:04.0", PROGRAM_VERDICT, "fail"),
+                ("prog 0000:00:03.0", "f.v.t", Status::Pass),
+                ("prog 0000:00:03.0", PROGRAM_VERDICT, Status::Pass),
+                ("prog 0000:00:04.0", "f.v.t", Status::Fail),
+                ("prog 0000:00:04.0", PROGRAM_VERDICT, Status::Fail),
             ]
         );
         assert_eq!(c.counts(), (1, 0, 1), "program verdicts don't count twice");
