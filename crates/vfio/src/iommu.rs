@@ -25,6 +25,9 @@ pub struct Iommu {
     ioas: Option<u32>,
     /// Whether `VFIO_SET_IOMMU` has succeeded here; it needs a group attached first.
     type_set: Mutex<bool>,
+    /// Whether attaches from several threads are serialized (the default; see
+    /// [`Iommu::open_racing`]).
+    serialized: bool,
     /// What this context has mapped.
     mapped: Mutex<Mappings>,
 }
@@ -36,6 +39,21 @@ impl Iommu {
     /// [`Error::Unsupported`] if the kernel lacks the mode (no `/dev/iommu`, no type1 driver);
     /// else the failing syscall.
     pub fn open(mode: IommuMode) -> Result<Arc<Self>> {
+        Self::open_with(mode, true)
+    }
+
+    /// [`Iommu::open`], but devices attaching from several threads reach the kernel at the
+    /// same time, as upstream's selftests let them: for tests of the kernel's own locking.
+    /// [`Iommu::open`] serializes them, because iommufd's container emulation has a race there
+    /// (see `attach_group`).
+    ///
+    /// # Errors
+    /// As [`Iommu::open`].
+    pub fn open_racing(mode: IommuMode) -> Result<Arc<Self>> {
+        Self::open_with(mode, false)
+    }
+
+    fn open_with(mode: IommuMode, serialized: bool) -> Result<Arc<Self>> {
         let (fd, ioas) = match (mode.container_path(), mode.type1_kind()) {
             (Some(path), Some(kind)) => {
                 let fd = node::open(path, || match mode.is_iommufd() {
@@ -61,7 +79,8 @@ impl Iommu {
                 (fd, Some(ioas))
             }
         };
-        Ok(Arc::new(Self { mode, fd, ioas, type_set: Mutex::new(false), mapped: Mutex::new(Mappings::default()) }))
+        let (type_set, mapped) = (Mutex::new(false), Mutex::new(Mappings::default()));
+        Ok(Arc::new(Self { mode, fd, ioas, type_set, serialized, mapped }))
     }
 
     /// The mode this context was opened in.
@@ -86,13 +105,17 @@ impl Iommu {
         // also covers SET_CONTAINER: on an iommufd, the first one creates the compat IOAS and
         // publishes it before it is finalized, so another group racing through
         // GET_DEVICE_FD can find it and fail with ENOENT (seen on 7.3 under parallel init).
-        let mut type_set = self.type_set.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let lock = || self.type_set.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let serial = self.serialized.then(lock);
         sys::group_set_container(group, &self.fd).op(|| format!("VFIO_GROUP_SET_CONTAINER(group {group_no})"))?;
-        match sys::set_iommu(&self.fd, kind) {
+        let set = sys::set_iommu(&self.fd, kind);
+        let mut type_set = serial.unwrap_or_else(lock);
+        match set {
             Ok(()) => *type_set = true,
             // The type stays set while any group is in the container; once the last one leaves,
-            // the kernel unsets it and the next group must set it again.
-            Err(vfio_sys::Errno::INVAL) if *type_set => {}
+            // the kernel unsets it and the next group must set it again. Racing, another
+            // thread may have set it a moment ago, as upstream's selftests allow.
+            Err(vfio_sys::Errno::INVAL) if *type_set || !self.serialized => {}
             Err(e) => {
                 let op = format!("VFIO_SET_IOMMU({}, type {kind})", self.mode);
                 return Err(Error::attach(op, e, self.mode.isolation_module()));

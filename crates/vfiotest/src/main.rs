@@ -2,17 +2,14 @@
 
 #![deny(unsafe_code)]
 
-mod programs;
-mod vm;
-
 use std::io::Write;
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{ArgAction, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
-use ksft::{Filter, Filters, KSFT_FAIL, KSFT_PASS, KSFT_SKIP};
+use ksft::{Filter, Filters, KSFT_PASS, KSFT_SKIP};
 use vfio::Bdf;
 use vfio::sysfs::Sysfs;
+use vfiotest::{Fatal, programs, vm};
 
 #[derive(Parser)]
 #[command(version, about = "VFIO and iommufd DMA-mapping selftests")]
@@ -85,29 +82,6 @@ pub struct RunArgs {
 struct ListArgs {
     /// Only this program.
     program: Option<String>,
-}
-
-/// A one-line error for the user, with the kselftest exit code to leave with.
-#[derive(Debug)]
-pub struct Fatal {
-    pub code: i32,
-    pub message: String,
-}
-
-impl Fatal {
-    pub fn fail(message: impl Into<String>) -> Self {
-        Self { code: KSFT_FAIL, message: message.into() }
-    }
-
-    pub fn skip(message: impl Into<String>) -> Self {
-        Self { code: KSFT_SKIP, message: message.into() }
-    }
-}
-
-impl<E: std::error::Error> From<E> for Fatal {
-    fn from(e: E) -> Self {
-        Self::fail(e.to_string())
-    }
 }
 
 fn main() -> ExitCode {
@@ -286,15 +260,6 @@ fn cleanup(bdfs: &[String]) -> Result<i32, Fatal> {
     Ok(KSFT_PASS)
 }
 
-/// Where the vm runner keeps its downloads and builds, outside the repository.
-pub fn cache_dir() -> PathBuf {
-    std::env::var_os("VFIOTEST_CACHE")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("XDG_CACHE_HOME").map(|d| PathBuf::from(d).join("vfiotest")))
-        .or_else(|| std::env::var_os("HOME").map(|d| PathBuf::from(d).join(".cache/vfiotest")))
-        .unwrap_or_else(|| PathBuf::from("/var/cache/vfiotest"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -322,7 +287,7 @@ mod tests {
         assert_eq!(b.len(), 1);
         let err = resolve_targets(&args(&["nonsense"])).unwrap_err();
         assert_eq!(err.message, "\"nonsense\" is neither a test program (see `vfiotest list`) nor a BDF");
-        assert_eq!(err.code, KSFT_FAIL);
+        assert_eq!(err.code, ksft::KSFT_FAIL);
         let err = resolve_targets(&args(&["0000:00:zz.0"])).unwrap_err();
         assert!(err.message.starts_with("invalid BDF"), "{}", err.message);
     }

@@ -8,39 +8,16 @@
 use std::collections::BTreeMap;
 use std::process::Command;
 
-const MODES: [&str; 5] =
-    ["vfio_type1_iommu", "vfio_type1v2_iommu", "iommufd_compat_type1", "iommufd_compat_type1v2", "iommufd"];
-const MMIO: &str = "vfio_dma_mapping_mmio_test";
-const DMA: &str = "vfio_dma_mapping_test";
-const SETUP: &str = "vfio_iommufd_setup_test";
-const PCI: &str = "vfio_pci_device_test";
-const DRIVER: &str = "vfio_pci_driver_test";
-const SRIOV: &str = "vfio_pci_sriov_uapi_test";
-const SRIOV_TESTS: [&str; 3] = ["init_token_match", "pf_early_close", "override_token"];
-const TOKENS: [&str; 3] = ["same_uuid", "diff_uuid", "null_uuid"];
-/// The "test" under which a program's own verdict is reported.
-const WHOLE: &str = "(program)";
-const DRIVER_TESTS: [&str; 7] = [
-    "init_remove",
-    "memcpy_success",
-    "memcpy_from_unmapped_iova",
-    "memcpy_to_unmapped_iova",
-    "send_msi",
-    "mix_and_match",
-    "memcpy_storm",
-];
-const SETUP_TESTS: [&str; 6] = [
-    "bind",
-    "get_info_without_bind_fails",
-    "bind_bad_iommufd_fails",
-    "repeated_bind_fails",
-    "attach_detatch_pt",
-    "attach_invalid_pt_fails",
-];
+use ksft::Status::{self, Pass, Skip};
+use vfio::Bdf;
+use vfiotest::programs::{self, PROGRAMS};
+use vfiotest::vm::console::PROGRAM_VERDICT;
+use vfiotest::vm::machine::TOPOLOGY;
 
-/// What each emulated device can do, which decides the verdicts.
+/// What each emulated device can do, which decides the verdicts. Keyed by the QEMU device
+/// model; the addresses come from the topology.
 struct Device {
-    bdf: &'static str,
+    model: &'static str,
     /// The largest BAR is under two pages, so map_partial_bar skips with this reason.
     partial_bar_skip: Option<&'static str>,
     msi: bool,
@@ -53,89 +30,103 @@ struct Device {
 }
 
 /// A device with a BAR of two pages or more, nothing else.
-const PLAIN: Device =
-    Device { bdf: "", partial_bar_skip: None, msi: false, msix: false, reset: false, dma_driver: false, sriov: false };
+const PLAIN: Device = Device {
+    model: "",
+    partial_bar_skip: None,
+    msi: false,
+    msix: false,
+    reset: false,
+    dma_driver: false,
+    sriov: false,
+};
 
 const DEVICES: [Device; 7] = [
     // 128 GiB BAR2.
-    Device { bdf: "0000:00:03.0", ..PLAIN },
+    Device { model: "pci-testdev,membar=0x2000000000", ..PLAIN },
     // One 4 KiB BAR.
-    Device { bdf: "0000:00:04.0", partial_bar_skip: Some("BAR too small (size=0x1000)"), ..PLAIN },
+    Device { model: "pci-testdev", partial_bar_skip: Some("BAR too small (size=0x1000)"), ..PLAIN },
     // edu: MSI and a DMA engine.
-    Device { bdf: "0000:00:05.0", msi: true, dma_driver: true, ..PLAIN },
+    Device { model: "edu", msi: true, dma_driver: true, ..PLAIN },
     // ivshmem: 256-byte BAR0 plus RAM BAR2.
-    Device { bdf: "0000:00:06.0", ..PLAIN },
+    Device { model: "ivshmem-plain", ..PLAIN },
     // nvme: MSI-X and FLR.
-    Device { bdf: "0000:00:07.0", msix: true, reset: true, ..PLAIN },
+    Device { model: "nvme", msix: true, reset: true, ..PLAIN },
     // i6300esb: one 16-byte BAR, smaller than a page.
-    Device { bdf: "0000:00:08.0", partial_bar_skip: Some("BAR too small (size=0x10)"), ..PLAIN },
+    Device { model: "i6300esb", partial_bar_skip: Some("BAR too small (size=0x10)"), ..PLAIN },
     // igb (82576): upstream's DMA driver, MSI and MSI-X, FLR, and SR-IOV.
-    Device { bdf: "0000:01:00.0", msi: true, msix: true, reset: true, dma_driver: true, sriov: true, ..PLAIN },
+    Device { model: "igb", msi: true, msix: true, reset: true, dma_driver: true, sriov: true, ..PLAIN },
 ];
 
-type Expected = BTreeMap<(String, String), (&'static str, &'static str)>;
+/// How many tests each program has, counted from upstream's sources (and ours for our own
+/// programs): a test that disappears from the catalogue must fail this test, not vanish from it.
+const TEST_COUNTS: [(&str, usize); 8] = [
+    ("vfio_dma_mapping_test", 30),
+    ("vfio_dma_mapping_mmio_test", 15),
+    ("vfio_iommufd_setup_test", 6),
+    ("vfio_pci_device_test", 5),
+    ("vfio_pci_driver_test", 35),
+    ("vfio_pci_sriov_uapi_test", 45),
+    ("vfio_pci_device_init_perf_test", 5),
+    // Ours: the four container modes.
+    ("vfio_container_race_test", 4),
+];
+
+type Expected = BTreeMap<(String, String), (Status, &'static str)>;
+
+/// The verdict `test` of `program` must have on `dev`, and for a skip a piece of the reason.
+fn verdict(program: &str, test: &str, dev: &Device) -> (Status, &'static str) {
+    let pass_or = |ok: bool, reason: &'static str| if ok { (Pass, "") } else { (Skip, reason) };
+    match (program, test.rsplit('.').next().unwrap_or(test)) {
+        // Type1 maps a BAR's VA and iommufd refuses it: both are passes. A BAR under two
+        // pages has no partial range to map.
+        ("vfio_dma_mapping_mmio_test", "map_partial_bar") => dev.partial_bar_skip.map_or((Pass, ""), |r| (Skip, r)),
+        ("vfio_pci_device_test", "reset") => pass_or(dev.reset, "Device does not support reset"),
+        ("vfio_pci_device_test", _) if test.starts_with("vfio_pci_irq_test.msix.") => {
+            pass_or(dev.msix, "MSI-x: not supported")
+        }
+        ("vfio_pci_device_test", _) if test.starts_with("vfio_pci_irq_test.msi.") => {
+            pass_or(dev.msi, "MSI: not supported")
+        }
+        _ => (Pass, ""),
+    }
+}
+
+/// Whether `program` runs on `dev` at all; upstream skips the driver program whole on a device
+/// it has no driver for, and the SR-IOV program on a device that is no PF.
+fn runs_on(program: &str, dev: &Device) -> bool {
+    match program {
+        "vfio_pci_driver_test" => dev.dma_driver,
+        "vfio_pci_sriov_uapi_test" => dev.sriov,
+        _ => true,
+    }
+}
 
 /// (program on device, test) → expected verdict and, for skips, a piece of the reason.
 fn expected() -> Expected {
     let mut table = Expected::new();
-    let pass_or = |ok: bool, reason: &'static str| if ok { ("pass", "") } else { ("skip", reason) };
-    for dev in &DEVICES {
-        let mut add = |program: &str, test: String, verdict| {
-            table.insert((format!("{program} {}", dev.bdf), test), verdict);
-        };
-        for mode in MODES {
-            // Type1 maps a BAR's VA and iommufd refuses it: both are passes.
-            add(MMIO, format!("{MMIO}.{mode}.map_full_bar"), ("pass", ""));
-            add(MMIO, format!("{MMIO}.{mode}.map_bar_misaligned"), ("pass", ""));
-            let partial = dev.partial_bar_skip.map_or(("pass", ""), |reason| ("skip", reason));
-            add(MMIO, format!("{MMIO}.{mode}.map_partial_bar"), partial);
-        }
-        for backing in ["anonymous", "anonymous_hugetlb_2mb", "anonymous_hugetlb_1gb"] {
-            for mode in MODES {
-                add(DMA, format!("vfio_dma_mapping_test.{mode}_{backing}.dma_map_unmap"), ("pass", ""));
-            }
-        }
-        for mode in MODES {
-            for test in ["unmap_range", "unmap_all", "overflow"] {
-                add(DMA, format!("vfio_dma_map_limit_test.{mode}.{test}"), ("pass", ""));
-            }
-        }
-        // Upstream skips the driver program whole on a device it has no driver for.
-        let driver_program = if dev.dma_driver { ("pass", "") } else { ("skip", "") };
-        add(DRIVER, WHOLE.into(), driver_program);
-        for mode in MODES.iter().filter(|_| dev.dma_driver) {
-            for test in DRIVER_TESTS {
-                add(DRIVER, format!("vfio_pci_driver_test.{mode}.{test}"), ("pass", ""));
-            }
-        }
-        // The SR-IOV program makes a VF of an SR-IOV PF and skips whole elsewhere.
-        add(SRIOV, WHOLE.into(), if dev.sriov { ("pass", "") } else { ("skip", "") });
-        for token in TOKENS.iter().filter(|_| dev.sriov) {
-            for mode in MODES {
-                for test in SRIOV_TESTS {
-                    add(SRIOV, format!("{SRIOV}.{mode}_{token}.{test}"), ("pass", ""));
+    let bdfs: Vec<Bdf> = TOPOLOGY.iter().map(|d| d.bdf.parse().unwrap()).collect();
+    assert_eq!(PROGRAMS.len(), TEST_COUNTS.len(), "every program is counted");
+    for (spec, count) in PROGRAMS.iter().zip(TEST_COUNTS) {
+        assert_eq!(spec.name, count.0, "programs in upstream's order");
+        let programs = programs::catalogue(Some(spec.name), &bdfs);
+        for program in &programs {
+            assert_eq!(program.tests.len(), count.1, "{} has upstream's tests", program.name);
+            // A per-device program is named "program BDF"; the one that takes all devices isn't.
+            let dev = match program.name.split_once(' ') {
+                Some((_, bdf)) => {
+                    let emulated = TOPOLOGY.iter().find(|d| d.bdf == bdf).expect("a topology device");
+                    let model = emulated.qemu.split(',').next().unwrap();
+                    let known = |d: &&Device| d.model == emulated.qemu || d.model == model;
+                    DEVICES.iter().find(known).unwrap_or_else(|| panic!("no expectations for {}", emulated.qemu))
                 }
+                None => &PLAIN,
+            };
+            let runs = runs_on(spec.name, dev);
+            table.insert((program.name.clone(), PROGRAM_VERDICT.into()), if runs { (Pass, "") } else { (Skip, "") });
+            for test in program.tests.iter().filter(|_| runs) {
+                table.insert((program.name.clone(), test.full_name()), verdict(spec.name, &test.full_name(), dev));
             }
         }
-        for program in [MMIO, DMA, SETUP, PCI] {
-            add(program, WHOLE.into(), ("pass", ""));
-        }
-        for test in SETUP_TESTS {
-            add(SETUP, format!("vfio_cdev.{test}"), ("pass", ""));
-        }
-        add(PCI, "vfio_pci_device_test.config_space_read_write".into(), ("pass", ""));
-        add(PCI, "vfio_pci_device_test.validate_bars".into(), ("pass", ""));
-        add(PCI, "vfio_pci_device_test.reset".into(), pass_or(dev.reset, "Device does not support reset"));
-        add(PCI, "vfio_pci_irq_test.msi.enable_trigger_disable".into(), pass_or(dev.msi, "MSI: not supported"));
-        add(PCI, "vfio_pci_irq_test.msix.enable_trigger_disable".into(), pass_or(dev.msix, "MSI-x: not supported"));
-    }
-    // One run over all devices together.
-    table.insert(("vfio_pci_device_init_perf_test".into(), WHOLE.into()), ("pass", ""));
-    for mode in MODES {
-        table.insert(
-            ("vfio_pci_device_init_perf_test".into(), format!("vfio_pci_device_init_perf_test.{mode}.init")),
-            ("pass", ""),
-        );
     }
     table
 }
@@ -144,7 +135,7 @@ fn expected() -> Expected {
 struct Result {
     program: String,
     test: String,
-    verdict: String,
+    verdict: Status,
     reason: String,
 }
 

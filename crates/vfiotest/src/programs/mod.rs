@@ -1,5 +1,6 @@
 //! The test programs, named as upstream's, and the fixtures they share.
 
+mod container_race;
 mod dma_mapping;
 mod dma_mapping_mmio;
 mod init_perf;
@@ -53,6 +54,7 @@ pub const PROGRAMS: &[ProgramSpec] = &[
         prologue: Some(sriov_uapi::prologue),
     },
     ProgramSpec { name: "vfio_pci_device_init_perf_test", tests: Devices::All(init_perf::tests), prologue: None },
+    ProgramSpec { name: "vfio_container_race_test", tests: Devices::All(container_race::tests), prologue: None },
 ];
 
 /// The programs to run: `only` (or all). Per-device programs run once for each device; with

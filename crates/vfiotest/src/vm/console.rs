@@ -98,6 +98,8 @@ pub struct Console {
     /// When the current test's `RUN` line arrived, and the current program's header.
     test_started: Option<Instant>,
     program_started: Option<Instant>,
+    /// What the running test said about itself (`# name: message` lines): a failure's reason.
+    test_messages: Vec<String>,
 }
 
 impl Console {
@@ -115,6 +117,7 @@ impl Console {
             now: Instant::now(),
             test_started: None,
             program_started: None,
+            test_messages: Vec::new(),
         }
     }
 
@@ -143,6 +146,11 @@ impl Console {
             Some(TapLine::Comment(text)) => {
                 if line.contains(RUN_MARK) {
                     self.test_started = Some(self.now);
+                    self.test_messages.clear();
+                } else if let Some((_, message)) = text.split_once(": ")
+                    && !text.starts_with("selftests: vfio: ")
+                {
+                    self.test_messages.push(message.to_owned());
                 }
                 if let Some(program) = text.strip_prefix("selftests: vfio: ") {
                     self.nested = true;
@@ -198,6 +206,11 @@ impl Console {
     }
 
     fn record(&mut self, verdict: Status, name: String, reason: String) {
+        // kselftest prints no reason on a failed result; the test's own lines have it.
+        let reason = match (verdict, reason.is_empty()) {
+            (Status::Fail, true) => std::mem::take(&mut self.test_messages).join("; "),
+            _ => reason,
+        };
         let started = match name == PROGRAM_VERDICT {
             true => self.program_started,
             false => self.test_started.take(),
@@ -250,6 +263,21 @@ mod tests {
         assert_eq!(c.results[1].reason, "BAR too small (size=0x800)");
         assert_eq!(c.results[0].program, "vfio_dma_mapping_mmio_test");
         assert_eq!(c.counts(), (1, 1, 0));
+    }
+
+    #[test]
+    fn a_failure_keeps_what_the_test_said() {
+        let mut c = Console::new("p");
+        feed_all(
+            &mut c,
+            "vfiotest-vm: begin\n#  RUN           f.v.t ...\n# t: VFIO_SET_IOMMU(...): EPERM: no interrupt remapping\n\
+             # t: Test terminated by assertion\n#          FAIL  f.v.t\nnot ok 1 f.v.t\n",
+        );
+        assert_eq!(c.results[0].verdict, Status::Fail);
+        assert_eq!(
+            c.results[0].reason,
+            "VFIO_SET_IOMMU(...): EPERM: no interrupt remapping; Test terminated by assertion"
+        );
     }
 
     #[test]

@@ -6,7 +6,7 @@
 //! panic, oops or hang ends the run as a failure with the console's tail.
 
 mod apt;
-mod console;
+pub mod console;
 mod initramfs;
 mod kernel;
 pub mod machine;
@@ -63,6 +63,10 @@ pub struct VmArgs {
     /// Show the whole guest console, not just the suite's output.
     #[arg(long)]
     verbose: bool,
+    /// Add to the guest kernel's command line, e.g. `intremap=off` to boot without interrupt
+    /// remapping, or a module parameter such as `vfio_iommu_type1.allow_unsafe_interrupts=1`.
+    #[arg(long, value_name = "ARGS", allow_hyphen_values = true)]
+    append: Option<String>,
     /// At the end, list the N tests that took longest.
     #[arg(long, value_name = "N")]
     slowest: Option<usize>,
@@ -359,7 +363,7 @@ fn boot(
     eprintln!("[vm] booting {} under {}; console log: {}", launch.kernel.display(), accel.label(), log_path.display());
     let mut log = fs::File::create(log_path).map_err(|e| Fatal::fail(format!("{}: {e}", log_path.display())))?;
     let started = Instant::now();
-    let (mut qemu, lines) = spawn_qemu(launch, accel, "")?;
+    let (mut qemu, lines) = spawn_qemu(launch, accel, args.append.as_deref().unwrap_or(""))?;
     let mut tail = VecDeque::new();
     let mut verdict_at = None;
     let verbose = args.verbose;

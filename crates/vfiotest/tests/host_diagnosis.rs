@@ -1,0 +1,56 @@
+//! End to end: a host set up wrongly gets a failure that names the cause and the fix, and the
+//! fix works. The guest boots without interrupt remapping (`intremap=off`), so the IOMMU can't
+//! isolate MSIs and the kernel refuses every attach with EPERM; then again with the module
+//! parameters the diagnosis names, and the same tests pass.
+
+use std::process::Command;
+
+use ksft::Status;
+
+#[derive(serde::Deserialize)]
+struct Result {
+    test: String,
+    verdict: Status,
+    reason: String,
+}
+
+/// One test per kind of attach: a type1 container, iommufd's container emulation, and a cdev
+/// bound to an iommufd. Each refuses in its own ioctl, and each names its own module.
+const CASES: [(&str, &str, &str); 3] = [
+    ("vfio_type1v2_iommu", "VFIO_SET_IOMMU", "vfio_iommu_type1.allow_unsafe_interrupts=1"),
+    ("iommufd_compat_type1", "VFIO_GROUP_GET_DEVICE_FD", "iommufd.allow_unsafe_interrupts=1"),
+    ("iommufd", "VFIO_DEVICE_BIND_IOMMUFD", "iommufd.allow_unsafe_interrupts=1"),
+];
+
+fn run(append: &str) -> (Option<i32>, Vec<Result>) {
+    let results = std::env::temp_dir().join(format!("vfiotest-diagnosis-{}.json", std::process::id()));
+    let mut command = Command::new(env!("CARGO_BIN_EXE_vfiotest"));
+    command.args(["vm", "--append", append, "--device", "0000:00:03.0", "--results"]).arg(&results);
+    command.args(["--", "vfio_dma_mapping_test"]);
+    for (mode, ..) in CASES {
+        command.args(["-r", &format!("vfio_dma_mapping_test.{mode}_anonymous.dma_map_unmap")]);
+    }
+    let status = command.status().expect("run vfiotest vm");
+    let text = std::fs::read_to_string(&results).unwrap_or_else(|e| panic!("no results ({status}): {e}"));
+    let _ = std::fs::remove_file(&results);
+    (status.code(), serde_json::from_str(&text).expect("results are JSON"))
+}
+
+fn main() {
+    let (code, results) = run("intremap=off");
+    assert_eq!(results.len(), CASES.len());
+    for (mode, ioctl, fix) in CASES {
+        let r = results.iter().find(|r| r.test.contains(&format!(".{mode}_anonymous."))).expect("a result per mode");
+        assert_eq!(r.verdict, Status::Fail, "{}: the kernel refused, so the test fails", r.test);
+        for says in [ioctl, "EPERM", "no interrupt remapping", fix] {
+            assert!(r.reason.contains(says), "{}: the failure should say {says:?}: {:?}", r.test, r.reason);
+        }
+    }
+    assert_eq!(code, Some(1), "a failed run exits 1");
+
+    let (code, results) =
+        run("intremap=off vfio_iommu_type1.allow_unsafe_interrupts=1 iommufd.allow_unsafe_interrupts=1");
+    assert!(results.iter().all(|r| r.verdict == Status::Pass), "the named fix works: {:?}", results.len());
+    assert_eq!(code, Some(0));
+    println!("host_diagnosis: no interrupt remapping is named with its fix, and the fix works");
+}
