@@ -247,18 +247,15 @@ fn run_program(program: &Program, filters: &Filters, tap: &mut Tap<'_>) -> Summa
         tap.msg(format!("         {:>4}  {name}", if status.is_ok() { "OK" } else { "FAIL" }));
         summary.add(status);
         let number = number + 1;
-        // kselftest_harness: a result without a reason gets "unknown", except pass and fail.
-        let reason = reason.or_else(|| (!matches!(status, Status::Pass | Status::Fail)).then(|| "unknown".into()));
-        tap.line(match (status.directive(), reason) {
-            (Some(directive), Some(reason)) => format!("ok {number} {name} # {directive} {reason}"),
-            (_, reason) => {
-                let ok = if status.is_ok() { "ok" } else { "not ok" };
-                match reason {
-                    Some(reason) => format!("{ok} {number} {name} #  {reason}"),
-                    None => format!("{ok} {number} {name}"),
-                }
-            }
-        });
+        // kselftest.h's ksft_test_result_code(): a directive takes a reason ("unknown" if the
+        // test gave none); without one, a reason follows "#  ".
+        let ok = if status.is_ok() { "ok" } else { "not ok" };
+        let tail = match (status.directive(), reason) {
+            (Some(directive), reason) => format!(" # {directive} {}", reason.as_deref().unwrap_or("unknown")),
+            (None, Some(reason)) => format!(" #  {reason}"),
+            (None, None) => String::new(),
+        };
+        tap.line(format!("{ok} {number} {name}{tail}"));
     }
     let passed = summary.tests() - summary.fail;
     tap.msg(format!(
@@ -376,8 +373,7 @@ fn run_in_child(program: &str, test: &Test, tap: &mut Tap<'_>) -> (Status, Optio
     let (status, diagnosis) = match status {
         None => (Status::Fail, Some("Test terminated by timeout".to_owned())),
         Some(status) => match (status.code(), status.signal()) {
-            (Some(KSFT_PASS), _) => (Status::Pass, None),
-            (Some(code @ (KSFT_SKIP | crate::KSFT_XFAIL | crate::KSFT_XPASS)), _) => (Status::from_code(code), None),
+            (Some(code), _) if Status::from_code(code).is_ok() => (Status::from_code(code), None),
             (Some(_), _) => (Status::Fail, Some("Test failed".to_owned())),
             (None, Some(signal)) if signal == Signal::ABORT.as_raw() => {
                 (Status::Fail, Some("Test terminated by assertion".to_owned()))

@@ -98,7 +98,9 @@ pub struct Console {
     /// When the current test's `RUN` line arrived, and the current program's header.
     test_started: Option<Instant>,
     program_started: Option<Instant>,
-    /// What the running test said about itself (`# name: message` lines): a failure's reason.
+    /// The running test's short name (`test` of `fixture.variant.test`), and what it said
+    /// about itself (`# test: message` lines): a failure's reason.
+    test_name: String,
     test_messages: Vec<String>,
 }
 
@@ -117,6 +119,7 @@ impl Console {
             now: Instant::now(),
             test_started: None,
             program_started: None,
+            test_name: String::new(),
             test_messages: Vec::new(),
         }
     }
@@ -144,11 +147,16 @@ impl Console {
         }
         match parse_line(line) {
             Some(TapLine::Comment(text)) => {
-                if line.contains(RUN_MARK) {
+                // Nested output has one more "# " in front.
+                let said = text.trim_start_matches(['#', ' ']);
+                if let Some((_, running)) = line.split_once(RUN_MARK) {
                     self.test_started = Some(self.now);
+                    let full = running.trim_end_matches(" ...");
+                    self.test_name = full.rsplit('.').next().unwrap_or(full).to_owned();
                     self.test_messages.clear();
-                } else if let Some((_, message)) = text.split_once(": ")
-                    && !text.starts_with("selftests: vfio: ")
+                } else if let Some(message) =
+                    said.strip_prefix(self.test_name.as_str()).and_then(|rest| rest.strip_prefix(": "))
+                    && !self.test_name.is_empty()
                 {
                     self.test_messages.push(message.to_owned());
                 }
@@ -270,7 +278,8 @@ mod tests {
         let mut c = Console::new("p");
         feed_all(
             &mut c,
-            "vfiotest-vm: begin\n#  RUN           f.v.t ...\n# t: VFIO_SET_IOMMU(...): EPERM: no interrupt remapping\n\
+            "vfiotest-vm: begin\n#  RUN           f.v.t ...\n# Mapped HVA 0x1000: not a message of the test's\n\
+             # t: VFIO_SET_IOMMU(...): EPERM: no interrupt remapping\n\
              # t: Test terminated by assertion\n#          FAIL  f.v.t\nnot ok 1 f.v.t\n",
         );
         assert_eq!(c.results[0].verdict, Status::Fail);
