@@ -305,9 +305,43 @@ impl<F> Case<F> {
     }
 }
 
+/// A fixture's teardown, upstream's `FIXTURE_TEARDOWN`: it runs after the test whatever the
+/// test's outcome, and a failed check in it fails the test, even one that passed or skipped.
+pub trait Teardown: Sized {
+    /// Releases the fixture, checking each step.
+    fn teardown(self) -> Outcome;
+}
+
+/// A fixture that holds nothing to release.
+impl Teardown for () {
+    fn teardown(self) -> Outcome {
+        Ok(())
+    }
+}
+
+/// A fixture paired with a copy of its variant: the fixture's teardown.
+impl<F: Teardown, V> Teardown for (F, V) {
+    fn teardown(self) -> Outcome {
+        self.0.teardown()
+    }
+}
+
+/// The verdict of a test and then its teardown: the test's own failure comes first (with the
+/// teardown's, if that failed too); otherwise a failed teardown fails the test.
+fn after_teardown(test: Outcome, teardown: Outcome) -> Outcome {
+    match (test, teardown) {
+        (Err(Verdict::Fail(test)), Err(teardown)) => {
+            Err(Verdict::Fail(format!("{test}\nteardown also failed: {}", teardown.reason())))
+        }
+        (Err(Verdict::Fail(test)), Ok(())) => Err(Verdict::Fail(test)),
+        (_, Err(teardown)) => Err(Verdict::Fail(format!("teardown: {}", teardown.reason()))),
+        (test, Ok(())) => test,
+    }
+}
+
 /// Builds the tests of one fixture: every variant × every test, in declaration order, as
-/// kselftest_harness does. Setup is `setup(variant)`; teardown is the fixture's `Drop`.
-pub fn fixture<F: 'static, V: Clone + Send + Sync + 'static>(
+/// kselftest_harness does. Setup is `setup(variant)`; after the test, [`Teardown::teardown`].
+pub fn fixture<F: Teardown + 'static, V: Clone + Send + Sync + 'static>(
     fixture: &str,
     variants: &[(&str, V)],
     setup: impl Fn(&V) -> Result<F, Verdict> + Send + Sync + Clone + 'static,
@@ -319,10 +353,28 @@ pub fn fixture<F: 'static, V: Clone + Send + Sync + 'static>(
             let (variant, setup, body) = (variant.clone(), setup.clone(), case.body);
             let test = Test::new(fixture, *variant_name, case.name, move || {
                 let mut fixture = setup(&variant)?;
-                body(&mut fixture)
+                let outcome = body(&mut fixture);
+                after_teardown(outcome, fixture.teardown())
             });
             out.push(test.with_timeout(case.timeout));
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_teardown_fails_the_test_but_never_hides_its_failure() {
+        let fail = |m: &str| Err(Verdict::Fail(m.into()));
+        let skip = Err(Verdict::Skip("no reset".into()));
+        assert_eq!(after_teardown(Ok(()), Ok(())), Ok(()));
+        assert_eq!(after_teardown(skip.clone(), Ok(())), skip);
+        assert_eq!(after_teardown(Ok(()), fail("close: EBADF")), fail("teardown: close: EBADF"));
+        assert_eq!(after_teardown(skip, fail("close: EBADF")), fail("teardown: close: EBADF"));
+        assert_eq!(after_teardown(fail("map"), Ok(())), fail("map"));
+        assert_eq!(after_teardown(fail("map"), fail("close")), fail("map\nteardown also failed: close"));
+    }
 }

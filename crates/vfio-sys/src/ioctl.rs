@@ -5,7 +5,7 @@
 //! owned buffers that safe code parses with bounds checks.
 
 use core::ffi::{CStr, c_int, c_void};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 
 use rustix::io::{Errno, Result};
 use rustix::ioctl::{Ioctl, IoctlOutput, Opcode, Updater, ioctl, opcode};
@@ -388,4 +388,15 @@ pub fn ioas_unmap(iommufd: impl AsFd, ioas_id: u32, iova: u64, length: u64) -> R
     // SAFETY: IOMMU_IOAS_UNMAP takes an `iommu_ioas_unmap` with size set.
     unsafe { update::<{ io(nr::IOMMU_IOAS_UNMAP) }, _>(iommufd.as_fd(), &mut unmap)? };
     Ok(unmap.length)
+}
+
+/// `close(2)`, reporting its error, which dropping an [`OwnedFd`] ignores.
+///
+/// # Errors
+/// What `close` said; the fd is gone either way.
+pub fn close(fd: OwnedFd) -> Result<()> {
+    let raw = fd.into_raw_fd();
+    // SAFETY: `raw` was an open fd owned by `fd`, whose ownership we took; it is closed here
+    // exactly once and never used again, whatever `close` answers.
+    unsafe { rustix::io::try_close(raw) }
 }

@@ -66,6 +66,17 @@ unsafe impl Send for MmapWindow {}
 unsafe impl Sync for MmapWindow {}
 
 impl MmapWindow {
+    /// Unmaps the window now, reporting `munmap`'s error, which dropping it ignores.
+    ///
+    /// # Errors
+    /// What `munmap` said.
+    pub fn unmap(self) -> Result<()> {
+        let window = core::mem::ManuallyDrop::new(self);
+        // SAFETY: the window is ours and no reference into it outlives `self`, which is
+        // consumed here and never dropped, so the range is unmapped once.
+        unsafe { rustix::mm::munmap(window.base.as_ptr(), window.len) }
+    }
+
     /// `mmap(NULL, len, prot, MAP_SHARED, fd, offset)`: a shared file mapping wherever the kernel
     /// places it. The caller checks the placement (see [`MmapWindow::addr`]).
     ///

@@ -101,6 +101,15 @@ impl BarMapping {
     pub fn whole_range(&self) -> DmaRange<'_> {
         self.window.whole()
     }
+
+    /// Unmaps the BAR now, reporting a failed `munmap` (dropping it ignores one).
+    ///
+    /// # Errors
+    /// `munmap`'s errno.
+    pub fn unmap(self) -> Result<()> {
+        let (index, len) = (self.index(), self.len());
+        self.window.unmap().op(|| format!("munmap(BAR {index}, {len:#x} bytes)"))
+    }
 }
 
 impl Device {

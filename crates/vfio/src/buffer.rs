@@ -34,11 +34,13 @@ impl DmaBuffer {
         &self.window
     }
 
-    /// Unmaps the IOVA and the memory now, reporting a failed unmap.
+    /// Unmaps the IOVA and the memory now, reporting a failed unmap or `munmap`.
     ///
     /// # Errors
-    /// The kernel's refusal of the unmap.
+    /// The kernel's refusal of the unmap, or `munmap`'s errno.
     pub fn close(self) -> Result<()> {
-        self.mapping.unmap().map(drop)
+        let len = self.window.len();
+        self.mapping.unmap()?;
+        self.window.unmap().map_err(|e| Error::sys(format!("munmap({len:#x} bytes of DMA memory)"), e))
     }
 }

@@ -25,6 +25,14 @@ impl Iommufd {
         Ok(Self { fd: node::open_iommufd()? })
     }
 
+    /// Closes `/dev/iommu` now, reporting a failed `close`.
+    ///
+    /// # Errors
+    /// `close`'s errno.
+    pub fn close(self) -> Result<()> {
+        sys::close(self.fd).op(|| "close(/dev/iommu)".into())
+    }
+
     /// `IOMMU_IOAS_ALLOC`: a new IOAS id (freed when the iommufd closes).
     ///
     /// # Errors
@@ -58,6 +66,15 @@ impl DeviceCdev {
         let path = sysfs.vfio_cdev(bdf)?;
         let fd = node::open(&path, || format!("{} does not exist", path.display()))?;
         Ok(Self { bdf, fd })
+    }
+
+    /// Closes the cdev now, reporting a failed `close`.
+    ///
+    /// # Errors
+    /// `close`'s errno.
+    pub fn close(self) -> Result<()> {
+        let bdf = self.bdf;
+        sys::close(self.fd).op(|| format!("close(VFIO cdev of {bdf})"))
     }
 
     /// `VFIO_DEVICE_BIND_IOMMUFD`: returns the device id.

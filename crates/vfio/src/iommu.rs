@@ -124,6 +124,24 @@ impl Iommu {
         Ok(())
     }
 
+    /// Closes the context now, reporting a failed `close` (dropping the last `Arc` ignores one).
+    /// Closing an iommufd frees its IOAS with it.
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] if devices or mappings still hold the context (they must be closed
+    /// first; it is not closed then), else `close`'s errno.
+    pub fn close(self: Arc<Self>) -> Result<()> {
+        let this = Arc::try_unwrap(self).map_err(|shared| {
+            Error::Invalid(format!(
+                "the {} context is still held by {} devices or mappings",
+                shared.mode,
+                Arc::strong_count(&shared) - 1
+            ))
+        })?;
+        let mode = this.mode;
+        sys::close(this.fd).op(|| format!("close({mode} context)"))
+    }
+
     /// The IOVA ranges devices in this context can use, sorted and checked.
     ///
     /// # Errors
@@ -197,15 +215,6 @@ impl Iommu {
         }?;
         self.registry().clear();
         Ok(unmapped)
-    }
-}
-
-impl Drop for Iommu {
-    fn drop(&mut self) {
-        if let Some(ioas) = self.ioas {
-            // Closing the iommufd frees the IOAS anyway; destroying it first is just tidy.
-            let _ = sys::iommu_destroy(&self.fd, ioas);
-        }
     }
 }
 

@@ -22,6 +22,13 @@ struct RaceFixture {
     mode: IommuMode,
 }
 
+/// Each round closes its own context.
+impl ksft::Teardown for RaceFixture {
+    fn teardown(self) -> Outcome {
+        Ok(())
+    }
+}
+
 pub fn tests(bdfs: &[Bdf]) -> Vec<Test> {
     let bdfs = bdfs.to_vec();
     // Only containers have a first attach that sets things up for the others.

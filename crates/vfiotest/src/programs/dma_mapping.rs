@@ -106,6 +106,14 @@ struct LimitFixture {
     dev: DeviceFixture,
 }
 
+/// Upstream's order: the device and the context first, then the buffer.
+impl ksft::Teardown for LimitFixture {
+    fn teardown(self) -> Outcome {
+        self.dev.teardown()?;
+        Ok(self.buffer.unmap().map_err(|e| vfio::Error::sys("munmap(2 pages)", e))?)
+    }
+}
+
 impl LimitFixture {
     fn setup(bdf: Bdf, mode: IommuMode) -> Result<Self, Verdict> {
         let dev = DeviceFixture::open(bdf, mode)?;

@@ -21,6 +21,12 @@ struct MmioFixture {
     bar: usize,
 }
 
+impl ksft::Teardown for MmioFixture {
+    fn teardown(self) -> Outcome {
+        self.dev.teardown()
+    }
+}
+
 impl MmioFixture {
     fn setup(bdf: Bdf, mode: IommuMode) -> Result<Self, Verdict> {
         let dev = DeviceFixture::open(bdf, mode)?;

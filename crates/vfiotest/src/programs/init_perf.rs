@@ -15,6 +15,13 @@ struct PerfFixture {
     iommu: Arc<Iommu>,
 }
 
+/// The devices closed with their threads; the context must be free.
+impl ksft::Teardown for PerfFixture {
+    fn teardown(self) -> Outcome {
+        Ok(self.iommu.close()?)
+    }
+}
+
 pub fn tests(bdfs: &[Bdf]) -> Vec<Test> {
     let bdfs = bdfs.to_vec();
     ksft::fixture(

@@ -9,6 +9,13 @@ struct CdevFixture {
     iommufd: Iommufd,
 }
 
+impl ksft::Teardown for CdevFixture {
+    fn teardown(self) -> Outcome {
+        self.cdev.close()?;
+        Ok(self.iommufd.close()?)
+    }
+}
+
 pub fn tests(bdf: Bdf) -> Vec<Test> {
     let setup = move |_: &()| -> Result<CdevFixture, Verdict> {
         Ok(CdevFixture { cdev: DeviceCdev::open(bdf)?, iommufd: Iommufd::open()? })

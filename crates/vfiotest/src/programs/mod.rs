@@ -9,7 +9,7 @@ mod pci_device;
 mod pci_driver;
 mod sriov_uapi;
 
-use ksft::{Program, Refusal, Tap, Test, Verdict, ensure};
+use ksft::{Outcome, Program, Refusal, Tap, Test, Verdict, ensure};
 use std::any::Any;
 use std::sync::Arc;
 use vfio::pci::{VFIO_PCI_CONFIG_REGION_INDEX, VFIO_PCI_MSI_IRQ_INDEX, VFIO_PCI_MSIX_IRQ_INDEX};
@@ -117,6 +117,19 @@ pub struct DeviceFixture {
     pub device: Device,
     pub iommu: Arc<Iommu>,
     pub iova: IovaAllocator,
+}
+
+/// Upstream's `vfio_pci_device_cleanup()` and `iommu_cleanup()`: every BAR unmapped, the
+/// device and then the IOMMU context closed, each checked. The context must be free by then:
+/// a mapping or device still holding it fails the test.
+impl ksft::Teardown for DeviceFixture {
+    fn teardown(self) -> Outcome {
+        for bar in self.bars {
+            bar.unmap()?;
+        }
+        self.device.close()?;
+        Ok(self.iommu.close()?)
+    }
 }
 
 impl DeviceFixture {

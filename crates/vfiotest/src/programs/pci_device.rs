@@ -19,6 +19,12 @@ struct PciFixture {
     dev: DeviceFixture,
 }
 
+impl ksft::Teardown for PciFixture {
+    fn teardown(self) -> Outcome {
+        self.dev.teardown()
+    }
+}
+
 pub fn tests(bdf: Bdf) -> Vec<Test> {
     let setup =
         move |_: &()| -> Result<PciFixture, Verdict> { Ok(PciFixture { bdf, dev: DeviceFixture::open_best(bdf)? }) };

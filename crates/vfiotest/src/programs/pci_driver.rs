@@ -22,7 +22,6 @@ const MSI_WAIT: Duration = Duration::from_secs(2);
 const NO_MSI_WAIT: Duration = Duration::from_millis(50);
 
 struct DriverFixture {
-    // Drop order: the device stops (Drop), then its memory and the copy buffers are unmapped.
     driver: Box<dyn DmaDriver>,
     driver_memory: Arc<DmaBuffer>,
     memcpy: DmaBuffer,
@@ -80,10 +79,19 @@ impl DriverFixture {
     }
 }
 
-impl Drop for DriverFixture {
-    fn drop(&mut self) {
-        // Stop the device's DMA before its memory and IOMMU go away.
-        let _ = self.driver.remove(&self.dev.device);
+/// Upstream's `vfio_pci_device_cleanup()` with a driver: the device stops its DMA before its
+/// memory and the copy buffers go, then the device and the context close. (A test that panics
+/// skips this; its child exits, and a device still copying meets unmapped IOVAs, not freed
+/// memory, because every buffer leaves the IOMMU before its pages are unmapped.)
+impl ksft::Teardown for DriverFixture {
+    fn teardown(mut self) -> Outcome {
+        self.driver.remove(&self.dev.device)?;
+        drop(self.driver);
+        let memory = Arc::try_unwrap(self.driver_memory)
+            .map_err(|_| Verdict::Fail("the driver kept its memory after remove()".into()))?;
+        memory.close()?;
+        self.memcpy.close()?;
+        self.dev.teardown()
     }
 }
 

@@ -79,6 +79,16 @@ struct TokenFixture {
     variant: TokenVariant,
 }
 
+/// The VF, then the PF, then the context, as upstream's teardown.
+impl ksft::Teardown for TokenFixture {
+    fn teardown(self) -> Outcome {
+        for device in [self.vf, self.pf].into_iter().flatten() {
+            device.close()?;
+        }
+        Ok(self.iommu.close()?)
+    }
+}
+
 impl TokenFixture {
     fn setup(pf_bdf: Bdf, variant: TokenVariant) -> Result<Self, Verdict> {
         let iommu = Iommu::open(variant.mode)?;
