@@ -8,6 +8,15 @@
 
 use core::mem::{offset_of, size_of};
 
+pub use zerocopy::FromBytes;
+
+/// Reads the uAPI struct `T` out of `buf` at byte `at`, if it fits: the kernel's info buffers
+/// (a fixed struct, then capabilities at offsets it names) are read by field name, never by
+/// hand-computed offset. `T` must be plain old data, which `FromBytes` proves.
+pub fn read_at<T: FromBytes>(buf: &[u8], at: usize) -> Option<T> {
+    T::read_from_prefix(buf.get(at..)?).ok().map(|(value, _)| value)
+}
+
 /// `VFIO_API_VERSION`, returned by `VFIO_GET_API_VERSION`.
 pub const VFIO_API_VERSION: i32 = 0;
 pub const VFIO_TYPE1_IOMMU: u32 = 1;
@@ -99,7 +108,7 @@ pub mod nr {
 }
 
 #[repr(C)]
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone, Copy, FromBytes)]
 pub struct vfio_info_cap_header {
     pub id: u16,
     pub version: u16,
@@ -125,7 +134,7 @@ pub struct vfio_device_info {
 }
 
 #[repr(C)]
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone, Copy, FromBytes)]
 pub struct vfio_region_info {
     pub argsz: u32,
     pub flags: u32,
@@ -136,7 +145,7 @@ pub struct vfio_region_info {
 }
 
 #[repr(C)]
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone, Copy, FromBytes)]
 pub struct vfio_region_sparse_mmap_area {
     pub offset: u64,
     pub size: u64,
@@ -144,7 +153,7 @@ pub struct vfio_region_sparse_mmap_area {
 
 /// Header of `struct vfio_region_info_cap_sparse_mmap`; `nr_areas` areas follow.
 #[repr(C)]
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone, Copy, FromBytes)]
 pub struct vfio_region_info_cap_sparse_mmap {
     pub header: vfio_info_cap_header,
     pub nr_areas: u32,
@@ -152,7 +161,7 @@ pub struct vfio_region_info_cap_sparse_mmap {
 }
 
 #[repr(C)]
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone, Copy, FromBytes)]
 pub struct vfio_region_info_cap_type {
     pub header: vfio_info_cap_header,
     pub type_: u32,
@@ -180,7 +189,7 @@ pub struct vfio_irq_set {
 }
 
 #[repr(C)]
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone, Copy, FromBytes)]
 pub struct vfio_iommu_type1_info {
     pub argsz: u32,
     pub flags: u32,
@@ -190,7 +199,7 @@ pub struct vfio_iommu_type1_info {
 }
 
 #[repr(C)]
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone, Copy, FromBytes)]
 pub struct vfio_iova_range {
     pub start: u64,
     pub end: u64,
@@ -198,7 +207,7 @@ pub struct vfio_iova_range {
 
 /// Header of `struct vfio_iommu_type1_info_cap_iova_range`; `nr_iovas` ranges follow.
 #[repr(C)]
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone, Copy, FromBytes)]
 pub struct vfio_iommu_type1_info_cap_iova_range {
     pub header: vfio_info_cap_header,
     pub nr_iovas: u32,
@@ -349,4 +358,21 @@ assert_layout!(iommu_ioas_unmap, 24, { size: 0, ioas_id: 4, iova: 8, length: 16 
 /// `argsz`/`size` for a uAPI struct: its size as the kernel sees it.
 pub const fn argsz<T>() -> u32 {
     size_of::<T>() as u32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn read_at_reads_by_field_and_refuses_what_does_not_fit() {
+        let mut buf = vec![0u8; 12];
+        buf[2..4].copy_from_slice(&7u16.to_ne_bytes());
+        buf[4..6].copy_from_slice(&1u16.to_ne_bytes());
+        buf[8..12].copy_from_slice(&0x40u32.to_ne_bytes());
+        let header: vfio_info_cap_header = read_at(&buf, 4).unwrap();
+        assert_eq!((header.id, header.version, header.next), (1, 0, 0x40));
+        assert!(read_at::<vfio_info_cap_header>(&buf, 5).is_none(), "7 bytes left, 8 needed");
+        assert!(read_at::<vfio_info_cap_header>(&buf, usize::MAX).is_none());
+    }
 }

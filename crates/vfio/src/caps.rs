@@ -4,9 +4,11 @@
 //! version and the offset of the next header (0 ends it). A broken kernel or a fuzzer may hand
 //! us offsets past the buffer, into the fixed header, or in a loop; each gives an error.
 
+use vfio_sys::uapi::{FromBytes, read_at, vfio_info_cap_header};
+
 use crate::{Error, Result};
 
-const HEADER_LEN: usize = 8;
+const HEADER_LEN: usize = size_of::<vfio_info_cap_header>();
 
 /// One capability: its id, version, and where its header starts in the buffer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -17,18 +19,6 @@ pub struct CapHeader {
     pub version: u16,
     /// Byte offset of the header within the info buffer.
     pub offset: usize,
-}
-
-pub(crate) fn read_u32(buf: &[u8], at: usize) -> Option<u32> {
-    Some(u32::from_ne_bytes(buf.get(at..at.checked_add(4)?)?.try_into().ok()?))
-}
-
-pub(crate) fn read_u64(buf: &[u8], at: usize) -> Option<u64> {
-    Some(u64::from_ne_bytes(buf.get(at..at.checked_add(8)?)?.try_into().ok()?))
-}
-
-fn read_u16(buf: &[u8], at: usize) -> Option<u16> {
-    Some(u16::from_ne_bytes(buf.get(at..at.checked_add(2)?)?.try_into().ok()?))
 }
 
 /// Walks the chain starting at `first` in `buf`, whose fixed part is `fixed_len` bytes.
@@ -50,47 +40,48 @@ pub fn walk_chain(buf: &[u8], first: u32, fixed_len: usize, what: &str) -> Resul
                 format!("capability offset {next:#x} points into the fixed header ({fixed_len:#x} bytes)"),
             ));
         }
-        let header = buf.get(next..).filter(|rest| rest.len() >= HEADER_LEN).ok_or_else(|| {
+        let header: vfio_info_cap_header = read_at(buf, next).ok_or_else(|| {
             Error::malformed(what, format!("capability offset {next:#x} is past the buffer ({:#x} bytes)", buf.len()))
         })?;
-        let cap = CapHeader {
-            id: read_u16(header, 0).unwrap_or_default(),
-            version: read_u16(header, 2).unwrap_or_default(),
-            offset: next,
-        };
         if caps.iter().any(|c: &CapHeader| c.offset == next) {
             return Err(Error::malformed(what, format!("capability chain has a cycle (offset {next:#x} revisited)")));
         }
-        caps.push(cap);
-        next = read_u32(header, 4).unwrap_or_default() as usize;
+        caps.push(CapHeader { id: header.id, version: header.version, offset: next });
+        next = header.next as usize;
     }
     Ok(caps)
 }
 
-/// Reads `count` 16-byte `(u64, u64)` records that follow a 16-byte capability header at
-/// `cap.offset`, as in the sparse-mmap and IOVA-range capabilities.
-pub(crate) fn pairs_after(buf: &[u8], cap: &CapHeader, what: &str) -> Result<Vec<(u64, u64)>> {
-    let count = read_u32(buf, cap.offset + 8)
-        .ok_or_else(|| Error::malformed(what, format!("capability {} at {:#x} is truncated", cap.id, cap.offset)))?;
-    let start = cap.offset + 16;
-    let needed = (count as usize).checked_mul(16).and_then(|n| n.checked_add(start));
+/// The capability struct `C` at `cap` (its header included), if the buffer holds all of it.
+///
+/// # Errors
+/// [`Error::Malformed`] naming `what` for a truncated capability.
+pub(crate) fn cap_at<C: FromBytes>(buf: &[u8], cap: &CapHeader, what: &str) -> Result<C> {
+    read_at(buf, cap.offset)
+        .ok_or_else(|| Error::malformed(what, format!("capability {} at {:#x} is truncated", cap.id, cap.offset)))
+}
+
+/// Reads the `count` entries `E` that follow the capability struct `C` at `cap`, as the
+/// sparse-mmap areas and the IOVA ranges do.
+///
+/// # Errors
+/// [`Error::Malformed`] naming `what` if the buffer can't hold that many.
+pub(crate) fn entries_after<C, E: FromBytes>(buf: &[u8], cap: &CapHeader, count: u32, what: &str) -> Result<Vec<E>> {
+    let start = cap.offset + size_of::<C>();
+    let needed = (count as usize).checked_mul(size_of::<E>()).and_then(|n| n.checked_add(start));
     if needed.is_none_or(|end| end > buf.len()) {
         return Err(Error::malformed(
             what,
             format!("capability {} claims {count} entries, more than the {:#x}-byte buffer holds", cap.id, buf.len()),
         ));
     }
-    Ok((0..count as usize)
-        .map(|i| {
-            let at = start + i * 16;
-            (read_u64(buf, at).unwrap_or_default(), read_u64(buf, at + 8).unwrap_or_default())
-        })
-        .collect())
+    Ok((0..count as usize).filter_map(|i| read_at(buf, start + i * size_of::<E>())).collect())
 }
 
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use vfio_sys::uapi::{vfio_region_info_cap_sparse_mmap, vfio_region_sparse_mmap_area};
 
     /// Builds an info buffer: a fixed part of `fixed` bytes, then caps at the given offsets.
     pub(crate) fn buffer(len: usize) -> Vec<u8> {
@@ -155,9 +146,16 @@ pub(crate) mod tests {
         put_header(&mut buf, 32, 1, 1, 0);
         buf[40..44].copy_from_slice(&1000u32.to_ne_bytes());
         let cap = walk_chain(&buf, 32, 32, "x").unwrap()[0];
-        let err = pairs_after(&buf, &cap, "region 0 info").unwrap_err().to_string();
+        type Sparse = vfio_region_info_cap_sparse_mmap;
+        let sparse = |buf: &[u8], what| {
+            let count = cap_at::<Sparse>(buf, &cap, what)?.nr_areas;
+            entries_after::<Sparse, vfio_region_sparse_mmap_area>(buf, &cap, count, what)
+        };
+        let err = sparse(&buf, "region 0 info").unwrap_err().to_string();
         assert!(err.contains("claims 1000 entries"), "{err}");
         buf[40..44].copy_from_slice(&u32::MAX.to_ne_bytes());
-        assert!(pairs_after(&buf, &cap, "x").is_err(), "no overflow");
+        assert!(sparse(&buf, "x").is_err(), "no overflow");
+        let err = cap_at::<Sparse>(&buf[..44], &cap, "x").unwrap_err().to_string();
+        assert!(err.contains("truncated"), "a capability cut short: {err}");
     }
 }

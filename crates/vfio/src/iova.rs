@@ -1,8 +1,11 @@
 //! IOVA ranges and a bump allocator over them.
 
-use vfio_sys::uapi::{VFIO_IOMMU_INFO_CAPS, VFIO_IOMMU_TYPE1_INFO_CAP_IOVA_RANGE, vfio_iommu_type1_info};
+use vfio_sys::uapi::{
+    VFIO_IOMMU_INFO_CAPS, VFIO_IOMMU_TYPE1_INFO_CAP_IOVA_RANGE, read_at, vfio_iommu_type1_info,
+    vfio_iommu_type1_info_cap_iova_range, vfio_iova_range,
+};
 
-use crate::caps::{pairs_after, read_u32, walk_chain};
+use crate::caps::{cap_at, entries_after, walk_chain};
 use crate::{Error, Result};
 
 /// An inclusive range of IO virtual addresses, as iommufd reports it.
@@ -22,19 +25,21 @@ pub struct IovaRange {
 pub fn parse_type1_iova_ranges(buf: &[u8]) -> Result<Vec<IovaRange>> {
     let what = "VFIO_IOMMU_GET_INFO";
     let fixed = size_of::<vfio_iommu_type1_info>();
-    if buf.len() < fixed {
-        return Err(Error::malformed(what, format!("{} bytes, need {fixed}", buf.len())));
-    }
-    let flags = read_u32(buf, 4).unwrap_or_default();
-    let cap_offset = read_u32(buf, 16).unwrap_or_default();
-    if flags & VFIO_IOMMU_INFO_CAPS == 0 {
+    let info: vfio_iommu_type1_info =
+        read_at(buf, 0).ok_or_else(|| Error::malformed(what, format!("{} bytes, need {fixed}", buf.len())))?;
+    if info.flags & VFIO_IOMMU_INFO_CAPS == 0 {
         return Err(Error::Unsupported("the type1 IOMMU reports no capabilities (no IOVA ranges)".into()));
     }
-    let cap = walk_chain(buf, cap_offset, fixed, what)?
+    let cap = walk_chain(buf, info.cap_offset, fixed, what)?
         .into_iter()
         .find(|c| c.id == VFIO_IOMMU_TYPE1_INFO_CAP_IOVA_RANGE)
         .ok_or_else(|| Error::Unsupported("the type1 IOMMU reports no IOVA-range capability".into()))?;
-    let ranges = pairs_after(buf, &cap, what)?.into_iter().map(|(start, end)| IovaRange { start, last: end }).collect();
+    type Ranges = vfio_iommu_type1_info_cap_iova_range;
+    let count = cap_at::<Ranges>(buf, &cap, what)?.nr_iovas;
+    let ranges = entries_after::<Ranges, vfio_iova_range>(buf, &cap, count, what)?
+        .into_iter()
+        .map(|r| IovaRange { start: r.start, last: r.end })
+        .collect();
     normalize(ranges, what)
 }
 

@@ -3,10 +3,11 @@
 use vfio_sys::uapi::{
     VFIO_REGION_INFO_CAP_MSIX_MAPPABLE, VFIO_REGION_INFO_CAP_SPARSE_MMAP, VFIO_REGION_INFO_CAP_TYPE,
     VFIO_REGION_INFO_FLAG_CAPS, VFIO_REGION_INFO_FLAG_MMAP, VFIO_REGION_INFO_FLAG_READ, VFIO_REGION_INFO_FLAG_WRITE,
-    vfio_region_info,
+    read_at, vfio_region_info, vfio_region_info_cap_sparse_mmap, vfio_region_info_cap_type,
+    vfio_region_sparse_mmap_area,
 };
 
-use crate::caps::{pairs_after, read_u32, read_u64, walk_chain};
+use crate::caps::{cap_at, entries_after, walk_chain};
 use crate::{Error, Result};
 
 /// A part of a region that may be mmapped, relative to the region's start.
@@ -65,21 +66,19 @@ impl RegionInfo {
     pub fn parse(index: u32, buf: &[u8]) -> Result<Self> {
         let what = format!("region {index} info");
         let fixed = size_of::<vfio_region_info>();
-        if buf.len() < fixed {
-            return Err(Error::malformed(&what, format!("{} bytes, need {fixed}", buf.len())));
-        }
-        let field32 = |at| read_u32(buf, at).unwrap_or_default();
-        let field64 = |at| read_u64(buf, at).unwrap_or_default();
-        let (flags, cap_offset) = (field32(4), field32(12));
-        let (size, offset) = (field64(16), field64(24));
+        let info: vfio_region_info =
+            read_at(buf, 0).ok_or_else(|| Error::malformed(&what, format!("{} bytes, need {fixed}", buf.len())))?;
+        let (flags, size, offset) = (info.flags, info.size, info.offset);
         let mut caps = Vec::new();
         if flags & VFIO_REGION_INFO_FLAG_CAPS != 0 {
-            for cap in walk_chain(buf, cap_offset, fixed, &what)? {
+            for cap in walk_chain(buf, info.cap_offset, fixed, &what)? {
                 caps.push(match cap.id {
                     VFIO_REGION_INFO_CAP_SPARSE_MMAP => {
-                        let areas = pairs_after(buf, &cap, &what)?
+                        type Sparse = vfio_region_info_cap_sparse_mmap;
+                        let count = cap_at::<Sparse>(buf, &cap, &what)?.nr_areas;
+                        let areas = entries_after::<Sparse, vfio_region_sparse_mmap_area>(buf, &cap, count, &what)?
                             .into_iter()
-                            .map(|(offset, size)| MmapArea { offset, size })
+                            .map(|area| MmapArea { offset: area.offset, size: area.size })
                             .filter(|a| a.size > 0)
                             .collect::<Vec<_>>();
                         if let Some(bad) =
@@ -95,12 +94,10 @@ impl RegionInfo {
                         }
                         RegionCap::SparseMmap(areas)
                     }
-                    VFIO_REGION_INFO_CAP_TYPE => RegionCap::Type {
-                        ty: read_u32(buf, cap.offset + 8)
-                            .ok_or_else(|| Error::malformed(&what, "truncated type capability"))?,
-                        subtype: read_u32(buf, cap.offset + 12)
-                            .ok_or_else(|| Error::malformed(&what, "truncated type capability"))?,
-                    },
+                    VFIO_REGION_INFO_CAP_TYPE => {
+                        let typed: vfio_region_info_cap_type = cap_at(buf, &cap, &what)?;
+                        RegionCap::Type { ty: typed.type_, subtype: typed.subtype }
+                    }
                     VFIO_REGION_INFO_CAP_MSIX_MAPPABLE => RegionCap::MsixMappable,
                     id => RegionCap::Other { id, version: cap.version },
                 });
