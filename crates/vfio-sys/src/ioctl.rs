@@ -244,12 +244,6 @@ pub fn iommu_unmap_dma(container: impl AsFd, iova: u64, size: u64, flags: u32) -
     Ok(unmap.size)
 }
 
-/// `VFIO_DEVICE_BIND_IOMMUFD`: returns the device id within the iommufd.
-#[doc(alias = "VFIO_DEVICE_BIND_IOMMUFD")]
-pub fn device_bind_iommufd(device: impl AsFd, iommufd: impl AsFd) -> Result<u32> {
-    device_bind_iommufd_number(device, iommufd.as_fd().as_raw_fd())
-}
-
 /// `VFIO_DEVICE_BIND_IOMMUFD` with a raw fd number, which need not be open: negative tests use
 /// this to check that the kernel rejects a bad one.
 #[doc(alias = "VFIO_DEVICE_BIND_IOMMUFD")]

@@ -1,8 +1,9 @@
 //! The VFIO device cdev and `/dev/iommu` at the level of single ioctls, for tests of the
 //! iommufd setup sequence itself. [`crate::Device`] does the whole sequence for normal use.
 
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 
+use uuid::Uuid;
 use vfio_sys::ioctl as sys;
 
 use crate::error::Context;
@@ -61,7 +62,14 @@ impl DeviceCdev {
     /// # Errors
     /// [`Error::Unsupported`](crate::Error::Unsupported) without VFIO cdevs; the device errors of [`Sysfs`].
     pub fn open(bdf: Bdf) -> Result<Self> {
-        let sysfs = Sysfs::system();
+        Self::open_in(&Sysfs::system(), bdf)
+    }
+
+    /// [`DeviceCdev::open`] with sysfs at another root.
+    ///
+    /// # Errors
+    /// As [`DeviceCdev::open`].
+    pub fn open_in(sysfs: &Sysfs, bdf: Bdf) -> Result<Self> {
         sysfs.ensure_vfio_bound(bdf)?;
         let path = sysfs.vfio_cdev(bdf)?;
         let fd = node::open(&path, || format!("{} does not exist", path.display()))?;
@@ -82,8 +90,20 @@ impl DeviceCdev {
     /// # Errors
     /// The ioctl's errno.
     pub fn bind(&self, iommufd: &Iommufd) -> Result<u32> {
-        sys::device_bind_iommufd(&self.fd, iommufd)
-            .map_err(|e| crate::Error::attach(format!("VFIO_DEVICE_BIND_IOMMUFD({})", self.bdf), e, "iommufd"))
+        self.bind_with_token(iommufd.as_fd(), None)
+    }
+
+    /// `VFIO_DEVICE_BIND_IOMMUFD` to any iommufd, presenting a VF token when one is given
+    /// (`VFIO_DEVICE_BIND_FLAG_TOKEN`).
+    ///
+    /// # Errors
+    /// The ioctl's errno; EPERM is diagnosed ([`crate::Error::UnsafeInterrupts`]).
+    pub(crate) fn bind_with_token(&self, iommufd: BorrowedFd<'_>, token: Option<Uuid>) -> Result<u32> {
+        let token_bytes = token.map(|uuid| *uuid.as_bytes());
+        sys::device_bind_iommufd_with(&self.fd, iommufd.as_raw_fd(), token_bytes.as_ref()).map_err(|e| {
+            let with = token.map(|t| format!(", vf_token {t}")).unwrap_or_default();
+            crate::Error::attach(format!("VFIO_DEVICE_BIND_IOMMUFD({}{with})", self.bdf), e, "iommufd")
+        })
     }
 
     /// `VFIO_DEVICE_BIND_IOMMUFD` with any fd number, valid or not.
@@ -102,6 +122,11 @@ impl DeviceCdev {
     pub fn attach(&self, pt_id: u32) -> Result<u32> {
         sys::device_attach_iommufd_pt(&self.fd, pt_id)
             .op(|| format!("VFIO_DEVICE_ATTACH_IOMMUFD_PT({}, pt {pt_id:#x})", self.bdf))
+    }
+
+    /// The device fd, for the [`crate::Device`] it becomes once bound and attached.
+    pub(crate) fn into_fd(self) -> OwnedFd {
+        self.fd
     }
 
     /// `VFIO_DEVICE_DETACH_IOMMUFD_PT`.

@@ -1,7 +1,7 @@
 //! A VFIO PCI device, opened through its group or its cdev depending on the IOMMU mode.
 
 use std::ffi::CString;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::Arc;
 
 use uuid::Uuid;
@@ -12,7 +12,9 @@ use vfio_sys::uapi::{
     VFIO_PCI_CONFIG_REGION_INDEX, VFIO_PCI_NUM_BARS, VFIO_PCI_VGA_REGION_INDEX,
 };
 
+use crate::cdev::DeviceCdev;
 use crate::error::Context;
+use crate::iommu::Target;
 use crate::node;
 use crate::sysfs::Sysfs;
 use crate::{Bdf, Error, Iommu, RegionInfo, Result};
@@ -81,8 +83,8 @@ impl Device {
     /// As [`Device::open`].
     pub fn open_in(sysfs: &Sysfs, bdf: Bdf, iommu: &Arc<Iommu>, token: Option<Uuid>) -> Result<Self> {
         sysfs.ensure_vfio_bound(bdf)?;
-        let (fd, group) = match iommu.ioas_id() {
-            None => {
+        let (fd, group) = match iommu.target() {
+            Target::Container { .. } => {
                 let group_no = sysfs.iommu_group(bdf)?;
                 let path = format!("/dev/vfio/{group_no}");
                 let group = node::open(&path, || format!("{path} does not exist"))?;
@@ -106,17 +108,11 @@ impl Device {
                     })?;
                 (fd, Some(group))
             }
-            Some(ioas) => {
-                let path = sysfs.vfio_cdev(bdf)?;
-                let fd = node::open(&path, || format!("{} does not exist", path.display()))?;
-                let token_bytes = token.map(|uuid| *uuid.as_bytes());
-                sys::device_bind_iommufd_with(&fd, iommu.fd().as_raw_fd(), token_bytes.as_ref()).map_err(|e| {
-                    let with = token.map(|t| format!(", vf_token {t}")).unwrap_or_default();
-                    Error::attach(format!("VFIO_DEVICE_BIND_IOMMUFD({bdf}{with})"), e, "iommufd")
-                })?;
-                sys::device_attach_iommufd_pt(&fd, ioas)
-                    .op(|| format!("VFIO_DEVICE_ATTACH_IOMMUFD_PT({bdf}, ioas {ioas})"))?;
-                (fd, None)
+            Target::Ioas(ioas) => {
+                let cdev = DeviceCdev::open_in(sysfs, bdf)?;
+                cdev.bind_with_token(iommu.fd(), token)?;
+                cdev.attach(ioas)?;
+                (cdev.into_fd(), None)
             }
         };
         let raw = sys::device_get_info(&fd).op(|| format!("VFIO_DEVICE_GET_INFO({bdf})"))?;

@@ -11,7 +11,7 @@ use vfio_sys::uapi::{VFIO_API_VERSION, VFIO_DMA_UNMAP_FLAG_ALL};
 use crate::error::Context;
 use crate::iova::{self, IovaRange};
 use crate::node;
-use crate::{Error, IommuMode, Result};
+use crate::{Backend, Error, IommuMode, Result};
 
 /// An IOMMU context: a VFIO container (legacy or iommufd-backed) or an iommufd IOAS.
 ///
@@ -21,8 +21,8 @@ use crate::{Error, IommuMode, Result};
 pub struct Iommu {
     mode: IommuMode,
     fd: OwnedFd,
-    /// The IOAS for native iommufd.
-    ioas: Option<u32>,
+    /// What devices attach to through `fd`.
+    target: Target,
     /// Whether `VFIO_SET_IOMMU` has succeeded here; it needs a group attached first.
     type_set: Mutex<bool>,
     /// Whether attaches from several threads are serialized (the default; see
@@ -30,6 +30,15 @@ pub struct Iommu {
     serialized: bool,
     /// What this context has mapped.
     mapped: Mutex<Mappings>,
+}
+
+/// What devices attach to: a container of some IOMMU type, or an IOAS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Target {
+    /// A VFIO container (legacy or iommufd's emulation) with this `VFIO_SET_IOMMU` type.
+    Container { iommu_type: u32 },
+    /// An IOAS of a native iommufd.
+    Ioas(u32),
 }
 
 impl Iommu {
@@ -54,8 +63,8 @@ impl Iommu {
     }
 
     fn open_with(mode: IommuMode, serialized: bool) -> Result<Arc<Self>> {
-        let (fd, ioas) = match (mode.container_path(), mode.type1_kind()) {
-            (Some(path), Some(kind)) => {
+        let (fd, target) = match mode.backend() {
+            Backend::Container { path, iommu_type: kind } => {
                 let fd = node::open(path, || match mode.is_iommufd() {
                     true => format!("{path} is missing: the kernel lacks CONFIG_IOMMUFD"),
                     false => format!("{path} is missing: the kernel lacks CONFIG_VFIO_CONTAINER"),
@@ -71,16 +80,16 @@ impl Iommu {
                 if supported <= 0 {
                     return Err(Error::Unsupported(format!("{path} does not support {mode} (IOMMU type {kind})")));
                 }
-                (fd, None)
+                (fd, Target::Container { iommu_type: kind })
             }
-            _ => {
+            Backend::Iommufd => {
                 let fd = node::open_iommufd()?;
                 let ioas = sys::ioas_alloc(&fd).op(|| "IOMMU_IOAS_ALLOC".into())?;
-                (fd, Some(ioas))
+                (fd, Target::Ioas(ioas))
             }
         };
         let (type_set, mapped) = (Mutex::new(false), Mutex::new(Mappings::default()));
-        Ok(Arc::new(Self { mode, fd, ioas, type_set, serialized, mapped }))
+        Ok(Arc::new(Self { mode, fd, target, type_set, serialized, mapped }))
     }
 
     /// The mode this context was opened in.
@@ -95,12 +104,22 @@ impl Iommu {
 
     /// The IOAS id, for native iommufd.
     pub fn ioas_id(&self) -> Option<u32> {
-        self.ioas
+        match self.target {
+            Target::Ioas(ioas) => Some(ioas),
+            Target::Container { .. } => None,
+        }
+    }
+
+    /// What devices attach to.
+    pub(crate) fn target(&self) -> Target {
+        self.target
     }
 
     /// Attaches a VFIO group to this container and, the first time, sets the IOMMU type.
     pub(crate) fn attach_group(&self, group: BorrowedFd<'_>, group_no: u32) -> Result<()> {
-        let kind = self.mode.type1_kind().ok_or_else(|| Error::Invalid(format!("{} has no container", self.mode)))?;
+        let Target::Container { iommu_type: kind } = self.target else {
+            return Err(Error::Invalid(format!("{} has no container", self.mode)));
+        };
         // Several devices (threads) may attach at once; only the first sets the type. The lock
         // also covers SET_CONTAINER: on an iommufd, the first one creates the compat IOAS and
         // publishes it before it is finalized, so another group racing through
@@ -147,14 +166,16 @@ impl Iommu {
     /// # Errors
     /// The failing ioctl, or [`Error::Malformed`] for a bad answer.
     pub fn iova_ranges(&self) -> Result<Vec<IovaRange>> {
-        match self.ioas {
-            Some(ioas) => {
+        match self.target {
+            Target::Ioas(ioas) => {
                 let (ranges, _alignment) =
                     sys::ioas_iova_ranges(&self.fd, ioas).op(|| format!("IOMMU_IOAS_IOVA_RANGES(ioas {ioas})"))?;
                 let ranges = ranges.into_iter().map(|r| IovaRange { start: r.start, last: r.last }).collect();
                 iova::normalize(ranges, "IOMMU_IOAS_IOVA_RANGES")
             }
-            None => iova::parse_type1_iova_ranges(&sys::iommu_get_info(&self.fd).op(|| "VFIO_IOMMU_GET_INFO".into())?),
+            Target::Container { .. } => {
+                iova::parse_type1_iova_ranges(&sys::iommu_get_info(&self.fd).op(|| "VFIO_IOMMU_GET_INFO".into())?)
+            }
         }
     }
 
@@ -165,11 +186,11 @@ impl Iommu {
     /// The kernel's refusal, as `VFIO_IOMMU_MAP_DMA` or `IOMMU_IOAS_MAP` with its arguments.
     pub fn map(self: &Arc<Self>, range: DmaRange<'_>, iova: u64) -> Result<DmaMapping> {
         let (vaddr, len) = (range.addr(), range.len() as u64);
-        match self.ioas {
-            Some(ioas) => sys::ioas_map(&self.fd, ioas, range, iova).map_err(|e| {
+        match self.target {
+            Target::Ioas(ioas) => sys::ioas_map(&self.fd, ioas, range, iova).map_err(|e| {
                 Error::pin(format!("IOMMU_IOAS_MAP(vaddr={vaddr:#x}, iova={iova:#x}, length={len:#x})"), e)
             })?,
-            None => sys::iommu_map_dma(&self.fd, range, iova).map_err(|e| {
+            Target::Container { .. } => sys::iommu_map_dma(&self.fd, range, iova).map_err(|e| {
                 Error::pin(format!("VFIO_IOMMU_MAP_DMA(vaddr={vaddr:#x}, iova={iova:#x}, size={len:#x})"), e)
             })?,
         }
@@ -193,10 +214,10 @@ impl Iommu {
     /// # Errors
     /// The failing ioctl with its arguments.
     pub fn unmap(&self, iova: u64, len: u64) -> Result<u64> {
-        let unmapped = match self.ioas {
-            Some(ioas) => sys::ioas_unmap(&self.fd, ioas, iova, len)
+        let unmapped = match self.target {
+            Target::Ioas(ioas) => sys::ioas_unmap(&self.fd, ioas, iova, len)
                 .op(|| format!("IOMMU_IOAS_UNMAP(iova={iova:#x}, length={len:#x})")),
-            None => sys::iommu_unmap_dma(&self.fd, iova, len, 0)
+            Target::Container { .. } => sys::iommu_unmap_dma(&self.fd, iova, len, 0)
                 .op(|| format!("VFIO_IOMMU_UNMAP_DMA(iova={iova:#x}, size={len:#x})")),
         }?;
         self.registry().forget(iova, len);
@@ -208,9 +229,9 @@ impl Iommu {
     /// # Errors
     /// The failing ioctl.
     pub fn unmap_all(&self) -> Result<u64> {
-        let unmapped = match self.ioas {
-            Some(ioas) => sys::ioas_unmap(&self.fd, ioas, 0, u64::MAX).op(|| "IOMMU_IOAS_UNMAP(all)".into()),
-            None => sys::iommu_unmap_dma(&self.fd, 0, 0, VFIO_DMA_UNMAP_FLAG_ALL)
+        let unmapped = match self.target {
+            Target::Ioas(ioas) => sys::ioas_unmap(&self.fd, ioas, 0, u64::MAX).op(|| "IOMMU_IOAS_UNMAP(all)".into()),
+            Target::Container { .. } => sys::iommu_unmap_dma(&self.fd, 0, 0, VFIO_DMA_UNMAP_FLAG_ALL)
                 .op(|| "VFIO_IOMMU_UNMAP_DMA(VFIO_DMA_UNMAP_FLAG_ALL)".into()),
         }?;
         self.registry().clear();

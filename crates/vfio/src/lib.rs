@@ -35,7 +35,7 @@ pub use error::{Errnum, Error, Result};
 pub use iommu::{DmaMapping, Iommu};
 pub use iova::{IovaAllocator, IovaRange};
 pub use irq::{IrqEventfds, IrqInfo};
-pub use mode::IommuMode;
+pub use mode::{Backend, IommuMode};
 pub use region::{MmapArea, RegionCap, RegionInfo};
 pub use uuid::Uuid;
 pub use vfio_sys::mm::{Backing, DmaRange, MmapWindow, Prot, page_size};

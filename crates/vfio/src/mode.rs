@@ -7,6 +7,22 @@ use vfio_sys::uapi::{VFIO_TYPE1_IOMMU, VFIO_TYPE1V2_IOMMU};
 
 use crate::Error;
 
+/// What a mode opens: a VFIO container, or an iommufd IOAS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Backend {
+    /// A VFIO container at `path` (the legacy `/dev/vfio/vfio`, or iommufd's emulation of it
+    /// at `/dev/iommu`), set to `VFIO_SET_IOMMU` type `iommu_type`. Devices join through their
+    /// group.
+    Container {
+        /// The device node.
+        path: &'static str,
+        /// `VFIO_TYPE1_IOMMU` or `VFIO_TYPE1v2_IOMMU`.
+        iommu_type: u32,
+    },
+    /// Native iommufd: an IOAS in `/dev/iommu`; devices bind through their cdevs.
+    Iommufd,
+}
+
 /// An IOMMU backend, named as upstream's selftests name it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum IommuMode {
@@ -49,22 +65,25 @@ impl IommuMode {
         Self::ALL.iter().map(|m| m.name()).collect()
     }
 
-    /// The device node opened as a VFIO container, or `None` for native iommufd.
-    pub const fn container_path(self) -> Option<&'static str> {
+    /// What the mode opens.
+    pub const fn backend(self) -> Backend {
         match self {
-            Self::VfioType1 | Self::VfioType1v2 => Some("/dev/vfio/vfio"),
-            Self::IommufdCompatType1 | Self::IommufdCompatType1v2 => Some("/dev/iommu"),
-            Self::Iommufd => None,
+            Self::VfioType1 => Backend::Container { path: "/dev/vfio/vfio", iommu_type: VFIO_TYPE1_IOMMU },
+            Self::VfioType1v2 => Backend::Container { path: "/dev/vfio/vfio", iommu_type: VFIO_TYPE1V2_IOMMU },
+            Self::IommufdCompatType1 => Backend::Container { path: "/dev/iommu", iommu_type: VFIO_TYPE1_IOMMU },
+            Self::IommufdCompatType1v2 => Backend::Container { path: "/dev/iommu", iommu_type: VFIO_TYPE1V2_IOMMU },
+            Self::Iommufd => Backend::Iommufd,
         }
     }
 
-    /// The `VFIO_SET_IOMMU` type for container modes.
-    pub const fn type1_kind(self) -> Option<u32> {
-        match self {
-            Self::VfioType1 | Self::IommufdCompatType1 => Some(VFIO_TYPE1_IOMMU),
-            Self::VfioType1v2 | Self::IommufdCompatType1v2 => Some(VFIO_TYPE1V2_IOMMU),
-            Self::Iommufd => None,
-        }
+    /// Whether devices join through a VFIO container (and their group), not a cdev.
+    pub const fn is_container(self) -> bool {
+        matches!(self.backend(), Backend::Container { .. })
+    }
+
+    /// Whether the mode has TYPE1 (v1) semantics, which map page by page.
+    pub const fn is_type1_v1(self) -> bool {
+        matches!(self.backend(), Backend::Container { iommu_type: VFIO_TYPE1_IOMMU, .. })
     }
 
     /// Whether the backend is iommufd (native or compat), which has its own rules.
@@ -131,6 +150,19 @@ mod tests {
             "unknown IOMMU mode \"type2\": expected one of vfio_type1_iommu, vfio_type1v2_iommu, \
              iommufd_compat_type1, iommufd_compat_type1v2, iommufd"
         );
+    }
+
+    #[test]
+    fn backends_follow_upstreams_modes() {
+        let containers: Vec<_> = IommuMode::ALL.into_iter().filter(|m| m.is_container()).collect();
+        assert_eq!(containers.len(), 4, "every mode but native iommufd is a container");
+        assert_eq!(IommuMode::Iommufd.backend(), Backend::Iommufd);
+        let v1: Vec<_> = IommuMode::ALL.into_iter().filter(|m| m.is_type1_v1()).collect();
+        assert_eq!(v1, [IommuMode::VfioType1, IommuMode::IommufdCompatType1]);
+        for mode in containers {
+            let Backend::Container { path, .. } = mode.backend() else { unreachable!() };
+            assert_eq!(path == "/dev/iommu", mode.is_iommufd(), "{mode}");
+        }
     }
 
     #[test]

@@ -32,7 +32,7 @@ impl ksft::Teardown for RaceFixture {
 pub fn tests(bdfs: &[Bdf]) -> Vec<Test> {
     let bdfs = bdfs.to_vec();
     // Only containers have a first attach that sets things up for the others.
-    let variants: Vec<_> = mode_variants().into_iter().filter(|(_, mode)| mode.type1_kind().is_some()).collect();
+    let variants: Vec<_> = mode_variants().into_iter().filter(|(_, mode)| mode.is_container()).collect();
     ksft::fixture(
         "vfio_container_race",
         &variants,
