@@ -285,18 +285,41 @@ impl Test {
 /// A test body that runs on a set-up fixture.
 pub type TestFn<F> = fn(&mut F) -> Outcome;
 
+/// A test body that also reads its variant, as upstream's `TEST_F` bodies read `variant`.
+pub type VariantTestFn<F, V> = fn(&mut F, &V) -> Outcome;
+
+/// How a case's body is called.
+enum Body<F, V> {
+    Fixture(TestFn<F>),
+    WithVariant(VariantTestFn<F, V>),
+}
+
+// Function pointers are `Copy` whatever `F` and `V` are; a derive would demand `F: Copy`.
+impl<F, V> Clone for Body<F, V> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<F, V> Copy for Body<F, V> {}
+
 /// One row of a fixture's test table: the test's name, its body and its time limit
 /// (upstream's `TEST_F` / `TEST_F_TIMEOUT`).
-pub struct Case<F> {
+pub struct Case<F, V = ()> {
     name: &'static str,
-    body: TestFn<F>,
+    body: Body<F, V>,
     timeout: Duration,
 }
 
-impl<F> Case<F> {
+impl<F, V> Case<F, V> {
     /// A test with the default timeout.
     pub const fn new(name: &'static str, body: TestFn<F>) -> Self {
-        Self { name, body, timeout: DEFAULT_TIMEOUT }
+        Self { name, body: Body::Fixture(body), timeout: DEFAULT_TIMEOUT }
+    }
+
+    /// A test whose body also takes the variant.
+    pub const fn with_variant(name: &'static str, body: VariantTestFn<F, V>) -> Self {
+        Self { name, body: Body::WithVariant(body), timeout: DEFAULT_TIMEOUT }
     }
 
     /// The same test with its own time limit.
@@ -319,13 +342,6 @@ impl Teardown for () {
     }
 }
 
-/// A fixture paired with a copy of its variant: the fixture's teardown.
-impl<F: Teardown, V> Teardown for (F, V) {
-    fn teardown(self) -> Outcome {
-        self.0.teardown()
-    }
-}
-
 /// The verdict of a test and then its teardown: the test's own failure comes first (with the
 /// teardown's, if that failed too); otherwise a failed teardown fails the test.
 fn after_teardown(test: Outcome, teardown: Outcome) -> Outcome {
@@ -345,7 +361,7 @@ pub fn fixture<F: Teardown + 'static, V: Clone + Send + Sync + 'static>(
     fixture: &str,
     variants: &[(&str, V)],
     setup: impl Fn(&V) -> Result<F, Verdict> + Send + Sync + Clone + 'static,
-    tests: &[Case<F>],
+    tests: &[Case<F, V>],
 ) -> Vec<Test> {
     let mut out = Vec::new();
     for (variant_name, variant) in variants {
@@ -353,7 +369,10 @@ pub fn fixture<F: Teardown + 'static, V: Clone + Send + Sync + 'static>(
             let (variant, setup, body) = (variant.clone(), setup.clone(), case.body);
             let test = Test::new(fixture, *variant_name, case.name, move || {
                 let mut fixture = setup(&variant)?;
-                let outcome = body(&mut fixture);
+                let outcome = match body {
+                    Body::Fixture(body) => body(&mut fixture),
+                    Body::WithVariant(body) => body(&mut fixture, &variant),
+                };
                 after_teardown(outcome, fixture.teardown())
             });
             out.push(test.with_timeout(case.timeout));

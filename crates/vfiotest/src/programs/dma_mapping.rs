@@ -36,8 +36,8 @@ pub fn tests(bdf: Bdf) -> Vec<Test> {
     let mut tests = ksft::fixture(
         "vfio_dma_mapping_test",
         &variants,
-        move |v: &MappingVariant| DeviceFixture::open(bdf, v.mode).map(|dev| (dev, *v)),
-        &[Case::new("dma_map_unmap", dma_map_unmap)],
+        move |v: &MappingVariant| DeviceFixture::open(bdf, v.mode),
+        &[Case::with_variant("dma_map_unmap", dma_map_unmap)],
     );
     tests.extend(ksft::fixture(
         "vfio_dma_map_limit_test",
@@ -55,7 +55,7 @@ fn describe(walk: &PageWalk) -> String {
     )
 }
 
-fn dma_map_unmap((t, variant): &mut (DeviceFixture, MappingVariant)) -> Outcome {
+fn dma_map_unmap(t: &mut DeviceFixture, variant: &MappingVariant) -> Outcome {
     let size = variant.size();
     let buffer = match MmapWindow::anonymous_backed(size as usize, variant.backing) {
         Ok(buffer) => buffer,

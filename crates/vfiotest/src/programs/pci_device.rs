@@ -38,14 +38,13 @@ pub fn tests(bdf: Bdf) -> Vec<Test> {
             Case::new("reset", reset),
         ],
     );
-    let setup = move |&index: &u32| -> Result<(PciFixture, u32), Verdict> {
-        Ok((PciFixture { bdf, dev: DeviceFixture::open_best(bdf)? }, index))
-    };
+    let setup =
+        move |_: &u32| -> Result<PciFixture, Verdict> { Ok(PciFixture { bdf, dev: DeviceFixture::open_best(bdf)? }) };
     tests.extend(ksft::fixture(
         "vfio_pci_irq_test",
         &[("msi", VFIO_PCI_MSI_IRQ_INDEX), ("msix", VFIO_PCI_MSIX_IRQ_INDEX)],
         setup,
-        &[Case::new("enable_trigger_disable", enable_trigger_disable)],
+        &[Case::with_variant("enable_trigger_disable", enable_trigger_disable)],
     ));
     tests
 }
@@ -104,7 +103,7 @@ fn reset(t: &mut PciFixture) -> Outcome {
     Ok(t.dev.device.reset()?)
 }
 
-fn enable_trigger_disable((t, index): &mut (PciFixture, u32)) -> Outcome {
+fn enable_trigger_disable(t: &mut PciFixture, index: &u32) -> Outcome {
     let kind = if *index == VFIO_PCI_MSIX_IRQ_INDEX { "MSI-x" } else { "MSI" };
     let count = t.dev.device.irq_info(*index)?.count.min(MAX_TEST_MSI);
     if count == 0 {
