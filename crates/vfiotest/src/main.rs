@@ -73,6 +73,10 @@ pub struct RunArgs {
     /// tests prints debug messages, upstream's included.
     #[arg(short = 'd')]
     debug: bool,
+    /// Only these programs of the run, by their index in it (the vm runner's share of the
+    /// programs for one of several machines).
+    #[arg(long, value_delimiter = ',', hide = true)]
+    units: Vec<usize>,
     /// The filters in command-line order (first match wins), rebuilt from the options above.
     #[arg(skip)]
     filters: Filters,
@@ -194,7 +198,16 @@ fn run(args: &RunArgs) -> Result<i32, Fatal> {
     if bdfs.is_empty() {
         return Err(Fatal::skip("no device to test: pass BDFs (vfiotest run 0000:00:03.0) or set VFIO_SELFTESTS_BDF"));
     }
-    let catalogue = programs::catalogue(program, &bdfs);
+    let mut catalogue = programs::catalogue(program, &bdfs);
+    if !args.units.is_empty() {
+        let all = std::mem::take(&mut catalogue);
+        for &unit in &args.units {
+            let program = all
+                .get(unit)
+                .ok_or_else(|| Fatal::fail(format!("--units {unit}: this run has {} programs", all.len())))?;
+            catalogue.push(program.clone());
+        }
+    }
     // A harness child runs one test and answers with its exit code.
     if let Some(code) = ksft::run_child(&catalogue) {
         return Ok(code);

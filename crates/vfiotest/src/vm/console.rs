@@ -47,6 +47,14 @@ pub struct TestResult {
     pub duration_s: f64,
 }
 
+/// The `n` tests (not whole programs) that took longest, slowest first.
+pub fn slowest<'a>(results: impl IntoIterator<Item = &'a TestResult>, n: usize) -> Vec<&'a TestResult> {
+    let mut tests: Vec<&TestResult> = results.into_iter().filter(|r| r.test != PROGRAM_VERDICT).collect();
+    tests.sort_by(|a, b| b.duration_s.total_cmp(&a.duration_s));
+    tests.truncate(n);
+    tests
+}
+
 /// What kselftest_harness prints as a test starts: `#  RUN           fixture.variant.test ...`.
 const RUN_MARK: &str = "#  RUN           ";
 
@@ -227,14 +235,6 @@ impl Console {
         self.results.push(TestResult { program: self.program.clone(), test: name, verdict, reason, duration_s });
     }
 
-    /// The `n` tests (not whole programs) that took longest, slowest first.
-    pub fn slowest(&self, n: usize) -> Vec<&TestResult> {
-        let mut tests: Vec<&TestResult> = self.results.iter().filter(|r| r.test != PROGRAM_VERDICT).collect();
-        tests.sort_by(|a, b| b.duration_s.total_cmp(&a.duration_s));
-        tests.truncate(n);
-        tests
-    }
-
     /// Counts of (pass, skip, fail) over all results; xfail counts as pass, xpass as fail.
     ///
     /// Whole-program verdicts count only when the program skipped whole (it ran no tests).
@@ -350,7 +350,7 @@ mod tests {
         }
         let got: Vec<_> = c.results.iter().map(|r| (r.test.as_str(), (r.duration_s * 1000.0).round() as u64)).collect();
         assert_eq!(got, [("f.v.slow", 2000), ("f.v.quick", 50), (PROGRAM_VERDICT, 2080)]);
-        let slowest: Vec<_> = c.slowest(5).iter().map(|r| r.test.as_str()).collect();
+        let slowest: Vec<_> = slowest(&c.results, 5).iter().map(|r| r.test.as_str()).collect();
         assert_eq!(slowest, ["f.v.slow", "f.v.quick"], "whole programs are not tests");
     }
 

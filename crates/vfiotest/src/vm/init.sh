@@ -19,7 +19,9 @@ for bdf in $VFIOTEST_BDFS; do
     echo "vfiotest-vm: setup $(/bin/vfiotest setup "$bdf" 2>&1)"
 done
 echo "vfiotest-vm: begin"
-/bin/vfiotest run $VFIOTEST_ARGS $VFIOTEST_BDFS
+# One of several machines runs only its share of the programs.
+units=$(sed -n 's/.*vfiotest\.units=\([0-9,]*\).*/\1/p' /proc/cmdline)
+/bin/vfiotest run ${units:+--units $units} $VFIOTEST_ARGS $VFIOTEST_BDFS
 code=$?
 # Nothing may outlive the suite: a program that makes VFs removes them.
 for numvfs in /sys/bus/pci/devices/*/sriov_numvfs; do

@@ -12,6 +12,7 @@ mod kernel;
 pub mod machine;
 mod provision;
 mod qemu;
+mod shard;
 
 use std::collections::VecDeque;
 use std::fs;
@@ -19,7 +20,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock, mpsc};
+use std::sync::{Arc, Mutex, OnceLock, mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -67,6 +68,10 @@ pub struct VmArgs {
     /// remapping, or a module parameter such as `vfio_iommu_type1.allow_unsafe_interrupts=1`.
     #[arg(long, value_name = "ARGS", allow_hyphen_values = true)]
     append: Option<String>,
+    /// Run the programs on up to N machines at once (each TCG machine keeps one host core
+    /// busy); by default as many as the host has cores.
+    #[arg(long, value_name = "N")]
+    jobs: Option<usize>,
     /// At the end, list the N tests that took longest.
     #[arg(long, value_name = "N")]
     slowest: Option<usize>,
@@ -125,10 +130,55 @@ pub fn main(args: &VmArgs) -> Result<i32, Fatal> {
         accel => accel,
     };
     let program = args.run_args.first().map(String::as_str).unwrap_or("vfiotest");
-    let mut console = Console::new(program);
-    let log_path = console_log(&cache)?;
-    let outcome = boot(args, &launch, accel, &log_path, &mut console)?;
-    finish(args, accel, &console, outcome, &log_path)
+    let mut history = shard::History::load(&cache);
+    let plan = plan_machines(args, &bdfs, &history);
+    let runs = match plan.as_slice() {
+        [_] => vec![boot(args, &launch, accel, &cache, program, None)?],
+        shares => {
+            eprintln!("[vm] {} machines at once, programs split by their last durations", shares.len());
+            let merger =
+                Mutex::new(shard::Merger::new(shares.len(), shares.iter().map(Vec::len).sum(), &mut std::io::stdout()));
+            let runs = thread::scope(|scope| {
+                let machines: Vec<_> = shares
+                    .iter()
+                    .enumerate()
+                    .map(|(machine, units)| {
+                        let (launch, merger, cache) = (&launch, &merger, &cache);
+                        scope.spawn(move || {
+                            boot(args, launch, accel, cache, program, Some(Machine { index: machine, units, merger }))
+                        })
+                    })
+                    .collect();
+                machines.into_iter().map(|m| m.join().expect("a machine's thread panicked")).collect::<Vec<_>>()
+            });
+            merger.lock().unwrap_or_else(|p| p.into_inner()).flush(&mut std::io::stdout());
+            runs.into_iter().collect::<Result<Vec<_>, _>>()?
+        }
+    };
+    let code = finish(args, accel, &runs)?;
+    history.record(
+        runs.iter()
+            .flat_map(|run| &run.console.results)
+            .filter(|r| r.test == console::PROGRAM_VERDICT)
+            .map(|r| (r.program.clone(), r.duration_s)),
+    );
+    Ok(code)
+}
+
+/// The programs of this run split over the machines: one share (all of it) unless several
+/// machines are worth booting.
+fn plan_machines(args: &VmArgs, bdfs: &[&str], history: &shard::History) -> Vec<Vec<usize>> {
+    let jobs = args.jobs.unwrap_or_else(|| thread::available_parallelism().map_or(1, |n| n.get()));
+    let bdfs: Vec<vfio::Bdf> = bdfs.iter().filter_map(|b| b.parse().ok()).collect();
+    let only =
+        args.run_args.first().and_then(|a| crate::programs::PROGRAMS.iter().find(|p| p.name == a)).map(|p| p.name);
+    // A bare filter or program argument the guest will reject: one machine says so.
+    if args.run_args.first().is_some_and(|a| !a.starts_with('-')) && only.is_none() {
+        return vec![Vec::new()];
+    }
+    let catalogue = crate::programs::catalogue(only, &bdfs);
+    let costs: Vec<f64> = catalogue.iter().map(|p| history.estimate(&p.name, p.tests.len())).collect();
+    shard::plan(&costs, jobs)
 }
 
 /// How many console logs of earlier runs are kept.
@@ -136,7 +186,7 @@ const KEPT_LOGS: usize = 20;
 
 /// This run's own console log, `consoles/<unix time>-<pid>.log` (runs at once don't share one),
 /// with `last-console.log` pointing at it. The oldest logs beyond [`KEPT_LOGS`] go.
-fn console_log(cache: &Path) -> Result<PathBuf, Fatal> {
+fn console_log(cache: &Path, machine: Option<usize>) -> Result<PathBuf, Fatal> {
     let dir = cache.join("consoles");
     fs::create_dir_all(&dir).map_err(|e| Fatal::fail(format!("{}: {e}", dir.display())))?;
     let mut old: Vec<PathBuf> =
@@ -146,7 +196,8 @@ fn console_log(cache: &Path) -> Result<PathBuf, Fatal> {
         let _ = fs::remove_file(stale);
     }
     let since_epoch = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-    let path = dir.join(format!("{}-{}.log", since_epoch.as_secs(), std::process::id()));
+    let suffix = machine.map(|m| format!("-vm{}", m + 1)).unwrap_or_default();
+    let path = dir.join(format!("{}-{}{suffix}.log", since_epoch.as_secs(), std::process::id()));
     let last = cache.join("last-console.log");
     let _ = fs::remove_file(&last);
     let _ = std::os::unix::fs::symlink(&path, &last);
@@ -347,33 +398,56 @@ fn stop_requested() -> Option<i32> {
     (signal != 0).then_some(signal as i32)
 }
 
-struct BootOutcome {
+/// One of several machines: which it is, its share of the programs, and where its TAP goes.
+struct Machine<'a> {
+    index: usize,
+    units: &'a [usize],
+    merger: &'a Mutex<shard::Merger>,
+}
+
+/// What one machine's boot left: its console, how it ended, its log.
+struct Run {
+    console: Console,
     end: BootEnd,
     tail: VecDeque<String>,
     boot_to_verdict: Option<Duration>,
+    log_path: PathBuf,
 }
 
 fn boot(
     args: &VmArgs,
     launch: &Launch,
     accel: Accel,
-    log_path: &Path,
-    console: &mut Console,
-) -> Result<BootOutcome, Fatal> {
-    eprintln!("[vm] booting {} under {}; console log: {}", launch.kernel.display(), accel.label(), log_path.display());
-    let mut log = fs::File::create(log_path).map_err(|e| Fatal::fail(format!("{}: {e}", log_path.display())))?;
+    cache: &Path,
+    program: &str,
+    machine: Option<Machine>,
+) -> Result<Run, Fatal> {
+    let mut console = Console::new(program);
+    let log_path = console_log(cache, machine.as_ref().map(|m| m.index))?;
+    let label = machine.as_ref().map(|m| format!("[vm {}] ", m.index + 1)).unwrap_or_default();
+    eprintln!(
+        "[vm] {label}booting {} under {}; console log: {}",
+        launch.kernel.display(),
+        accel.label(),
+        log_path.display()
+    );
+    let mut log = fs::File::create(&log_path).map_err(|e| Fatal::fail(format!("{}: {e}", log_path.display())))?;
     let started = Instant::now();
-    let (mut qemu, lines) = spawn_qemu(launch, accel, args.append.as_deref().unwrap_or(""))?;
+    let units = machine.as_ref().map(|m| {
+        let list: Vec<String> = m.units.iter().map(usize::to_string).collect();
+        format!("vfiotest.units={}", list.join(","))
+    });
+    let cmdline = [args.append.as_deref(), units.as_deref()].into_iter().flatten().collect::<Vec<_>>().join(" ");
+    let (mut qemu, lines) = spawn_qemu(launch, accel, &cmdline)?;
     let mut tail = VecDeque::new();
     let mut verdict_at = None;
     let verbose = args.verbose;
-    let mut stdout = std::io::stdout();
     let end = follow(
         &mut qemu,
         &lines,
         started + Duration::from_secs(args.timeout),
         Duration::from_secs(args.silence),
-        console,
+        &mut console,
         &mut |line, event| {
             let _ = writeln!(log, "{line}");
             if tail.len() == 40 {
@@ -382,30 +456,33 @@ fn boot(
             tail.push_back(line.to_owned());
             match event {
                 Event::Tap => {
-                    let _ = writeln!(stdout, "{line}");
-                    let _ = stdout.flush();
+                    let mut stdout = std::io::stdout().lock();
+                    match &machine {
+                        Some(m) => m.merger.lock().unwrap_or_else(|p| p.into_inner()).line(m.index, line, &mut stdout),
+                        None => {
+                            let _ = writeln!(stdout, "{line}");
+                            let _ = stdout.flush();
+                        }
+                    }
                 }
-                Event::Note(note) => eprintln!("[vm] {note} ({:.1} s)", started.elapsed().as_secs_f64()),
+                Event::Note(note) => eprintln!("[vm] {label}{note} ({:.1} s)", started.elapsed().as_secs_f64()),
                 Event::Finished(_) => verdict_at = Some(started.elapsed()),
-                Event::Fatal(text) => eprintln!("[vm] guest kernel: {text}"),
+                Event::Fatal(text) => eprintln!("[vm] {label}guest kernel: {text}"),
                 Event::Log | Event::ProbeOk => {
                     if verbose {
-                        eprintln!("{line}");
+                        eprintln!("{label}{line}");
                     }
                 }
             }
         },
     );
-    Ok(BootOutcome { end, tail, boot_to_verdict: verdict_at })
+    Ok(Run { console, end, tail, boot_to_verdict: verdict_at, log_path })
 }
 
-fn finish(args: &VmArgs, accel: Accel, console: &Console, outcome: BootOutcome, log_path: &Path) -> Result<i32, Fatal> {
-    if let Some(path) = &args.results {
-        let json = serde_json::to_string_pretty(&console.results).expect("results serialize");
-        fs::write(path, json + "\n").map_err(|e| Fatal::fail(format!("{}: {e}", path.display())))?;
-    }
-    let (pass, skip, fail) = console.counts();
-    let problem = match (&console.fatal, &outcome.end, console.exit_code) {
+/// What went wrong with a machine's run as a whole, if anything.
+fn problem(args: &VmArgs, run: &Run) -> Option<String> {
+    let console = &run.console;
+    match (&console.fatal, &run.end, console.exit_code) {
         (Some(fatal), _, _) => Some(format!("the guest kernel failed: {fatal}")),
         (None, BootEnd::Signal(signal), _) => Some(format!("stopped by signal {signal} ({})", signal_name(*signal))),
         (None, BootEnd::Timeout, _) => Some(format!("the run took longer than {} s", args.timeout)),
@@ -415,19 +492,27 @@ fn finish(args: &VmArgs, accel: Accel, console: &Console, outcome: BootOutcome, 
             Some(format!("the suite left state behind: {}", console.left_behind.join("; ")))
         }
         _ => None,
-    };
-    if let Some(problem) = problem {
+    }
+}
+
+fn finish(args: &VmArgs, accel: Accel, runs: &[Run]) -> Result<i32, Fatal> {
+    let results: Vec<&console::TestResult> = runs.iter().flat_map(|run| &run.console.results).collect();
+    if let Some(path) = &args.results {
+        let json = serde_json::to_string_pretty(&results).expect("results serialize");
+        fs::write(path, json + "\n").map_err(|e| Fatal::fail(format!("{}: {e}", path.display())))?;
+    }
+    if let Some((run, problem)) = runs.iter().find_map(|run| problem(args, run).map(|p| (run, p))) {
         eprintln!(
             "[vm] ---- guest console, last {} lines (all of it: {}) ----",
-            outcome.tail.len(),
-            log_path.display()
+            run.tail.len(),
+            run.log_path.display()
         );
-        for line in &outcome.tail {
+        for line in &run.tail {
             eprintln!("{line}");
         }
         eprintln!("[vm] ----");
         // A stopped run exits as the shell reports a death by that signal: 128 + its number.
-        let code = match outcome.end {
+        let code = match run.end {
             BootEnd::Signal(signal) => 128 + signal,
             _ => KSFT_FAIL,
         };
@@ -435,20 +520,31 @@ fn finish(args: &VmArgs, accel: Accel, console: &Console, outcome: BootOutcome, 
     }
     if let Some(n) = args.slowest {
         eprintln!("[vm] the {n} slowest tests:");
-        for r in console.slowest(n) {
+        for r in console::slowest(results.iter().copied(), n) {
             eprintln!("[vm] {:>8.2} s  {}  {}", r.duration_s, r.program, r.test);
         }
     }
-    let guest_code = console.exit_code.unwrap_or(KSFT_FAIL);
+    let (pass, skip, fail) =
+        runs.iter().map(|run| run.console.counts()).fold((0, 0, 0), |a, c| (a.0 + c.0, a.1 + c.1, a.2 + c.2));
+    // Every machine finished (else a problem was reported above).
+    let codes: Vec<i32> = runs.iter().filter_map(|run| run.console.exit_code).collect();
+    let guest_code = match codes.iter().all(|&c| c == KSFT_PASS) {
+        true => KSFT_PASS,
+        false => codes.iter().copied().find(|&c| c != KSFT_PASS).unwrap_or(KSFT_FAIL),
+    };
     let accel = accel.label();
-    let timing =
-        outcome.boot_to_verdict.map(|d| format!(", boot→verdict {:.1} s", d.as_secs_f64())).unwrap_or_default();
+    let verdict_at = runs.iter().filter_map(|run| run.boot_to_verdict).max();
+    let machines = match runs.len() {
+        1 => String::new(),
+        n => format!(", {n} machines"),
+    };
+    let timing = verdict_at.map(|d| format!(", boot→verdict {:.1} s", d.as_secs_f64())).unwrap_or_default();
     eprintln!(
-        "[vm] {} tests: pass {pass}, skip {skip}, fail {fail} (guest exit {guest_code}, {accel}{timing})",
-        console.results.len()
+        "[vm] {} tests: pass {pass}, skip {skip}, fail {fail} (guest exit {guest_code}, {accel}{machines}{timing})",
+        results.len()
     );
     Ok(match (fail, guest_code) {
-        (0, KSFT_PASS) if console.results.is_empty() => KSFT_SKIP,
+        (0, KSFT_PASS) if results.is_empty() => KSFT_SKIP,
         (0, code) => code,
         _ => KSFT_FAIL,
     })
