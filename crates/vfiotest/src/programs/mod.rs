@@ -24,6 +24,18 @@ pub struct ProgramSpec {
     /// For per-device programs: what runs once before the tests on a device (see
     /// [`ksft::Prologue`]).
     pub prologue: Option<PerDevicePrologue>,
+    /// Its time goes mostly to waiting on devices and the kernel's own delays (DMA timers,
+    /// link-up, VF enable, threads meeting), not to computing: an emulated machine runs it far
+    /// faster with a guest clock that skips idle time.
+    pub waits: bool,
+}
+
+impl ProgramSpec {
+    /// The spec of a program in a run, whose name may carry a BDF (`name 0000:00:03.0`).
+    pub fn of(program: &str) -> Option<&'static ProgramSpec> {
+        let name = program.split(' ').next().unwrap_or(program);
+        PROGRAMS.iter().find(|p| p.name == name)
+    }
 }
 
 /// A program's prologue for one device.
@@ -39,22 +51,49 @@ pub enum Devices {
 
 /// Every program, in the order `vfiotest run` runs them.
 pub const PROGRAMS: &[ProgramSpec] = &[
-    ProgramSpec { name: "vfio_dma_mapping_test", tests: Devices::Each(dma_mapping::tests), prologue: None },
-    ProgramSpec { name: "vfio_dma_mapping_mmio_test", tests: Devices::Each(dma_mapping_mmio::tests), prologue: None },
-    ProgramSpec { name: "vfio_iommufd_setup_test", tests: Devices::Each(iommufd_setup::tests), prologue: None },
-    ProgramSpec { name: "vfio_pci_device_test", tests: Devices::Each(pci_device::tests), prologue: None },
+    ProgramSpec {
+        name: "vfio_dma_mapping_test",
+        tests: Devices::Each(dma_mapping::tests),
+        prologue: None,
+        waits: false,
+    },
+    ProgramSpec {
+        name: "vfio_dma_mapping_mmio_test",
+        tests: Devices::Each(dma_mapping_mmio::tests),
+        prologue: None,
+        waits: false,
+    },
+    ProgramSpec {
+        name: "vfio_iommufd_setup_test",
+        tests: Devices::Each(iommufd_setup::tests),
+        prologue: None,
+        waits: false,
+    },
+    ProgramSpec { name: "vfio_pci_device_test", tests: Devices::Each(pci_device::tests), prologue: None, waits: false },
     ProgramSpec {
         name: "vfio_pci_driver_test",
         tests: Devices::Each(pci_driver::tests),
         prologue: Some(pci_driver::prologue),
+        waits: true,
     },
     ProgramSpec {
         name: "vfio_pci_sriov_uapi_test",
         tests: Devices::Each(sriov_uapi::tests),
         prologue: Some(sriov_uapi::prologue),
+        waits: true,
     },
-    ProgramSpec { name: "vfio_pci_device_init_perf_test", tests: Devices::All(init_perf::tests), prologue: None },
-    ProgramSpec { name: "vfio_container_race_test", tests: Devices::All(container_race::tests), prologue: None },
+    ProgramSpec {
+        name: "vfio_pci_device_init_perf_test",
+        tests: Devices::All(init_perf::tests),
+        prologue: None,
+        waits: true,
+    },
+    ProgramSpec {
+        name: "vfio_container_race_test",
+        tests: Devices::All(container_race::tests),
+        prologue: None,
+        waits: true,
+    },
 ];
 
 /// The programs to run: `only` (or all). Per-device programs run once for each device; with

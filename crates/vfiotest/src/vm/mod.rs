@@ -27,6 +27,7 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use ksft::{KSFT_FAIL, KSFT_PASS, KSFT_SKIP};
 
+use crate::programs::ProgramSpec;
 use crate::{Fatal, cache_dir};
 use console::{Console, Event};
 use machine::{Accel, TOPOLOGY};
@@ -133,19 +134,20 @@ pub fn main(args: &VmArgs) -> Result<i32, Fatal> {
     let mut history = shard::History::load(&cache);
     let plan = plan_machines(args, &bdfs, &history);
     let runs = match plan.as_slice() {
-        [_] => vec![boot(args, &launch, accel, &cache, program, None)?],
+        [only] => vec![boot(args, &launch, accel, &cache, program, only.icount, None)?],
         shares => {
             eprintln!("[vm] {} machines at once, programs split by their last durations", shares.len());
-            let merger =
-                Mutex::new(shard::Merger::new(shares.len(), shares.iter().map(Vec::len).sum(), &mut std::io::stdout()));
+            let programs = shares.iter().map(|s| s.units.len()).sum();
+            let merger = Mutex::new(shard::Merger::new(shares.len(), programs, &mut std::io::stdout()));
             let runs = thread::scope(|scope| {
                 let machines: Vec<_> = shares
                     .iter()
                     .enumerate()
-                    .map(|(machine, units)| {
+                    .map(|(machine, share)| {
                         let (launch, merger, cache) = (&launch, &merger, &cache);
                         scope.spawn(move || {
-                            boot(args, launch, accel, cache, program, Some(Machine { index: machine, units, merger }))
+                            let machine = Machine { index: machine, units: &share.units, merger };
+                            boot(args, launch, accel, cache, program, share.icount, Some(machine))
                         })
                     })
                     .collect();
@@ -165,20 +167,31 @@ pub fn main(args: &VmArgs) -> Result<i32, Fatal> {
     Ok(code)
 }
 
+/// One machine's share of the run: its programs (by index; empty means all) and whether its
+/// guest clock skips idle time.
+struct Share {
+    units: Vec<usize>,
+    icount: bool,
+}
+
 /// The programs of this run split over the machines: one share (all of it) unless several
-/// machines are worth booting.
-fn plan_machines(args: &VmArgs, bdfs: &[&str], history: &shard::History) -> Vec<Vec<usize>> {
+/// machines are worth booting. A share gets icount when one of its programs mostly waits.
+fn plan_machines(args: &VmArgs, bdfs: &[&str], history: &shard::History) -> Vec<Share> {
     let jobs = args.jobs.unwrap_or_else(|| thread::available_parallelism().map_or(1, |n| n.get()));
     let bdfs: Vec<vfio::Bdf> = bdfs.iter().filter_map(|b| b.parse().ok()).collect();
-    let only =
-        args.run_args.first().and_then(|a| crate::programs::PROGRAMS.iter().find(|p| p.name == a)).map(|p| p.name);
+    let only = args.run_args.first().and_then(|a| ProgramSpec::of(a)).map(|p| p.name);
     // A bare filter or program argument the guest will reject: one machine says so.
     if args.run_args.first().is_some_and(|a| !a.starts_with('-')) && only.is_none() {
-        return vec![Vec::new()];
+        return vec![Share { units: Vec::new(), icount: true }];
     }
     let catalogue = crate::programs::catalogue(only, &bdfs);
     let costs: Vec<f64> = catalogue.iter().map(|p| history.estimate(&p.name, p.tests.len())).collect();
-    shard::plan(&costs, jobs)
+    let waits = |unit: &usize| ProgramSpec::of(&catalogue[*unit].name).is_none_or(|spec| spec.waits);
+    let plan = shard::plan(&costs, jobs);
+    let single = plan.len() == 1;
+    plan.into_iter()
+        .map(|units| Share { icount: units.iter().any(waits), units: if single { Vec::new() } else { units } })
+        .collect()
 }
 
 /// How many console logs of earlier runs are kept.
@@ -270,9 +283,14 @@ struct Launch<'a> {
     initrd: &'a Path,
 }
 
-fn spawn_qemu(launch: &Launch, accel: Accel, cmdline: &str) -> Result<(Qemu, mpsc::Receiver<String>), Fatal> {
+fn spawn_qemu(
+    launch: &Launch,
+    accel: Accel,
+    icount: bool,
+    cmdline: &str,
+) -> Result<(Qemu, mpsc::Receiver<String>), Fatal> {
     catch_stop_signals()?;
-    let qemu = machine::qemu_command(launch.qemu, accel, launch.kernel, launch.initrd, cmdline);
+    let qemu = machine::qemu_command(launch.qemu, accel, icount, launch.kernel, launch.initrd, cmdline);
     // If we die without a chance to clean up (SIGKILL), the kernel kills QEMU too.
     let mut cmd = Command::new("setpriv");
     cmd.args(["--pdeathsig", "KILL", "--"]).arg(qemu.get_program()).args(qemu.get_args());
@@ -309,7 +327,7 @@ fn probe_kvm(launch: &Launch) -> Accel {
         return Accel::Tcg;
     }
     eprintln!("[vm] probing KVM (up to {} s)", PROBE_TIMEOUT.as_secs());
-    let Ok((mut qemu, lines)) = spawn_qemu(launch, Accel::Kvm, "vfiotest.probe") else {
+    let Ok((mut qemu, lines)) = spawn_qemu(launch, Accel::Kvm, false, "vfiotest.probe") else {
         return Accel::Tcg;
     };
     let deadline = Instant::now() + PROBE_TIMEOUT;
@@ -420,13 +438,15 @@ fn boot(
     accel: Accel,
     cache: &Path,
     program: &str,
+    icount: bool,
     machine: Option<Machine>,
 ) -> Result<Run, Fatal> {
     let mut console = Console::new(program);
     let log_path = console_log(cache, machine.as_ref().map(|m| m.index))?;
-    let label = machine.as_ref().map(|m| format!("[vm {}] ", m.index + 1)).unwrap_or_default();
+    let tag = machine.as_ref().map_or("[vm]".to_owned(), |m| format!("[vm {}]", m.index + 1));
+    let clock = if icount && accel != Accel::Kvm { ", icount" } else { "" };
     eprintln!(
-        "[vm] {label}booting {} under {}; console log: {}",
+        "{tag} booting {} under {}{clock}; console log: {}",
         launch.kernel.display(),
         accel.label(),
         log_path.display()
@@ -438,7 +458,7 @@ fn boot(
         format!("vfiotest.units={}", list.join(","))
     });
     let cmdline = [args.append.as_deref(), units.as_deref()].into_iter().flatten().collect::<Vec<_>>().join(" ");
-    let (mut qemu, lines) = spawn_qemu(launch, accel, &cmdline)?;
+    let (mut qemu, lines) = spawn_qemu(launch, accel, icount, &cmdline)?;
     let mut tail = VecDeque::new();
     let mut verdict_at = None;
     let verbose = args.verbose;
@@ -465,12 +485,12 @@ fn boot(
                         }
                     }
                 }
-                Event::Note(note) => eprintln!("[vm] {label}{note} ({:.1} s)", started.elapsed().as_secs_f64()),
+                Event::Note(note) => eprintln!("{tag} {note} ({:.1} s)", started.elapsed().as_secs_f64()),
                 Event::Finished(_) => verdict_at = Some(started.elapsed()),
-                Event::Fatal(text) => eprintln!("[vm] {label}guest kernel: {text}"),
+                Event::Fatal(text) => eprintln!("{tag} guest kernel: {text}"),
                 Event::Log | Event::ProbeOk => {
                     if verbose {
-                        eprintln!("{label}{line}");
+                        eprintln!("{line}");
                     }
                 }
             }
