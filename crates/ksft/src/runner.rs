@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::mpsc;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use rustix::process::{Pid, Resource, Rlimit, Signal, kill_process_group, setrlimit};
 
@@ -345,26 +345,32 @@ fn run_in_child(program: &str, test: &Test, tap: &mut Tap<'_>) -> (Status, Optio
             (Stream::Err, _) => tap.relay_err(&line),
         }
     };
-    let status = loop {
-        if let Ok(line) = rx.recv_timeout(Duration::from_millis(20)) {
-            relay_line(tap, line);
+    // The child's pipes close when it exits (or when the last process it started does), so
+    // the channel ends exactly then: no polling, and a quick test costs no idle wait.
+    let timed_out = loop {
+        match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok(line) => relay_line(tap, line),
+            Err(mpsc::RecvTimeoutError::Disconnected) => break false,
+            Err(mpsc::RecvTimeoutError::Timeout) => break true,
         }
-        if let Ok(Some(status)) = child.try_wait() {
-            break Some(status);
-        }
-        if Instant::now() >= deadline {
+    };
+    let status = match timed_out {
+        true => {
+            // The child may have exited while something it started still holds the pipes:
+            // then its own status counts, as upstream waits for the child alone.
+            let exited = child.try_wait().ok().flatten();
             if let Some(pid) = Pid::from_raw(child.id() as i32) {
                 let _ = kill_process_group(pid, Signal::KILL);
             }
             let _ = child.wait();
-            break None;
+            // What was written before the kill.
+            for line in rx.iter() {
+                relay_line(tap, line);
+            }
+            exited
         }
+        false => child.wait().ok(),
     };
-    // The child is gone; drain what it wrote last. A grandchild still holding a pipe was
-    // killed with the group on timeout, and otherwise ends with its parent's exit.
-    for line in rx.iter() {
-        relay_line(tap, line);
-    }
     for reader in readers {
         let _ = reader.join();
     }

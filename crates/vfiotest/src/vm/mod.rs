@@ -1,9 +1,10 @@
 //! `vfiotest vm`: boot the emulated machine and run the suite in it.
 //!
 //! Host side: install what is missing, get the guest kernel (built once from Debian's
-//! linux-source-7.3, cached), pack an initramfs holding this very binary, boot QEMU, and follow
-//! the serial console: TAP goes to stdout as it arrives, everything else to a log, and a guest
-//! panic, oops or hang ends the run as a failure with the console's tail.
+//! linux-source-7.3, cached), pack an initramfs holding this very binary, boot QEMU (one
+//! machine per host core, each with its share of the programs; see `shard`), and follow each
+//! serial console: TAP goes to stdout, everything else to a log, and a guest panic, oops or
+//! hang ends the run as a failure with the console's tail.
 
 mod apt;
 pub mod console;
@@ -134,7 +135,7 @@ pub fn main(args: &VmArgs) -> Result<i32, Fatal> {
     let mut history = shard::History::load(&cache);
     let plan = plan_machines(args, &bdfs, &history);
     let runs = match plan.as_slice() {
-        [only] => vec![boot(args, &launch, accel, &cache, program, only.icount, None)?],
+        [only] => vec![boot(args, &launch, accel, &cache, program, only.waits, None)?],
         shares => {
             eprintln!("[vm] {} machines at once, programs split by their last durations", shares.len());
             let programs = shares.iter().map(|s| s.units.len()).sum();
@@ -147,7 +148,7 @@ pub fn main(args: &VmArgs) -> Result<i32, Fatal> {
                         let (launch, merger, cache) = (&launch, &merger, &cache);
                         scope.spawn(move || {
                             let machine = Machine { index: machine, units: &share.units, merger };
-                            boot(args, launch, accel, cache, program, share.icount, Some(machine))
+                            boot(args, launch, accel, cache, program, share.waits, Some(machine))
                         })
                     })
                     .collect();
@@ -167,22 +168,22 @@ pub fn main(args: &VmArgs) -> Result<i32, Fatal> {
     Ok(code)
 }
 
-/// One machine's share of the run: its programs (by index; empty means all) and whether its
-/// guest clock skips idle time.
+/// One machine's share of the run: its programs (by index; empty means all) and whether one
+/// of them mostly waits (then the guest clock skips idle time).
 struct Share {
     units: Vec<usize>,
-    icount: bool,
+    waits: bool,
 }
 
 /// The programs of this run split over the machines: one share (all of it) unless several
-/// machines are worth booting. A share gets icount when one of its programs mostly waits.
+/// machines are worth booting.
 fn plan_machines(args: &VmArgs, bdfs: &[&str], history: &shard::History) -> Vec<Share> {
     let jobs = args.jobs.unwrap_or_else(|| thread::available_parallelism().map_or(1, |n| n.get()));
     let bdfs: Vec<vfio::Bdf> = bdfs.iter().filter_map(|b| b.parse().ok()).collect();
     let only = args.run_args.first().and_then(|a| ProgramSpec::of(a)).map(|p| p.name);
     // A bare filter or program argument the guest will reject: one machine says so.
     if args.run_args.first().is_some_and(|a| !a.starts_with('-')) && only.is_none() {
-        return vec![Share { units: Vec::new(), icount: true }];
+        return vec![Share { units: Vec::new(), waits: true }];
     }
     let catalogue = crate::programs::catalogue(only, &bdfs);
     let costs: Vec<f64> = catalogue.iter().map(|p| history.estimate(&p.name, p.tests.len())).collect();
@@ -190,7 +191,7 @@ fn plan_machines(args: &VmArgs, bdfs: &[&str], history: &shard::History) -> Vec<
     let plan = shard::plan(&costs, jobs);
     let single = plan.len() == 1;
     plan.into_iter()
-        .map(|units| Share { icount: units.iter().any(waits), units: if single { Vec::new() } else { units } })
+        .map(|units| Share { waits: units.iter().any(waits), units: if single { Vec::new() } else { units } })
         .collect()
 }
 
