@@ -159,12 +159,15 @@ pub fn main(args: &VmArgs) -> Result<i32, Fatal> {
         }
     };
     let code = finish(args, accel, &runs)?;
-    history.record(
-        runs.iter()
-            .flat_map(|run| &run.console.results)
-            .filter(|r| r.test == console::PROGRAM_VERDICT)
-            .map(|r| (r.program.clone(), r.duration_s)),
-    );
+    // Only whole programs say what a program takes: a run with kselftest filters doesn't.
+    if args.run_args.iter().all(|a| !a.starts_with('-')) {
+        history.record(
+            runs.iter()
+                .flat_map(|run| &run.console.results)
+                .filter(|r| r.test == console::PROGRAM_VERDICT)
+                .map(|r| (r.program.clone(), r.duration_s)),
+        );
+    }
     Ok(code)
 }
 
