@@ -10,7 +10,12 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd, RawF
 use rustix::io::{Errno, Result};
 use rustix::ioctl::{Ioctl, IoctlOutput, Opcode, Updater, ioctl, opcode};
 
-use crate::mm::DmaRange;
+use crate::mm::{DmaRange, Prot};
+
+/// `flag` if `set`, else nothing.
+const fn flag_if(set: bool, flag: u32) -> u32 {
+    if set { flag } else { 0 }
+}
 use crate::uapi::{self, *};
 
 const fn io(nr: u8) -> Opcode {
@@ -222,10 +227,11 @@ pub fn device_reset(device: impl AsFd) -> Result<()> {
 /// Safe because `DmaRange` can only be made from an [`crate::mm::MmapWindow`], whose memory is
 /// never lent out as a Rust reference, so device writes can't break aliasing rules.
 #[doc(alias = "VFIO_IOMMU_MAP_DMA")]
-pub fn iommu_map_dma(container: impl AsFd, range: DmaRange<'_>, iova: u64) -> Result<()> {
+pub fn iommu_map_dma(container: impl AsFd, range: DmaRange<'_>, iova: u64, access: Prot) -> Result<()> {
+    let flags = flag_if(access.read, VFIO_DMA_MAP_FLAG_READ) | flag_if(access.write, VFIO_DMA_MAP_FLAG_WRITE);
     let mut map = vfio_iommu_type1_dma_map {
         argsz: argsz::<vfio_iommu_type1_dma_map>(),
-        flags: VFIO_DMA_MAP_FLAG_READ | VFIO_DMA_MAP_FLAG_WRITE,
+        flags,
         vaddr: range.addr() as u64,
         iova,
         size: range.len() as u64,
@@ -361,10 +367,13 @@ pub fn ioas_iova_ranges(iommufd: impl AsFd, ioas_id: u32) -> Result<(Vec<iommu_i
 ///
 /// Safe for the same reason as [`iommu_map_dma`].
 #[doc(alias = "IOMMU_IOAS_MAP")]
-pub fn ioas_map(iommufd: impl AsFd, ioas_id: u32, range: DmaRange<'_>, iova: u64) -> Result<()> {
+pub fn ioas_map(iommufd: impl AsFd, ioas_id: u32, range: DmaRange<'_>, iova: u64, access: Prot) -> Result<()> {
+    let flags = IOMMU_IOAS_MAP_FIXED_IOVA
+        | flag_if(access.read, IOMMU_IOAS_MAP_READABLE)
+        | flag_if(access.write, IOMMU_IOAS_MAP_WRITEABLE);
     let mut map = iommu_ioas_map {
         size: argsz::<iommu_ioas_map>(),
-        flags: IOMMU_IOAS_MAP_FIXED_IOVA | IOMMU_IOAS_MAP_READABLE | IOMMU_IOAS_MAP_WRITEABLE,
+        flags,
         ioas_id,
         user_va: range.addr() as u64,
         length: range.len() as u64,

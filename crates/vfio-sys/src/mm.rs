@@ -29,6 +29,11 @@ pub struct Prot {
 }
 
 impl Prot {
+    /// Read and write.
+    pub const READ_WRITE: Prot = Prot { read: true, write: true };
+    /// Read only.
+    pub const READ_ONLY: Prot = Prot { read: true, write: false };
+
     fn flags(self) -> ProtFlags {
         let mut flags = ProtFlags::empty();
         if self.read {
@@ -66,6 +71,24 @@ unsafe impl Send for MmapWindow {}
 unsafe impl Sync for MmapWindow {}
 
 impl MmapWindow {
+    /// Changes the protection of `[at, at + len)` of the window (`mprotect`), e.g. to make
+    /// memory read-only. A write there afterwards (through [`MmapWindow::fill`], say) ends the
+    /// process with SIGSEGV.
+    ///
+    /// # Errors
+    /// `EINVAL` for a range that is not page-aligned or not inside the window; else what
+    /// `mprotect` said.
+    pub fn protect(&self, at: usize, len: usize, prot: Prot) -> Result<()> {
+        let end = at.checked_add(len).ok_or(Errno::INVAL)?;
+        if !at.is_multiple_of(page_size()) || len == 0 || end > self.len {
+            return Err(Errno::INVAL);
+        }
+        let flags = rustix::mm::MprotectFlags::from_bits_truncate(prot.flags().bits());
+        // SAFETY: the range lies inside the window, which is ours; changing its protection
+        // invalidates no Rust reference, since all access goes through checked volatile I/O.
+        unsafe { rustix::mm::mprotect((self.addr() + at) as *mut c_void, len, flags) }
+    }
+
     /// Unmaps the window now, reporting `munmap`'s error, which dropping it ignores.
     ///
     /// # Errors

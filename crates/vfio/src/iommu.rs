@@ -5,7 +5,7 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::{Arc, Mutex};
 
 use vfio_sys::ioctl as sys;
-use vfio_sys::mm::DmaRange;
+use vfio_sys::mm::{DmaRange, Prot};
 use vfio_sys::uapi::{VFIO_API_VERSION, VFIO_DMA_UNMAP_FLAG_ALL};
 
 use crate::error::Context;
@@ -185,13 +185,28 @@ impl Iommu {
     /// # Errors
     /// The kernel's refusal, as `VFIO_IOMMU_MAP_DMA` or `IOMMU_IOAS_MAP` with its arguments.
     pub fn map(self: &Arc<Self>, range: DmaRange<'_>, iova: u64) -> Result<DmaMapping> {
+        self.map_with(range, iova, Prot::READ_WRITE)
+    }
+
+    /// [`Iommu::map`] with the device's access spelled out: `VFIO_DMA_MAP_FLAG_READ`/`_WRITE`,
+    /// `IOMMU_IOAS_MAP_READABLE`/`_WRITEABLE`.
+    ///
+    /// # Errors
+    /// As [`Iommu::map`]; the kernel refuses write access to memory the process can't write.
+    pub fn map_with(self: &Arc<Self>, range: DmaRange<'_>, iova: u64, access: Prot) -> Result<DmaMapping> {
         let (vaddr, len) = (range.addr(), range.len() as u64);
+        let rw = match (access.read, access.write) {
+            (true, true) => "rw",
+            (true, false) => "r",
+            (false, true) => "w",
+            (false, false) => "none",
+        };
         match self.target {
-            Target::Ioas(ioas) => sys::ioas_map(&self.fd, ioas, range, iova).map_err(|e| {
-                Error::pin(format!("IOMMU_IOAS_MAP(vaddr={vaddr:#x}, iova={iova:#x}, length={len:#x})"), e)
+            Target::Ioas(ioas) => sys::ioas_map(&self.fd, ioas, range, iova, access).map_err(|e| {
+                Error::pin(format!("IOMMU_IOAS_MAP(vaddr={vaddr:#x}, iova={iova:#x}, length={len:#x}, {rw})"), e)
             })?,
-            Target::Container { .. } => sys::iommu_map_dma(&self.fd, range, iova).map_err(|e| {
-                Error::pin(format!("VFIO_IOMMU_MAP_DMA(vaddr={vaddr:#x}, iova={iova:#x}, size={len:#x})"), e)
+            Target::Container { .. } => sys::iommu_map_dma(&self.fd, range, iova, access).map_err(|e| {
+                Error::pin(format!("VFIO_IOMMU_MAP_DMA(vaddr={vaddr:#x}, iova={iova:#x}, size={len:#x}, {rw})"), e)
             })?,
         }
         self.registry().insert(vaddr, len, iova);

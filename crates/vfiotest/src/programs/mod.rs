@@ -3,6 +3,7 @@
 mod container_race;
 mod dma_mapping;
 mod dma_mapping_mmio;
+mod dma_mapping_perm;
 mod init_perf;
 mod iommufd_setup;
 mod pci_device;
@@ -87,6 +88,12 @@ pub const PROGRAMS: &[ProgramSpec] = &[
         tests: Devices::All(init_perf::tests),
         prologue: None,
         waits: true,
+    },
+    ProgramSpec {
+        name: "vfio_dma_mapping_perm_test",
+        tests: Devices::Each(dma_mapping_perm::tests),
+        prologue: None,
+        waits: false,
     },
     ProgramSpec {
         name: "vfio_container_race_test",
