@@ -59,7 +59,7 @@ const DEVICES: [Device; 7] = [
 
 /// How many tests each program has, counted from upstream's sources (and ours for our own
 /// programs): a test that disappears from the catalogue must fail this test, not vanish from it.
-const TEST_COUNTS: [(&str, usize); 9] = [
+const TEST_COUNTS: [(&str, usize); 10] = [
     ("vfio_dma_mapping_test", 30),
     ("vfio_dma_mapping_mmio_test", 15),
     ("vfio_iommufd_setup_test", 6),
@@ -69,6 +69,8 @@ const TEST_COUNTS: [(&str, usize); 9] = [
     ("vfio_pci_device_init_perf_test", 5),
     // Ours: five modes × anonymous memory or a BAR × two tests.
     ("vfio_dma_mapping_perm_test", 20),
+    // Ours: five modes × two cuts.
+    ("vfio_dma_unmap_split_test", 10),
     // Ours: the four container modes.
     ("vfio_container_race_test", 4),
 ];

@@ -4,6 +4,7 @@ mod container_race;
 mod dma_mapping;
 mod dma_mapping_mmio;
 mod dma_mapping_perm;
+mod dma_unmap_split;
 mod init_perf;
 mod iommufd_setup;
 mod pci_device;
@@ -92,6 +93,12 @@ pub const PROGRAMS: &[ProgramSpec] = &[
     ProgramSpec {
         name: "vfio_dma_mapping_perm_test",
         tests: Devices::Each(dma_mapping_perm::tests),
+        prologue: None,
+        waits: false,
+    },
+    ProgramSpec {
+        name: "vfio_dma_unmap_split_test",
+        tests: Devices::Each(dma_unmap_split::tests),
         prologue: None,
         waits: false,
     },
