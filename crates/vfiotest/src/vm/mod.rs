@@ -490,7 +490,12 @@ fn boot(
                     }
                 }
                 Event::Note(note) => eprintln!("{tag} {note} ({:.1} s)", started.elapsed().as_secs_f64()),
-                Event::Finished(_) => verdict_at = Some(started.elapsed()),
+                Event::Finished(code) => {
+                    verdict_at = Some(started.elapsed());
+                    if machine.is_some() {
+                        eprintln!("{tag} finished, exit {code} ({:.1} s)", started.elapsed().as_secs_f64());
+                    }
+                }
                 Event::Fatal(text) => eprintln!("{tag} guest kernel: {text}"),
                 Event::Log | Event::ProbeOk => {
                     if verbose {
