@@ -298,6 +298,35 @@ pub fn device_feature_set(device: impl AsFd, feature: u32, data: &[u8]) -> Resul
         .map(drop)
 }
 
+/// `VFIO_DEVICE_FEATURE` with `VFIO_DEVICE_FEATURE_GET` of `VFIO_DEVICE_FEATURE_DMA_BUF`:
+/// exports `ranges` of region `region_index` (a BAR) as one dma-buf, opened with `open_flags`
+/// (`O_RDWR`, `O_CLOEXEC`, ...). Returns the dma-buf's fd.
+#[doc(alias = "VFIO_DEVICE_FEATURE_DMA_BUF")]
+pub fn device_feature_dma_buf(
+    device: impl AsFd,
+    region_index: u32,
+    ranges: &[vfio_region_dma_range],
+    open_flags: u32,
+) -> Result<OwnedFd> {
+    let nr_ranges = u32::try_from(ranges.len()).map_err(|_| Errno::INVAL)?;
+    let data = vfio_device_feature_dma_buf { region_index, open_flags, flags: 0, nr_ranges };
+    let mut buf = Vec::with_capacity(size_of::<vfio_device_feature>() + size_of_val(&data) + size_of_val(ranges));
+    buf.extend_from_slice(&[0; size_of::<vfio_device_feature>()]);
+    buf.extend_from_slice(data.as_bytes());
+    buf.extend_from_slice(ranges.as_bytes());
+    let argsz = u32::try_from(buf.len()).map_err(|_| Errno::INVAL)?;
+    buf[..4].copy_from_slice(&argsz.to_ne_bytes());
+    let flags = VFIO_DEVICE_FEATURE_GET | VFIO_DEVICE_FEATURE_DMA_BUF;
+    buf[4..8].copy_from_slice(&flags.to_ne_bytes());
+    // SAFETY: VFIO_DEVICE_FEATURE takes a `vfio_device_feature`, then the feature's data: here a
+    // `vfio_device_feature_dma_buf` and its `nr_ranges` ranges, all in `buf`, whose length is
+    // `argsz`. The kernel reads no more than that and writes nothing back.
+    let fd =
+        unsafe { ioctl(device.as_fd(), Raw { opcode: io(nr::VFIO_DEVICE_FEATURE), arg: buf.as_mut_ptr().cast() }) }?;
+    // SAFETY: on success the ioctl returns a new dma-buf fd that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
 /// `VFIO_DEVICE_ATTACH_IOMMUFD_PT`: attaches the bound device to an IOAS or HWPT.
 #[doc(alias = "VFIO_DEVICE_ATTACH_IOMMUFD_PT")]
 pub fn device_attach_iommufd_pt(device: impl AsFd, pt_id: u32) -> Result<u32> {
@@ -382,6 +411,45 @@ pub fn ioas_map(iommufd: impl AsFd, ioas_id: u32, range: DmaRange<'_>, iova: u64
     };
     // SAFETY: IOMMU_IOAS_MAP takes an `iommu_ioas_map` with size set.
     unsafe { update::<{ io(nr::IOMMU_IOAS_MAP) }, _>(iommufd.as_fd(), &mut map) }
+}
+
+/// `IOMMU_IOAS_MAP_FILE` of `[start, start + length)` of the file `fd` (a memfd or a VFIO
+/// dma-buf) at exactly `iova`.
+#[doc(alias = "IOMMU_IOAS_MAP_FILE")]
+pub fn ioas_map_file(
+    iommufd: impl AsFd,
+    ioas_id: u32,
+    fd: BorrowedFd<'_>,
+    start: u64,
+    length: u64,
+    iova: u64,
+    access: Prot,
+) -> Result<()> {
+    let flags = IOMMU_IOAS_MAP_FIXED_IOVA
+        | flag_if(access.read, IOMMU_IOAS_MAP_READABLE)
+        | flag_if(access.write, IOMMU_IOAS_MAP_WRITEABLE);
+    let mut map = iommu_ioas_map_file {
+        size: argsz::<iommu_ioas_map_file>(),
+        flags,
+        ioas_id,
+        fd: fd.as_raw_fd(),
+        start,
+        length,
+        iova,
+    };
+    // SAFETY: IOMMU_IOAS_MAP_FILE takes an `iommu_ioas_map_file` with size set; the fd number
+    // is only looked up, and the kernel takes its own reference.
+    unsafe { update::<{ io(nr::IOMMU_IOAS_MAP_FILE) }, _>(iommufd.as_fd(), &mut map) }
+}
+
+/// `IOMMU_VFIO_IOAS` with `IOMMU_VFIO_IOAS_GET`: the IOAS the VFIO container emulation on this
+/// iommufd uses (ENOENT before a group joins it).
+#[doc(alias = "IOMMU_VFIO_IOAS")]
+pub fn vfio_ioas_get(iommufd: impl AsFd) -> Result<u32> {
+    let mut get = iommu_vfio_ioas { size: argsz::<iommu_vfio_ioas>(), op: IOMMU_VFIO_IOAS_GET, ..Default::default() };
+    // SAFETY: IOMMU_VFIO_IOAS takes an `iommu_vfio_ioas` with size set; GET writes `ioas_id`.
+    unsafe { update::<{ io(nr::IOMMU_VFIO_IOAS) }, _>(iommufd.as_fd(), &mut get)? };
+    Ok(get.ioas_id)
 }
 
 /// `IOMMU_IOAS_UNMAP`: returns the number of bytes unmapped.

@@ -8,7 +8,7 @@
 
 use core::mem::{offset_of, size_of};
 
-pub use zerocopy::FromBytes;
+pub use zerocopy::{FromBytes, Immutable, IntoBytes};
 
 /// Reads the uAPI struct `T` out of `buf` at byte `at`, if it fits: the kernel's info buffers
 /// (a fixed struct, then capabilities at offsets it names) are read by field name, never by
@@ -74,6 +74,11 @@ pub const VFIO_DEVICE_FEATURE_SET: u32 = 1 << 17;
 pub const VFIO_DEVICE_FEATURE_PROBE: u32 = 1 << 18;
 /// Feature 0: the PF's VF token, a 16-byte UUID (SET only).
 pub const VFIO_DEVICE_FEATURE_PCI_VF_TOKEN: u32 = 0;
+/// Feature 11 (Linux 6.19): export ranges of a BAR as a dma-buf (GET only; returns its fd).
+pub const VFIO_DEVICE_FEATURE_DMA_BUF: u32 = 11;
+
+/// `IOMMU_VFIO_IOAS` op: which IOAS the VFIO container emulation uses.
+pub const IOMMU_VFIO_IOAS_GET: u16 = 0;
 
 pub const IOMMU_IOAS_MAP_FIXED_IOVA: u32 = 1 << 0;
 pub const IOMMU_IOAS_MAP_WRITEABLE: u32 = 1 << 1;
@@ -105,6 +110,8 @@ pub mod nr {
     pub const IOMMU_IOAS_IOVA_RANGES: u8 = 0x84;
     pub const IOMMU_IOAS_MAP: u8 = 0x85;
     pub const IOMMU_IOAS_UNMAP: u8 = 0x86;
+    pub const IOMMU_VFIO_IOAS: u8 = 0x88;
+    pub const IOMMU_IOAS_MAP_FILE: u8 = 0x8f;
 }
 
 #[repr(C)]
@@ -241,6 +248,24 @@ pub struct vfio_device_feature {
     pub flags: u32,
 }
 
+/// One range of a BAR to export, by offset into the BAR.
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, IntoBytes, Immutable)]
+pub struct vfio_region_dma_range {
+    pub offset: u64,
+    pub length: u64,
+}
+
+/// `VFIO_DEVICE_FEATURE_DMA_BUF`'s data; `nr_ranges` [`vfio_region_dma_range`]s follow it.
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy, IntoBytes, Immutable)]
+pub struct vfio_device_feature_dma_buf {
+    pub region_index: u32,
+    pub open_flags: u32,
+    pub flags: u32,
+    pub nr_ranges: u32,
+}
+
 #[repr(C)]
 #[derive(Debug, Default, Clone, Copy)]
 pub struct vfio_device_bind_iommufd {
@@ -315,6 +340,27 @@ pub struct iommu_ioas_map {
 
 #[repr(C)]
 #[derive(Debug, Default, Clone, Copy)]
+pub struct iommu_ioas_map_file {
+    pub size: u32,
+    pub flags: u32,
+    pub ioas_id: u32,
+    pub fd: i32,
+    pub start: u64,
+    pub length: u64,
+    pub iova: u64,
+}
+
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy)]
+pub struct iommu_vfio_ioas {
+    pub size: u32,
+    pub ioas_id: u32,
+    pub op: u16,
+    pub reserved: u16,
+}
+
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy)]
 pub struct iommu_ioas_unmap {
     pub size: u32,
     pub ioas_id: u32,
@@ -345,6 +391,8 @@ assert_layout!(vfio_iova_range, 16, { start: 0, end: 8 });
 assert_layout!(vfio_iommu_type1_info_cap_iova_range, 16, { header: 0, nr_iovas: 8, reserved: 12 });
 assert_layout!(vfio_iommu_type1_dma_map, 32, { argsz: 0, flags: 4, vaddr: 8, iova: 16, size: 24 });
 assert_layout!(vfio_iommu_type1_dma_unmap, 24, { argsz: 0, flags: 4, iova: 8, size: 16 });
+assert_layout!(vfio_region_dma_range, 16, { offset: 0, length: 8 });
+assert_layout!(vfio_device_feature_dma_buf, 16, { region_index: 0, open_flags: 4, flags: 8, nr_ranges: 12 });
 assert_layout!(vfio_device_bind_iommufd, 24, { argsz: 0, flags: 4, iommufd: 8, out_devid: 12, token_uuid_ptr: 16 });
 assert_layout!(vfio_device_attach_iommufd_pt, 16, { argsz: 0, flags: 4, pt_id: 8, pasid: 12 });
 assert_layout!(vfio_device_detach_iommufd_pt, 12, { argsz: 0, flags: 4, pasid: 8 });
@@ -353,6 +401,8 @@ assert_layout!(iommu_ioas_alloc, 12, { size: 0, flags: 4, out_ioas_id: 8 });
 assert_layout!(iommu_iova_range, 16, { start: 0, last: 8 });
 assert_layout!(iommu_ioas_iova_ranges, 32, { size: 0, ioas_id: 4, num_iovas: 8, reserved: 12, allowed_iovas: 16, out_iova_alignment: 24 });
 assert_layout!(iommu_ioas_map, 40, { size: 0, flags: 4, ioas_id: 8, reserved: 12, user_va: 16, length: 24, iova: 32 });
+assert_layout!(iommu_ioas_map_file, 40, { size: 0, flags: 4, ioas_id: 8, fd: 12, start: 16, length: 24, iova: 32 });
+assert_layout!(iommu_vfio_ioas, 12, { size: 0, ioas_id: 4, op: 8, reserved: 10 });
 assert_layout!(iommu_ioas_unmap, 24, { size: 0, ioas_id: 4, iova: 8, length: 16 });
 
 /// `argsz`/`size` for a uAPI struct: its size as the kernel sees it.

@@ -43,6 +43,8 @@ fn structs() -> Vec<Layout> {
         vfio_iommu_type1_info_cap_iova_range { header, nr_iovas, reserved }
         vfio_iommu_type1_dma_map { argsz, flags, vaddr, iova, size }
         vfio_iommu_type1_dma_unmap { argsz, flags, iova, size }
+        vfio_region_dma_range { offset, length }
+        vfio_device_feature_dma_buf { region_index, open_flags, flags, nr_ranges }
         vfio_device_bind_iommufd { argsz, flags, iommufd, out_devid, token_uuid_ptr }
         vfio_device_attach_iommufd_pt { argsz, flags, pt_id, pasid }
         vfio_device_detach_iommufd_pt { argsz, flags, pasid }
@@ -52,6 +54,8 @@ fn structs() -> Vec<Layout> {
         iommu_ioas_iova_ranges { size, ioas_id, num_iovas, reserved as "__reserved", allowed_iovas, out_iova_alignment }
         iommu_ioas_map { size, flags, ioas_id, reserved as "__reserved", user_va, length, iova }
         iommu_ioas_unmap { size, ioas_id, iova, length }
+        iommu_ioas_map_file { size, flags, ioas_id, fd, start, length, iova }
+        iommu_vfio_ioas { size, ioas_id, op, reserved as "__reserved" }
     }
 }
 
@@ -81,6 +85,10 @@ fn ioctls() -> Vec<(&'static str, u64)> {
         ("IOMMU_IOAS_IOVA_RANGES", io(nr::IOMMU_IOAS_IOVA_RANGES)),
         ("IOMMU_IOAS_MAP", io(nr::IOMMU_IOAS_MAP)),
         ("IOMMU_IOAS_UNMAP", io(nr::IOMMU_IOAS_UNMAP)),
+        ("IOMMU_VFIO_IOAS", io(nr::IOMMU_VFIO_IOAS)),
+        ("IOMMU_IOAS_MAP_FILE", io(nr::IOMMU_IOAS_MAP_FILE)),
+        ("IOMMU_VFIO_IOAS_GET", u64::from(uapi::IOMMU_VFIO_IOAS_GET)),
+        ("VFIO_DEVICE_FEATURE_DMA_BUF", u64::from(uapi::VFIO_DEVICE_FEATURE_DMA_BUF)),
         ("VFIO_TYPE1_IOMMU", u64::from(uapi::VFIO_TYPE1_IOMMU)),
         ("VFIO_TYPE1v2_IOMMU", u64::from(uapi::VFIO_TYPE1V2_IOMMU)),
         ("VFIO_REGION_INFO_CAP_SPARSE_MMAP", u64::from(uapi::VFIO_REGION_INFO_CAP_SPARSE_MMAP)),

@@ -8,6 +8,7 @@ use vfio_sys::ioctl as sys;
 use vfio_sys::mm::{DmaRange, Prot};
 use vfio_sys::uapi::{VFIO_API_VERSION, VFIO_DMA_UNMAP_FLAG_ALL};
 
+use crate::dmabuf::DmaBuf;
 use crate::error::Context;
 use crate::iova::{self, IovaRange};
 use crate::node;
@@ -195,12 +196,7 @@ impl Iommu {
     /// As [`Iommu::map`]; the kernel refuses write access to memory the process can't write.
     pub fn map_with(self: &Arc<Self>, range: DmaRange<'_>, iova: u64, access: Prot) -> Result<DmaMapping> {
         let (vaddr, len) = (range.addr(), range.len() as u64);
-        let rw = match (access.read, access.write) {
-            (true, true) => "rw",
-            (true, false) => "r",
-            (false, true) => "w",
-            (false, false) => "none",
-        };
+        let rw = access_name(access);
         match self.target {
             Target::Ioas(ioas) => sys::ioas_map(&self.fd, ioas, range, iova, access).map_err(|e| {
                 Error::pin(format!("IOMMU_IOAS_MAP(vaddr={vaddr:#x}, iova={iova:#x}, length={len:#x}, {rw})"), e)
@@ -210,6 +206,45 @@ impl Iommu {
             })?,
         }
         self.registry().insert(vaddr, len, iova);
+        Ok(DmaMapping { iommu: Arc::clone(self), iova, len, mapped: true })
+    }
+
+    /// Maps `[start, start + len)` of a BAR's dma-buf at `iova`: `IOMMU_IOAS_MAP_FILE`, the way
+    /// iommufd maps MMIO (it refuses a BAR's mmap by address). Works in the iommufd modes; in
+    /// iommufd's container emulation it maps into the container's IOAS, which exists once a
+    /// device has joined.
+    ///
+    /// # Errors
+    /// [`Error::Unsupported`] in a legacy VFIO container, which maps MMIO by its mmap
+    /// ([`Iommu::map`]); else the kernel's refusal with the arguments.
+    #[doc(alias = "IOMMU_IOAS_MAP_FILE")]
+    pub fn map_dma_buf(
+        self: &Arc<Self>,
+        buf: &DmaBuf,
+        start: u64,
+        len: u64,
+        iova: u64,
+        access: Prot,
+    ) -> Result<DmaMapping> {
+        let ioas = match self.target {
+            Target::Ioas(ioas) => ioas,
+            Target::Container { .. } if self.mode.is_iommufd() => {
+                sys::vfio_ioas_get(&self.fd).op(|| format!("IOMMU_VFIO_IOAS(GET) of the {} container", self.mode))?
+            }
+            Target::Container { .. } => {
+                return Err(Error::Unsupported(format!(
+                    "{} maps MMIO by its mmap; dma-bufs map only through an iommufd",
+                    self.mode
+                )));
+            }
+        };
+        sys::ioas_map_file(&self.fd, ioas, buf.fd(), start, len, iova, access).op(|| {
+            format!(
+                "IOMMU_IOAS_MAP_FILE({}, start={start:#x}, length={len:#x}, iova={iova:#x}, {})",
+                buf.describe(),
+                access_name(access)
+            )
+        })?;
         Ok(DmaMapping { iommu: Arc::clone(self), iova, len, mapped: true })
     }
 
@@ -251,6 +286,16 @@ impl Iommu {
         }?;
         self.registry().clear();
         Ok(unmapped)
+    }
+}
+
+/// How a map call names the device's access: `rw`, `r`, `w` or `none`.
+fn access_name(access: Prot) -> &'static str {
+    match (access.read, access.write) {
+        (true, true) => "rw",
+        (true, false) => "r",
+        (false, true) => "w",
+        (false, false) => "none",
     }
 }
 

@@ -33,6 +33,18 @@ impl PageWalk {
             _ => None,
         }
     }
+
+    /// The physical address the leaf maps: its entry's address bits (12 to 51), down to the
+    /// leaf's size. Shows where a mapping points, e.g. at a BAR.
+    pub fn leaf_address(&self) -> Option<u64> {
+        let size = self.leaf_size()?;
+        let entry = match size {
+            0x1000 => self.pte,
+            0x20_0000 => self.pde,
+            _ => self.pdpe,
+        };
+        Some(entry & ((1 << 52) - 1) & !(size - 1))
+    }
 }
 
 /// Finds the leaf that starts at `iova` in a `domain_translation_struct` dump.
@@ -89,6 +101,17 @@ mod tests {
         assert_eq!((two_meg.pde, two_meg.pte), (0x1_0600_0083, 0));
         assert_eq!(two_meg.leaf_size(), Some(2 << 20));
         assert_eq!(find_leaf(DUMP, 1 << 30).unwrap().leaf_size(), Some(1 << 30));
+    }
+
+    #[test]
+    fn leaf_address_drops_flags_and_high_bits() {
+        assert_eq!(find_leaf(DUMP, 0).unwrap().leaf_address(), Some(0x1_04c4_d000));
+        assert_eq!(find_leaf(DUMP, 0x20_0000).unwrap().leaf_address(), Some(0x1_0600_0000));
+        assert_eq!(find_leaf(DUMP, 1 << 30).unwrap().leaf_address(), Some(0x1_4000_0000));
+        // A first-level entry with XD (bit 63) set.
+        let walk = PageWalk { pdpe: 0x8000_0080_4000_0083, ..Default::default() };
+        assert_eq!(walk.leaf_address(), Some(0x80_4000_0000));
+        assert_eq!(PageWalk::default().leaf_address(), None);
     }
 
     #[test]

@@ -6,6 +6,26 @@ use std::path::{Path, PathBuf};
 
 use crate::{Bdf, Error, Result};
 
+/// Where a BAR sits in the machine's physical address space (a line of sysfs `resource`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BarResource {
+    /// The first physical address.
+    pub start: u64,
+    /// Its size in bytes.
+    pub len: u64,
+    /// The kernel's `IORESOURCE_*` flags.
+    pub flags: u64,
+}
+
+impl BarResource {
+    /// Whether it is memory (MMIO) rather than I/O ports: only memory can be mmap'ed or
+    /// exported as a dma-buf.
+    pub fn is_memory(&self) -> bool {
+        const IORESOURCE_MEM: u64 = 0x200;
+        self.flags & IORESOURCE_MEM != 0
+    }
+}
+
 /// The driver vfiotest needs devices bound to.
 pub const VFIO_PCI: &str = "vfio-pci";
 
@@ -112,6 +132,29 @@ impl Sysfs {
         let digits = text.trim().trim_start_matches("0x");
         u64::from_str_radix(digits, 16)
             .map_err(|_| Error::malformed(path.display().to_string(), format!("{:?} is not hex", text.trim())))
+    }
+
+    /// BAR `bar`'s physical placement, from the device's `resource` file; `None` if the device
+    /// doesn't implement that BAR.
+    ///
+    /// # Errors
+    /// [`Error::NoSuchDevice`], a read error, or [`Error::Malformed`].
+    pub fn bar_resource(&self, bdf: Bdf, bar: u32) -> Result<Option<BarResource>> {
+        self.ensure_exists(bdf)?;
+        let path = self.device_dir(bdf).join("resource");
+        let text = fs::read_to_string(&path).map_err(|e| Error::file(&path, e))?;
+        let malformed = |detail: String| Error::malformed(path.display().to_string(), detail);
+        let line = text.lines().nth(bar as usize).ok_or_else(|| malformed(format!("no line for BAR{bar}")))?;
+        let fields: Vec<u64> = line
+            .split_whitespace()
+            .map(|f| u64::from_str_radix(f.trim_start_matches("0x"), 16))
+            .collect::<std::result::Result<_, _>>()
+            .map_err(|_| malformed(format!("BAR{bar}: {line:?} is not three hex numbers")))?;
+        match fields[..] {
+            [0, 0, _] => Ok(None),
+            [start, end, flags] if end >= start => Ok(Some(BarResource { start, len: end - start + 1, flags })),
+            _ => Err(malformed(format!("BAR{bar}: {line:?} is not start, end, flags"))),
+        }
     }
 
     /// `sriov_totalvfs`: how many VFs the PF can have; `None` if it is not an SR-IOV PF.
@@ -289,6 +332,32 @@ mod tests {
         assert_eq!(sysfs.read_hex(bdf("0000:00:03.0"), "vendor").unwrap(), 0x1b36);
         assert!(sysfs.iommu_group(bdf("0000:00:06.0")).unwrap_err().is_unsupported());
         assert!(sysfs.vfio_cdev(bdf("0000:00:03.0")).unwrap_err().is_unsupported());
+    }
+
+    #[test]
+    fn bar_resources_by_index() {
+        let fake = FakeSysfs::new("resource");
+        fake.device("0000:00:03.0", Some("vfio-pci"), Some(1));
+        let dev = fake.dir.join("bus/pci/devices/0000:00:03.0");
+        fs::write(
+            dev.join("resource"),
+            "0x00000000fea00000 0x00000000fea00fff 0x0000000000040200\n\
+             0x0000000000000000 0x0000000000000000 0x0000000000000000\n\
+             0x0000008000000000 0x0000009fffffffff 0x000000000014220c\n\
+             0x000000000000c000 0x000000000000c0ff 0x0000000000040101\n",
+        )
+        .unwrap();
+        let sysfs = fake.sysfs();
+        let bdf = bdf("0000:00:03.0");
+        let bar0 = sysfs.bar_resource(bdf, 0).unwrap().unwrap();
+        assert_eq!((bar0.start, bar0.len, bar0.is_memory()), (0xfea0_0000, 0x1000, true));
+        assert_eq!(sysfs.bar_resource(bdf, 1).unwrap(), None, "an unimplemented BAR");
+        let bar2 = sysfs.bar_resource(bdf, 2).unwrap().unwrap();
+        assert_eq!((bar2.start, bar2.len), (0x80_0000_0000, 128 << 30));
+        assert!(!sysfs.bar_resource(bdf, 3).unwrap().unwrap().is_memory(), "I/O ports");
+        assert!(matches!(sysfs.bar_resource(bdf, 4), Err(Error::Malformed { .. })), "no such line");
+        fs::write(dev.join("resource"), "0x1000 0xfff 0x200\n").unwrap();
+        assert!(matches!(sysfs.bar_resource(bdf, 0), Err(Error::Malformed { .. })), "end before start");
     }
 
     #[test]

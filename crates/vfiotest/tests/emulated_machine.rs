@@ -27,6 +27,10 @@ struct Device {
     dma_driver: bool,
     /// An SR-IOV PF (igb).
     sriov: bool,
+    /// Pages in its largest memory BAR, counted up to two: none, one, or two or more.
+    largest_bar_pages: u8,
+    /// It has a memory BAR smaller than a page.
+    sub_page_bar: bool,
 }
 
 /// A device with a BAR of two pages or more, nothing else.
@@ -38,28 +42,41 @@ const PLAIN: Device = Device {
     reset: false,
     dma_driver: false,
     sriov: false,
+    largest_bar_pages: 2,
+    sub_page_bar: false,
 };
 
 const DEVICES: [Device; 7] = [
     // 128 GiB BAR2.
     Device { model: "pci-testdev,membar=0x2000000000", ..PLAIN },
     // One 4 KiB BAR.
-    Device { model: "pci-testdev", partial_bar_skip: Some("BAR too small (size=0x1000)"), ..PLAIN },
+    Device {
+        model: "pci-testdev",
+        partial_bar_skip: Some("BAR too small (size=0x1000)"),
+        largest_bar_pages: 1,
+        ..PLAIN
+    },
     // edu: MSI and a DMA engine.
     Device { model: "edu", msi: true, dma_driver: true, ..PLAIN },
     // ivshmem: 256-byte BAR0 plus RAM BAR2.
-    Device { model: "ivshmem-plain", ..PLAIN },
+    Device { model: "ivshmem-plain", sub_page_bar: true, ..PLAIN },
     // nvme: MSI-X and FLR.
     Device { model: "nvme", msix: true, reset: true, ..PLAIN },
     // i6300esb: one 16-byte BAR, smaller than a page.
-    Device { model: "i6300esb", partial_bar_skip: Some("BAR too small (size=0x10)"), ..PLAIN },
+    Device {
+        model: "i6300esb",
+        partial_bar_skip: Some("BAR too small (size=0x10)"),
+        largest_bar_pages: 0,
+        sub_page_bar: true,
+        ..PLAIN
+    },
     // igb (82576): upstream's DMA driver, MSI and MSI-X, FLR, and SR-IOV.
     Device { model: "igb", msi: true, msix: true, reset: true, dma_driver: true, sriov: true, ..PLAIN },
 ];
 
 /// How many tests each program has, counted from upstream's sources (and ours for our own
 /// programs): a test that disappears from the catalogue must fail this test, not vanish from it.
-const TEST_COUNTS: [(&str, usize); 10] = [
+const TEST_COUNTS: [(&str, usize); 11] = [
     ("vfio_dma_mapping_test", 30),
     ("vfio_dma_mapping_mmio_test", 15),
     ("vfio_iommufd_setup_test", 6),
@@ -71,6 +88,8 @@ const TEST_COUNTS: [(&str, usize); 10] = [
     ("vfio_dma_mapping_perm_test", 20),
     // Ours: five modes × two cuts.
     ("vfio_dma_unmap_split_test", 10),
+    // Ours: three export tests, then the three iommufd modes × five map tests.
+    ("vfio_dma_buf_test", 18),
     // Ours: the four container modes.
     ("vfio_container_race_test", 4),
 ];
@@ -95,6 +114,11 @@ fn verdict(program: &str, test: &str, dev: &Device) -> (Status, &'static str) {
         ("vfio_dma_mapping_perm_test", _) if test.contains(".iommufd") && test.contains("_bar.") => {
             (Skip, "maps MMIO only from a dma-buf")
         }
+        // A dma-buf is whole pages of a memory BAR: the sub-page test needs a BAR under a
+        // page, the rest one of a page or more, and a slice or a second range two pages.
+        ("vfio_dma_buf_test", "sub_page_bar") => pass_or(dev.sub_page_bar, "has no memory BAR smaller than a page"),
+        ("vfio_dma_buf_test", _) if dev.largest_bar_pages == 0 => (Skip, "has no memory BAR of a page or more"),
+        ("vfio_dma_buf_test", "map_slice" | "several_ranges") if dev.largest_bar_pages == 1 => (Skip, "has one page"),
         _ => (Pass, ""),
     }
 }

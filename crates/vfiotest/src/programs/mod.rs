@@ -1,6 +1,7 @@
 //! The test programs, named as upstream's, and the fixtures they share.
 
 mod container_race;
+mod dma_buf;
 mod dma_mapping;
 mod dma_mapping_mmio;
 mod dma_mapping_perm;
@@ -102,6 +103,7 @@ pub const PROGRAMS: &[ProgramSpec] = &[
         prologue: None,
         waits: false,
     },
+    ProgramSpec { name: "vfio_dma_buf_test", tests: Devices::Each(dma_buf::tests), prologue: None, waits: false },
     ProgramSpec {
         name: "vfio_container_race_test",
         tests: Devices::All(container_race::tests),

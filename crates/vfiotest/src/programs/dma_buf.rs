@@ -1,0 +1,327 @@
+//! `vfio_dma_buf_test` (ours): the iommufd way to DMA-map MMIO, the positive twin of
+//! `vfio_dma_mapping_mmio_test` (where every iommufd mode refuses a BAR's mmap). A BAR range is
+//! exported as a dma-buf (`VFIO_DEVICE_FEATURE_DMA_BUF`) and imported into an IOAS
+//! (`IOMMU_IOAS_MAP_FILE`); the IOMMU's own page table then shows at what level, and at what
+//! physical address, the BAR landed. Disabling the device's memory decode revokes the dma-buf.
+
+use std::time::Instant;
+
+use ksft::{Case, Outcome, Test, Verdict, ensure, ensure_eq, skip};
+use vfio::pci::PCI_COMMAND_MEMORY;
+use vfio::pgtable::{self, PageWalk};
+use vfio::sysfs::{BarResource, Sysfs};
+use vfio::{BarSlice, Bdf, DmaBuf, Errno, IommuMode, Prot, page_size};
+
+use super::DeviceFixture;
+
+const EXPORT: &str = "vfio_dma_buf_export";
+const MAP: &str = "vfio_dma_buf_map";
+const ONE_GIB: u64 = 1 << 30;
+const TWO_MIB: u64 = 2 << 20;
+
+/// A device and its largest memory BAR of a page or more: the one worth exporting.
+struct BufFixture {
+    dev: DeviceFixture,
+    /// That BAR's index and physical placement, if the device has one.
+    largest: Option<(u32, BarResource)>,
+}
+
+impl ksft::Teardown for BufFixture {
+    fn teardown(self) -> Outcome {
+        self.dev.teardown()
+    }
+}
+
+impl BufFixture {
+    fn setup(dev: DeviceFixture) -> Result<Self, Verdict> {
+        let page = page_size() as u64;
+        let mut largest: Option<(u32, BarResource)> = None;
+        for (bar, res) in memory_bars(dev.device.bdf())? {
+            if res.len >= page && largest.is_none_or(|(_, l)| res.len > l.len) {
+                largest = Some((bar, res));
+            }
+        }
+        Ok(Self { dev, largest })
+    }
+
+    /// The BAR to export: its index and placement; a SKIP if the device has none.
+    fn bar(&self) -> Result<(u32, BarResource), Verdict> {
+        match self.largest {
+            Some(largest) => Ok(largest),
+            None => skip!("{} has no memory BAR of a page or more", self.dev.device.bdf()),
+        }
+    }
+
+    fn export(&self, ranges: &[BarSlice]) -> Result<DmaBuf, Verdict> {
+        Ok(self.dev.device.export_dma_buf(self.bar()?.0, ranges)?)
+    }
+}
+
+/// The device's memory BARs, by index, as sysfs places them.
+fn memory_bars(bdf: Bdf) -> Result<Vec<(u32, BarResource)>, Verdict> {
+    let sysfs = Sysfs::system();
+    let mut bars = Vec::new();
+    for bar in 0..vfio::pci::PCI_STD_NUM_BARS {
+        if let Some(res) = sysfs.bar_resource(bdf, bar)?.filter(BarResource::is_memory) {
+            bars.push((bar, res));
+        }
+    }
+    Ok(bars)
+}
+
+pub fn tests(bdf: Bdf) -> Vec<Test> {
+    let mut tests = ksft::fixture(
+        EXPORT,
+        &[("", ())],
+        move |_: &()| BufFixture::setup(DeviceFixture::open_best(bdf)?),
+        &[
+            Case::new("export_ranges", export_ranges),
+            Case::new("bad_ranges", bad_ranges),
+            Case::new("sub_page_bar", sub_page_bar),
+        ],
+    );
+    // Only an iommufd takes a file; the legacy containers map MMIO by its mmap.
+    let modes: Vec<(&str, IommuMode)> =
+        IommuMode::ALL.iter().filter(|m| m.is_iommufd()).map(|&m| (m.name(), m)).collect();
+    tests.extend(ksft::fixture(
+        MAP,
+        &modes,
+        move |&mode| BufFixture::setup(DeviceFixture::open(bdf, mode)?),
+        &[
+            Case::new("map_whole_bar", map_whole_bar),
+            Case::new("map_slice", map_slice),
+            Case::new("map_beyond_buf", map_beyond_buf),
+            Case::new("several_ranges", several_ranges),
+            Case::new("revoke_on_memory_disable", revoke_on_memory_disable),
+        ],
+    ));
+    tests
+}
+
+/// The size the kernel gives a dma-buf: `lseek(fd, 0, SEEK_END)`.
+fn buf_size(buf: &DmaBuf) -> Result<u64, Verdict> {
+    rustix::fs::seek(buf.fd(), rustix::fs::SeekFrom::End(0))
+        .map_err(|e| Verdict::Fail(format!("lseek({}, 0, SEEK_END): {e}", buf.describe())))
+}
+
+/// One range, the first page, and (when the BAR has two pages) its first and last page
+/// together: each exports, and the dma-buf's size is the sum of its ranges.
+fn export_ranges(t: &mut BufFixture) -> Outcome {
+    let (bar, res) = t.bar()?;
+    let (page, size) = (page_size() as u64, res.len);
+    let mut cases = vec![vec![BarSlice::new(0, size)], vec![BarSlice::new(0, page)]];
+    if size >= 2 * page {
+        cases.push(vec![BarSlice::new(0, page), BarSlice::new(size - page, page)]);
+    }
+    for ranges in cases {
+        let buf = t.export(&ranges)?;
+        let want: u64 = ranges.iter().map(|r| r.length).sum();
+        ensure_eq!(buf_size(&buf)?, want, "size of a {} from {ranges:?}", buf.describe());
+        println!("# exported {ranges:?} of BAR{bar}: {want} bytes");
+        buf.close()?;
+    }
+    Ok(())
+}
+
+/// Each malformed request is refused with the errno 7.3's `vfio_pci_core_feature_dma_buf()`
+/// gives it, and leaves no dma-buf behind.
+fn bad_ranges(t: &mut BufFixture) -> Outcome {
+    let (bar, res) = t.bar()?;
+    let (page, size) = (page_size() as u64, res.len);
+    let absent = (0..vfio::pci::PCI_STD_NUM_BARS).find(|&i| t.dev.device.region(i).is_none_or(|r| r.size == 0));
+    let mut cases: Vec<(&str, u32, Vec<BarSlice>, Errno)> = vec![
+        ("no ranges", bar, vec![], Errno::INVAL),
+        ("an empty range", bar, vec![BarSlice::new(0, 0)], Errno::INVAL),
+        ("an unaligned length", bar, vec![BarSlice::new(0, 1)], Errno::INVAL),
+        ("a range past the BAR's end", bar, vec![BarSlice::new(0, size + page)], Errno::INVAL),
+        ("an offset that overflows the BAR's address", bar, vec![BarSlice::new(!(page - 1), page)], Errno::OVERFLOW),
+        ("the ROM (not a BAR)", vfio::pci::VFIO_PCI_ROM_REGION_INDEX, vec![BarSlice::new(0, page)], Errno::NODEV),
+    ];
+    if size >= 2 * page {
+        cases.push(("an unaligned offset", bar, vec![BarSlice::new(1, page)], Errno::INVAL));
+    }
+    if let Some(absent) = absent {
+        cases.push(("a BAR the device lacks", absent, vec![BarSlice::new(0, page)], Errno::NODEV));
+    }
+    for (what, index, ranges, errno) in cases {
+        match t.dev.device.export_dma_buf(index, &ranges) {
+            Ok(buf) => ensure!(false, "{what} ({ranges:?} of region {index}) was exported: {}", buf.describe()),
+            Err(e) => {
+                ensure_eq!(e.errno(), Some(errno), "errno for {what}: {e}");
+                println!("# {what}: {e}");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A memory BAR smaller than a page has no page-aligned range to export: a dma-buf is pages.
+fn sub_page_bar(t: &mut BufFixture) -> Outcome {
+    let page = page_size() as u64;
+    let bdf = t.dev.device.bdf();
+    let small: Vec<(u32, BarResource)> = memory_bars(bdf)?.into_iter().filter(|(_, r)| r.len < page).collect();
+    if small.is_empty() {
+        skip!("{bdf} has no memory BAR smaller than a page");
+    }
+    for (bar, res) in small {
+        match t.dev.device.export_dma_buf(bar, &[BarSlice::new(0, page)]) {
+            Ok(buf) => ensure!(false, "BAR{bar} ({:#x} bytes) was exported as a page: {}", res.len, buf.describe()),
+            Err(e) => {
+                ensure_eq!(e.errno(), Some(Errno::INVAL), "{e}");
+                println!("# BAR{bar} of {:#x} bytes: {e}", res.len);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The IOMMU page size a mapping of `len` bytes at aligned addresses lands in, in `mode`.
+fn expected_leaf(mode: IommuMode, len: u64) -> u64 {
+    let page = page_size() as u64;
+    match () {
+        // iommufd's TYPE1 v1 emulation disables large IOPTEs (v1 may unmap page by page).
+        _ if mode.is_type1_v1() => page,
+        _ if len.is_multiple_of(ONE_GIB) => ONE_GIB,
+        _ if len.is_multiple_of(TWO_MIB) => TWO_MIB,
+        _ => page,
+    }
+}
+
+/// Looks up `iova` in the device's IOMMU page table; `None` if the machine can't show it.
+fn walk(t: &BufFixture, iova: u64) -> Result<Option<Option<PageWalk>>, Verdict> {
+    match pgtable::lookup(t.dev.device.bdf(), iova) {
+        Err(e) if e.is_unsupported() => {
+            println!("# page-table check skipped: {e}");
+            Ok(None)
+        }
+        walk => Ok(Some(walk?)),
+    }
+}
+
+/// Checks that `iova` is a leaf of `leaf` bytes pointing at physical address `phys`.
+fn ensure_leaf(t: &BufFixture, iova: u64, leaf: u64, phys: u64) -> Outcome {
+    let Some(found) = walk(t, iova)? else { return Ok(()) };
+    let bdf = t.dev.device.bdf();
+    let walk = found.ok_or_else(|| {
+        Verdict::Fail(format!("IOVA {iova:#x} is not in {}", pgtable::intel_dump_path(bdf).display()))
+    })?;
+    ensure_eq!(walk.leaf_size(), Some(leaf), "IOMMU page size at IOVA {iova:#x} ({walk:x?})");
+    ensure_eq!(walk.leaf_address(), Some(phys), "physical address mapped at IOVA {iova:#x} ({walk:x?})");
+    println!("# IOVA {iova:#x}: a {leaf:#x}-byte IOPTE to {phys:#x}");
+    Ok(())
+}
+
+/// Checks that `iova` is in no leaf of the IOMMU page table.
+fn ensure_unmapped(t: &BufFixture, iova: u64, when: &str) -> Outcome {
+    if let Some(found) = walk(t, iova)? {
+        ensure!(found.is_none(), "IOVA {iova:#x} is still in the IOMMU page table {when}: {found:x?}");
+    }
+    Ok(())
+}
+
+/// The whole BAR maps in one call, in huge IOPTEs that point at the BAR: its first and last
+/// leaves are checked: 128 GiB in 128 PDPE leaves, where the VA path takes minutes when it
+/// must go 4 KiB at a time. iommufd's v1 emulation maps 4 KiB IOPTEs only, so there the first
+/// 2 MiB stand for the BAR (a 2 MiB leaf anywhere else): 128 GiB would be 32 M PTEs, about a
+/// minute under TCG, and a debugfs dump of 32 M lines.
+fn map_whole_bar(t: &mut BufFixture) -> Outcome {
+    let (_, res) = t.bar()?;
+    let mode = t.dev.iommu.mode();
+    let len = match mode.is_type1_v1() {
+        true => res.len.min(TWO_MIB),
+        false => res.len,
+    };
+    let buf = t.export(&[BarSlice::new(0, len)])?;
+    let iova = t.dev.iova.alloc(len)?;
+    let start = Instant::now();
+    let mapping = t.dev.iommu.map_dma_buf(&buf, 0, len, iova, Prot::READ_WRITE)?;
+    let took = start.elapsed();
+    println!(
+        "# {} ({len:#x} bytes at {:#x}) mapped at IOVA {iova:#x} in {:.3} ms",
+        buf.describe(),
+        res.start,
+        took.as_secs_f64() * 1e3
+    );
+    let leaf = expected_leaf(mode, len);
+    ensure_leaf(t, iova, leaf, res.start)?;
+    ensure_leaf(t, iova + len - leaf, leaf, res.start + len - leaf)?;
+    ensure_eq!(mapping.unmap()?, len, "bytes unmapped");
+    ensure_unmapped(t, iova, "after unmap")?;
+    Ok(buf.close()?)
+}
+
+/// `IOMMU_IOAS_MAP_FILE`'s `start` picks a page inside the dma-buf: the IOPTE points at that
+/// page of the BAR.
+fn map_slice(t: &mut BufFixture) -> Outcome {
+    let (bar, res) = t.bar()?;
+    let page = page_size() as u64;
+    if res.len < 2 * page {
+        skip!("BAR{bar} has one page: no slice after the first");
+    }
+    let buf = t.export(&[BarSlice::new(0, res.len)])?;
+    let at = res.len / 2;
+    let iova = t.dev.iova.alloc(page)?;
+    let mapping = t.dev.iommu.map_dma_buf(&buf, at, page, iova, Prot::READ_WRITE)?;
+    ensure_leaf(t, iova, page, res.start + at)?;
+    ensure_eq!(mapping.unmap()?, page, "bytes unmapped");
+    Ok(buf.close()?)
+}
+
+/// A map that runs past the dma-buf's end is refused (EINVAL), and maps nothing.
+fn map_beyond_buf(t: &mut BufFixture) -> Outcome {
+    let page = page_size() as u64;
+    let buf = t.export(&[BarSlice::new(0, page)])?;
+    let iova = t.dev.iova.alloc(2 * page)?;
+    match t.dev.iommu.map_dma_buf(&buf, 0, 2 * page, iova, Prot::READ_WRITE) {
+        Ok(mapping) => {
+            ensure!(false, "a 2-page map of a 1-page {} was accepted at {:#x}", buf.describe(), mapping.iova())
+        }
+        Err(e) => ensure_eq!(e.errno(), Some(Errno::INVAL), "{e}"),
+    }
+    ensure_unmapped(t, iova, "after a refused map")?;
+    Ok(buf.close()?)
+}
+
+/// A dma-buf of several ranges exports, but 7.3's iommufd takes only single-range VFIO
+/// dma-bufs (`vfio_pci_dma_buf_iommufd_map()`: EOPNOTSUPP).
+fn several_ranges(t: &mut BufFixture) -> Outcome {
+    let (bar, res) = t.bar()?;
+    let (page, size) = (page_size() as u64, res.len);
+    if size < 2 * page {
+        skip!("BAR{bar} has one page: no second range");
+    }
+    let buf = t.export(&[BarSlice::new(0, page), BarSlice::new(size - page, page)])?;
+    let iova = t.dev.iova.alloc(2 * page)?;
+    match t.dev.iommu.map_dma_buf(&buf, 0, 2 * page, iova, Prot::READ_WRITE) {
+        Ok(mapping) => ensure!(false, "a 2-range {} was mapped at {:#x}", buf.describe(), mapping.iova()),
+        Err(e) => {
+            ensure_eq!(e.errno(), Some(Errno::OPNOTSUPP), "{e}");
+            println!("# {e}");
+        }
+    }
+    Ok(buf.close()?)
+}
+
+/// Clearing the command register's memory-enable bit revokes the device's dma-bufs, and
+/// iommufd then removes the IOPTEs it made from them. In 7.3 the revoke is final for that
+/// mapping: setting the bit again un-revokes the dma-buf, but iommufd does not map the area
+/// back. The area itself stays until it is unmapped, and the dma-buf maps afresh.
+fn revoke_on_memory_disable(t: &mut BufFixture) -> Outcome {
+    let (_, res) = t.bar()?;
+    let page = page_size() as u64;
+    let buf = t.export(&[BarSlice::new(0, page)])?;
+    let iova = t.dev.iova.alloc(page)?;
+    let mapping = t.dev.iommu.map_dma_buf(&buf, 0, page, iova, Prot::READ_WRITE)?;
+    ensure_leaf(t, iova, page, res.start)?;
+
+    t.dev.device.update_command(0, PCI_COMMAND_MEMORY)?;
+    ensure_unmapped(t, iova, "once memory decode is off")?;
+    t.dev.device.update_command(PCI_COMMAND_MEMORY, 0)?;
+    ensure_unmapped(t, iova, "once memory decode is back on (7.3 does not map a revoked area again)")?;
+    ensure_eq!(mapping.unmap()?, page, "bytes unmapped from the revoked area");
+
+    let again = t.dev.iommu.map_dma_buf(&buf, 0, page, iova, Prot::READ_WRITE)?;
+    ensure_leaf(t, iova, page, res.start)?;
+    ensure_eq!(again.unmap()?, page, "bytes unmapped");
+    Ok(buf.close()?)
+}
