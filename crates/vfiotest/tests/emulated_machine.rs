@@ -76,7 +76,7 @@ const DEVICES: [Device; 7] = [
 
 /// How many tests each program has, counted from upstream's sources (and ours for our own
 /// programs): a test that disappears from the catalogue must fail this test, not vanish from it.
-const TEST_COUNTS: [(&str, usize); 11] = [
+const TEST_COUNTS: [(&str, usize); 12] = [
     ("vfio_dma_mapping_test", 30),
     ("vfio_dma_mapping_mmio_test", 15),
     ("vfio_iommufd_setup_test", 6),
@@ -90,6 +90,8 @@ const TEST_COUNTS: [(&str, usize); 11] = [
     ("vfio_dma_unmap_split_test", 10),
     // Ours: three export tests, then the three iommufd modes × five map tests.
     ("vfio_dma_buf_test", 18),
+    // Ours: five modes × two engines (edu, igb) × three tests.
+    ("vfio_p2p_dma_test", 30),
     // Ours: the four container modes.
     ("vfio_container_race_test", 4),
 ];

@@ -8,6 +8,7 @@ mod dma_mapping_perm;
 mod dma_unmap_split;
 mod init_perf;
 mod iommufd_setup;
+mod p2p_dma;
 mod pci_device;
 mod pci_driver;
 mod sriov_uapi;
@@ -104,6 +105,7 @@ pub const PROGRAMS: &[ProgramSpec] = &[
         waits: false,
     },
     ProgramSpec { name: "vfio_dma_buf_test", tests: Devices::Each(dma_buf::tests), prologue: None, waits: false },
+    ProgramSpec { name: "vfio_p2p_dma_test", tests: Devices::All(p2p_dma::tests), prologue: None, waits: true },
     ProgramSpec {
         name: "vfio_container_race_test",
         tests: Devices::All(container_race::tests),
