@@ -76,7 +76,7 @@ const DEVICES: [Device; 7] = [
 
 /// How many tests each program has, counted from upstream's sources (and ours for our own
 /// programs): a test that disappears from the catalogue must fail this test, not vanish from it.
-const TEST_COUNTS: [(&str, usize); 12] = [
+const TEST_COUNTS: [(&str, usize); 13] = [
     ("vfio_dma_mapping_test", 30),
     ("vfio_dma_mapping_mmio_test", 15),
     ("vfio_iommufd_setup_test", 6),
@@ -90,6 +90,8 @@ const TEST_COUNTS: [(&str, usize); 12] = [
     ("vfio_dma_unmap_split_test", 10),
     // Ours: three export tests, then the three iommufd modes × five map tests.
     ("vfio_dma_buf_test", 18),
+    // Ours: the mmap check, then the two type1 modes' IOPTE check.
+    ("vfio_bar_mapping_test", 3),
     // Ours: five modes × two engines (edu, igb) × three tests.
     ("vfio_p2p_dma_test", 30),
     // Ours: the four container modes.
@@ -116,6 +118,7 @@ fn verdict(program: &str, test: &str, dev: &Device) -> (Status, &'static str) {
         ("vfio_dma_mapping_perm_test", _) if test.contains(".iommufd") && test.contains("_bar.") => {
             (Skip, "maps MMIO only from a dma-buf")
         }
+        ("vfio_bar_mapping_test", "huge_iopte") if dev.largest_bar_pages == 0 => (Skip, "smaller than a page"),
         // A dma-buf is whole pages of a memory BAR: the sub-page test needs a BAR under a
         // page, the rest one of a page or more, and a slice or a second range two pages.
         ("vfio_dma_buf_test", "sub_page_bar") => pass_or(dev.sub_page_bar, "has no memory BAR smaller than a page"),

@@ -1,5 +1,6 @@
 //! The test programs, named as upstream's, and the fixtures they share.
 
+mod bar_mapping;
 mod container_race;
 mod dma_buf;
 mod dma_mapping;
@@ -105,6 +106,12 @@ pub const PROGRAMS: &[ProgramSpec] = &[
         waits: false,
     },
     ProgramSpec { name: "vfio_dma_buf_test", tests: Devices::Each(dma_buf::tests), prologue: None, waits: false },
+    ProgramSpec {
+        name: "vfio_bar_mapping_test",
+        tests: Devices::Each(bar_mapping::tests),
+        prologue: None,
+        waits: false,
+    },
     ProgramSpec { name: "vfio_p2p_dma_test", tests: Devices::All(p2p_dma::tests), prologue: None, waits: true },
     ProgramSpec {
         name: "vfio_container_race_test",

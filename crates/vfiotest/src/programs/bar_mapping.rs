@@ -1,0 +1,113 @@
+//! `vfio_bar_mapping_test` (ours): huge mappings proven, not assumed. Every mmappable BAR must
+//! sit at a virtual address congruent to its region offset modulo the largest huge page that
+//! fits it, which is what lets the kernel use huge pfnmaps; and a type1 container mapping such
+//! a BAR by its address must get huge IOPTEs that point at the BAR (the Intel IOMMU's debugfs
+//! page table shows the level). The iommufd path's IOPTEs are checked by `vfio_dma_buf_test`.
+
+use ksft::{Case, Outcome, Test, Verdict, ensure_eq, skip};
+use vfio::pgtable;
+use vfio::sysfs::Sysfs;
+use vfio::{BarMapping, Bdf, IommuMode, page_size};
+
+use super::DeviceFixture;
+
+const ONE_GIB: u64 = 1 << 30;
+const TWO_MIB: u64 = 2 << 20;
+
+pub fn tests(bdf: Bdf) -> Vec<Test> {
+    let mut tests = ksft::fixture(
+        "vfio_bar_mmap",
+        &[("", ())],
+        move |_: &()| DeviceFixture::open_best(bdf),
+        &[Case::new("congruent", congruent)],
+    );
+    let type1: Vec<(&str, IommuMode)> =
+        IommuMode::ALL.iter().filter(|m| m.allows_va_mmio()).map(|&m| (m.name(), m)).collect();
+    tests.extend(ksft::fixture(
+        "vfio_bar_va_map",
+        &type1,
+        move |&mode| DeviceFixture::open(bdf, mode),
+        &[Case::new("huge_iopte", huge_iopte)],
+    ));
+    tests
+}
+
+/// The largest page the kernel can map `len` bytes of MMIO with: a PUD (1 GiB) or PMD (2 MiB)
+/// when the range holds one, else a base page. Computed here from the sizes, independently of
+/// the library's placement arithmetic.
+fn huge_page_for(len: u64) -> u64 {
+    match len {
+        _ if len >= ONE_GIB => ONE_GIB,
+        _ if len >= TWO_MIB => TWO_MIB,
+        _ => page_size() as u64,
+    }
+}
+
+/// Every mmapped area of every BAR: vaddr ≡ region offset (mod the huge page it can use).
+fn congruent(t: &mut DeviceFixture) -> Outcome {
+    if t.bars.is_empty() {
+        skip!("{} has no mmappable BAR", t.device.bdf());
+    }
+    for bar in &t.bars {
+        for area in bar.areas() {
+            let align = huge_page_for(area.size);
+            let vaddr = (bar.addr() as u64) + area.offset;
+            let offset = bar.region().offset + area.offset;
+            ensure_eq!(
+                vaddr % align,
+                offset % align,
+                "BAR{} area {:#x}+{:#x} at {vaddr:#x} vs region offset {offset:#x}, modulo {align:#x}",
+                bar.index(),
+                area.offset,
+                area.size
+            );
+            println!(
+                "# BAR{} area {:#x}+{:#x}: vaddr {vaddr:#x} ≡ offset {offset:#x} (mod {align:#x}), {}",
+                bar.index(),
+                area.offset,
+                area.size,
+                bar.placement()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// The largest mmappable BAR, by its address, up to its first 1 GiB (one PUD, which keeps
+/// type1's 4 KiB-a-step unmap short): the IOPTE at its IOVA must be the huge page that fits,
+/// and point at the BAR's physical address.
+fn huge_iopte(t: &mut DeviceFixture) -> Outcome {
+    let bdf = t.device.bdf();
+    let Some(bar) = t.bars.iter().filter(|b| b.is_whole()).max_by_key(|b| b.region().size) else {
+        skip!("{bdf} has no mmappable BAR mapped whole");
+    };
+    let page = page_size() as u64;
+    if bar.region().size < page {
+        skip!("BAR{} is smaller than a page: its page is vfio-pci's, not the BAR's", bar.index());
+    }
+    let Some(res) = Sysfs::system().bar_resource(bdf, bar.index())? else {
+        return Err(Verdict::Fail(format!("sysfs has no BAR{} for {bdf}", bar.index())));
+    };
+    let len = bar.region().size.min(ONE_GIB);
+    let leaf = huge_page_for(len);
+    let iova = t.iova.alloc(len)?;
+    let range = bar.range(0, len as usize).expect("the first GiB of a whole mapping");
+    let mapping = t.iommu.map(range, iova)?;
+    check_leaf(bdf, bar, iova, leaf, res.start)?;
+    ensure_eq!(mapping.unmap()?, len, "bytes unmapped");
+    Ok(())
+}
+
+fn check_leaf(bdf: Bdf, bar: &BarMapping, iova: u64, leaf: u64, phys: u64) -> Outcome {
+    let walk = match pgtable::lookup(bdf, iova) {
+        Err(e) if e.is_unsupported() => skip!("{e}"),
+        walk => walk?,
+    };
+    let Some(walk) = walk else {
+        return Err(Verdict::Fail(format!("IOVA {iova:#x} is not in {}", pgtable::intel_dump_path(bdf).display())));
+    };
+    ensure_eq!(walk.leaf_size(), Some(leaf), "IOMMU page size for BAR{} at IOVA {iova:#x} ({walk:x?})", bar.index());
+    ensure_eq!(walk.leaf_address(), Some(phys), "physical address at IOVA {iova:#x} ({walk:x?})");
+    println!("# BAR{} at IOVA {iova:#x}: a {leaf:#x}-byte IOPTE to {phys:#x}", bar.index());
+    Ok(())
+}
