@@ -19,6 +19,7 @@ pub use filter::{Filter, Filters};
 pub use runner::{Program, Prologue, Refusal, Summary, list_tests, run_child, run_programs};
 pub use tap::{Tap, TapLine, parse_line};
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -355,6 +356,35 @@ fn after_teardown(test: Outcome, teardown: Outcome) -> Outcome {
     }
 }
 
+/// The process's open file descriptors and what each refers to (`/proc/self/fd`); empty where
+/// there is no procfs.
+fn open_fds() -> BTreeMap<i32, String> {
+    let Ok(dir) = std::fs::read_dir("/proc/self/fd") else { return BTreeMap::new() };
+    dir.flatten()
+        .filter_map(|entry| {
+            let fd = entry.file_name().to_str()?.parse().ok()?;
+            let target = std::fs::read_link(entry.path()).ok()?.display().to_string();
+            // The listing's own fd, open only while this runs.
+            let listing = target.starts_with("/proc/") && target.ends_with("/fd");
+            (!listing).then_some((fd, target))
+        })
+        .collect()
+}
+
+/// A failure naming every fd open `after` that was not open `before`: a test and its teardown
+/// must close what they open (a leaked device or container fd also keeps its mappings alive).
+fn fds_left_open(before: &BTreeMap<i32, String>, after: &BTreeMap<i32, String>) -> Outcome {
+    let leaked: Vec<String> = after
+        .iter()
+        .filter(|(fd, target)| before.get(fd) != Some(target))
+        .map(|(fd, target)| format!("{fd} ({target})"))
+        .collect();
+    match leaked.is_empty() {
+        true => Ok(()),
+        false => Err(Verdict::Fail(format!("file descriptors left open: {}", leaked.join(", ")))),
+    }
+}
+
 /// Builds the tests of one fixture: every variant × every test, in declaration order, as
 /// kselftest_harness does. Setup is `setup(variant)`; after the test, [`Teardown::teardown`].
 pub fn fixture<F: Teardown + 'static, V: Clone + Send + Sync + 'static>(
@@ -368,12 +398,15 @@ pub fn fixture<F: Teardown + 'static, V: Clone + Send + Sync + 'static>(
         for case in tests {
             let (variant, setup, body) = (variant.clone(), setup.clone(), case.body);
             let test = Test::new(fixture, *variant_name, case.name, move || {
-                let mut fixture = setup(&variant)?;
-                let outcome = match body {
-                    Body::Fixture(body) => body(&mut fixture),
-                    Body::WithVariant(body) => body(&mut fixture, &variant),
-                };
-                after_teardown(outcome, fixture.teardown())
+                let before = open_fds();
+                let outcome = setup(&variant).and_then(|mut fixture| {
+                    let outcome = match body {
+                        Body::Fixture(body) => body(&mut fixture),
+                        Body::WithVariant(body) => body(&mut fixture, &variant),
+                    };
+                    after_teardown(outcome, fixture.teardown())
+                });
+                after_teardown(outcome, fds_left_open(&before, &open_fds()))
             });
             out.push(test.with_timeout(case.timeout));
         }
@@ -384,6 +417,32 @@ pub fn fixture<F: Teardown + 'static, V: Clone + Send + Sync + 'static>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_fd_opened_and_not_closed_is_named() {
+        let before = BTreeMap::from([(0, "/dev/null".to_owned()), (3, "/dev/vfio/vfio".to_owned())]);
+        assert_eq!(fds_left_open(&before, &before), Ok(()));
+        let mut after = before.clone();
+        after.insert(4, "/dev/vfio/devices/vfio0".into());
+        after.insert(3, "anon_inode:dmabuf".into());
+        assert_eq!(
+            fds_left_open(&before, &after),
+            Err(Verdict::Fail("file descriptors left open: 3 (anon_inode:dmabuf), 4 (/dev/vfio/devices/vfio0)".into())),
+            "a reused number with a new file counts too"
+        );
+        let closed = BTreeMap::from([(0, "/dev/null".to_owned())]);
+        assert_eq!(fds_left_open(&before, &closed), Ok(()), "closing more than was opened is fine");
+    }
+
+    #[test]
+    fn this_process_sees_its_own_fds() {
+        let before = open_fds();
+        let file = std::fs::File::open("/proc/self/status").unwrap();
+        let during = open_fds();
+        assert!(fds_left_open(&before, &during).unwrap_err().reason().contains("/proc/"), "{during:?}");
+        drop(file);
+        assert_eq!(fds_left_open(&before, &open_fds()), Ok(()));
+    }
 
     #[test]
     fn a_failed_teardown_fails_the_test_but_never_hides_its_failure() {

@@ -191,9 +191,19 @@ impl ksft::Teardown for DeviceFixture {
         for bar in self.bars {
             bar.unmap()?;
         }
+        ensure_nothing_mapped(&self.iommu)?;
         self.device.close()?;
         Ok(self.iommu.close()?)
     }
+}
+
+/// Fails the test if its context still maps anything once every mapping it made should be
+/// gone (and unmaps it, so nothing outlives the test): the kernel's own count, asked while the
+/// devices are still attached (a legacy container forgets its mappings with its last group).
+pub fn ensure_nothing_mapped(iommu: &Iommu) -> Outcome {
+    let left = iommu.unmap_all()?;
+    ensure!(left == 0, "{left:#x} bytes were still mapped in the {} context after the test", iommu.mode());
+    Ok(())
 }
 
 impl DeviceFixture {

@@ -12,7 +12,7 @@ use vfio::pci::PCI_COMMAND_MEMORY;
 use vfio::sysfs::Sysfs;
 use vfio::{BarMapping, BarSlice, Bdf, Device, DmaBuf, DmaBuffer, DmaMapping, Iommu, IommuMode, IovaAllocator, Prot};
 
-use super::mode_variants_by;
+use super::{ensure_nothing_mapped, mode_variants_by};
 
 /// ivshmem-plain's PCI IDs: its BAR2 is plain RAM, so what a DMA writes there reads back.
 const IVSHMEM: (u64, u64) = (0x1af4, 0x1110);
@@ -58,6 +58,7 @@ impl ksft::Teardown for P2pFixture {
             buf.close()?;
         }
         self.shared.unmap()?;
+        ensure_nothing_mapped(&self.iommu)?;
         self.peer.close()?;
         self.engine.close()?;
         Ok(self.iommu.close()?)
