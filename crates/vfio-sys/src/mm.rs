@@ -14,6 +14,21 @@ use std::os::fd::AsFd;
 use rustix::io::{Errno, Result};
 use rustix::mm::{Advice, MapFlags, ProtFlags};
 
+/// What a read in a child process found ([`MmapWindow::probe_u32`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Probe {
+    /// The read completed with this value.
+    Value(u32),
+    /// The read killed the child with this signal (e.g. `SIGBUS`, 7).
+    Signal(i32),
+}
+
+impl Probe {
+    /// What reading MMIO that may not be accessed right now gives (a BAR whose device has
+    /// memory decode off or is resetting).
+    pub const BUS_ERROR: Probe = Probe::Signal(libc::SIGBUS);
+}
+
 /// The system page size.
 pub fn page_size() -> usize {
     rustix::param::page_size()
@@ -266,6 +281,46 @@ impl MmapWindow {
         self.load(at)
     }
 
+    /// [`MmapWindow::read_u32`] in a forked child, so that a fault kills the child and not the
+    /// caller: how a test sees that MMIO whose device stopped decoding raises SIGBUS.
+    ///
+    /// # Errors
+    /// `EINVAL` if `at` is out of bounds or misaligned; `pipe`, `fork` or `waitpid` failing.
+    pub fn probe_u32(&self, at: usize) -> Result<Probe> {
+        let ptr = self.checked_ptr::<u32>(at)?;
+        let (reader, writer) = rustix::pipe::pipe()?;
+        // SAFETY: the child runs only async-signal-safe code (a volatile load, write(2),
+        // _exit(2)) on memory and fds it inherited, so forking a multi-threaded parent is
+        // sound; it never returns into Rust code.
+        match unsafe { libc::fork() } {
+            -1 => Err(Errno::from_raw_os_error(std::io::Error::last_os_error().raw_os_error().unwrap_or(0))),
+            0 => {
+                use std::os::fd::AsRawFd;
+                // SAFETY: `ptr` is aligned and inside the window (checked above); a fault here
+                // ends this child only. `value` outlives the write, which reads 4 bytes of it.
+                unsafe {
+                    let value = ptr.read_volatile();
+                    libc::write(writer.as_raw_fd(), (&raw const value).cast(), 4);
+                    libc::_exit(0)
+                }
+            }
+            child => {
+                drop(writer);
+                let pid = rustix::process::Pid::from_raw(child).ok_or(Errno::SRCH)?;
+                let mut bytes = [0u8; 4];
+                let got = rustix::io::read(&reader, &mut bytes).unwrap_or(0);
+                let (_, status) =
+                    rustix::process::waitpid(Some(pid), rustix::process::WaitOptions::empty())?.ok_or(Errno::CHILD)?;
+                Ok(match status.terminating_signal() {
+                    Some(signal) => Probe::Signal(signal),
+                    None if got == 4 => Probe::Value(u32::from_ne_bytes(bytes)),
+                    // The child ended without a signal and without the value: nothing to say.
+                    None => return Err(Errno::IO),
+                })
+            }
+        }
+    }
+
     /// A volatile write of a `u32` at byte offset `at`.
     ///
     /// # Errors
@@ -346,5 +401,22 @@ impl DmaRange<'_> {
     /// Whether the range is empty (never: ranges are made non-empty).
     pub fn is_empty(&self) -> bool {
         self.len == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_probe_reads_in_a_child_and_survives_its_fault() {
+        let page = page_size();
+        let memory = MmapWindow::anonymous(page).unwrap();
+        memory.write_u32(8, 0xfeed_f00d).unwrap();
+        assert_eq!(memory.probe_u32(8).unwrap(), Probe::Value(0xfeed_f00d));
+        // A reservation is PROT_NONE: the child's read faults, and this process goes on.
+        let hole = MmapWindow::reserve(page, page, 0).unwrap();
+        assert_eq!(hole.probe_u32(0).unwrap(), Probe::Signal(libc::SIGSEGV));
+        assert_eq!(memory.probe_u32(page).unwrap_err(), Errno::INVAL, "out of the window");
     }
 }

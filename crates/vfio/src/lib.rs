@@ -40,5 +40,5 @@ pub use irq::{IrqEventfds, IrqInfo};
 pub use mode::{Backend, IommuMode};
 pub use region::{MmapArea, RegionCap, RegionInfo};
 pub use uuid::Uuid;
-pub use vfio_sys::mm::{Backing, DmaRange, MmapWindow, Prot, page_size};
+pub use vfio_sys::mm::{Backing, DmaRange, MmapWindow, Probe, Prot, page_size};
 pub use vfio_sys::{Errno, align};

@@ -88,8 +88,8 @@ const TEST_COUNTS: [(&str, usize); 13] = [
     ("vfio_dma_mapping_perm_test", 20),
     // Ours: five modes × two cuts.
     ("vfio_dma_unmap_split_test", 10),
-    // Ours: three export tests, then the three iommufd modes × five map tests.
-    ("vfio_dma_buf_test", 18),
+    // Ours: three export tests, then the three iommufd modes × six map tests.
+    ("vfio_dma_buf_test", 21),
     // Ours: the mmap check, then the two type1 modes' IOPTE check.
     ("vfio_bar_mapping_test", 3),
     // Ours: five modes × two engines (edu, igb) × three tests.
@@ -123,6 +123,7 @@ fn verdict(program: &str, test: &str, dev: &Device) -> (Status, &'static str) {
         // page, the rest one of a page or more, and a slice or a second range two pages.
         ("vfio_dma_buf_test", "sub_page_bar") => pass_or(dev.sub_page_bar, "has no memory BAR smaller than a page"),
         ("vfio_dma_buf_test", _) if dev.largest_bar_pages == 0 => (Skip, "has no memory BAR of a page or more"),
+        ("vfio_dma_buf_test", "revoke_on_reset") => pass_or(dev.reset, "Device does not support reset"),
         ("vfio_dma_buf_test", "map_slice" | "several_ranges") if dev.largest_bar_pages == 1 => (Skip, "has one page"),
         _ => (Pass, ""),
     }

@@ -10,7 +10,7 @@ use ksft::{Case, Outcome, Test, Verdict, ensure, ensure_eq, skip};
 use vfio::pci::PCI_COMMAND_MEMORY;
 use vfio::pgtable::{self, PageWalk};
 use vfio::sysfs::{BarResource, Sysfs};
-use vfio::{BarSlice, Bdf, DmaBuf, Errno, IommuMode, Prot, page_size};
+use vfio::{BarSlice, Bdf, DmaBuf, Errno, IommuMode, Probe, Prot, page_size};
 
 use super::DeviceFixture;
 
@@ -93,6 +93,7 @@ pub fn tests(bdf: Bdf) -> Vec<Test> {
             Case::new("map_beyond_buf", map_beyond_buf),
             Case::new("several_ranges", several_ranges),
             Case::new("revoke_on_memory_disable", revoke_on_memory_disable),
+            Case::new("revoke_on_reset", revoke_on_reset),
         ],
     ));
     tests
@@ -305,9 +306,10 @@ fn several_ranges(t: &mut BufFixture) -> Outcome {
 /// Clearing the command register's memory-enable bit revokes the device's dma-bufs, and
 /// iommufd then removes the IOPTEs it made from them. In 7.3 the revoke is final for that
 /// mapping: setting the bit again un-revokes the dma-buf, but iommufd does not map the area
-/// back. The area itself stays until it is unmapped, and the dma-buf maps afresh.
+/// back. The area itself stays until it is unmapped, and the dma-buf maps afresh. Meanwhile the
+/// CPU's mmap of the BAR raises SIGBUS, as vfio-pci zaps it too.
 fn revoke_on_memory_disable(t: &mut BufFixture) -> Outcome {
-    let (_, res) = t.bar()?;
+    let (bar, res) = t.bar()?;
     let page = page_size() as u64;
     let buf = t.export(&[BarSlice::new(0, page)])?;
     let iova = t.dev.iova.alloc(page)?;
@@ -315,13 +317,43 @@ fn revoke_on_memory_disable(t: &mut BufFixture) -> Outcome {
     ensure_leaf(t, iova, page, res.start)?;
 
     t.dev.device.update_command(0, PCI_COMMAND_MEMORY)?;
-    ensure_unmapped(t, iova, "once memory decode is off")?;
+    let cpu = probe_bar(t, bar)?;
+    let unmapped = ensure_unmapped(t, iova, "once memory decode is off");
     t.dev.device.update_command(PCI_COMMAND_MEMORY, 0)?;
+    unmapped?;
+    if let Some(cpu) = cpu {
+        ensure_eq!(cpu, Probe::BUS_ERROR, "a CPU read of BAR{bar}'s mmap with memory decode off");
+    }
     ensure_unmapped(t, iova, "once memory decode is back on (7.3 does not map a revoked area again)")?;
     ensure_eq!(mapping.unmap()?, page, "bytes unmapped from the revoked area");
 
     let again = t.dev.iommu.map_dma_buf(&buf, 0, page, iova, Prot::READ_WRITE)?;
     ensure_leaf(t, iova, page, res.start)?;
     ensure_eq!(again.unmap()?, page, "bytes unmapped");
+    Ok(buf.close()?)
+}
+
+/// A CPU read of BAR `bar`'s mmap in a child process, if the BAR is mmapped.
+fn probe_bar(t: &BufFixture, bar: u32) -> Result<Option<Probe>, Verdict> {
+    let Some(mapping) = t.dev.bars.iter().find(|b| b.index() == bar) else { return Ok(None) };
+    let probe = mapping.window().probe_u32(0).map_err(|e| vfio::Error::sys(format!("probe BAR{bar}'s mmap"), e))?;
+    Ok(Some(probe))
+}
+
+/// A reset revokes the device's dma-bufs as memory decode does (vfio-pci zaps and revokes
+/// around the reset, then un-revokes): the IOPTEs iommufd made from them are gone for good.
+fn revoke_on_reset(t: &mut BufFixture) -> Outcome {
+    let (_, res) = t.bar()?;
+    if !t.dev.device.info().can_reset() {
+        skip!("Device does not support reset");
+    }
+    let page = page_size() as u64;
+    let buf = t.export(&[BarSlice::new(0, page)])?;
+    let iova = t.dev.iova.alloc(page)?;
+    let mapping = t.dev.iommu.map_dma_buf(&buf, 0, page, iova, Prot::READ_WRITE)?;
+    ensure_leaf(t, iova, page, res.start)?;
+    t.dev.device.reset()?;
+    ensure_unmapped(t, iova, "after a device reset")?;
+    ensure_eq!(mapping.unmap()?, page, "bytes unmapped from the revoked area");
     Ok(buf.close()?)
 }

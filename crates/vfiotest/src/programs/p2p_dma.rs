@@ -10,7 +10,9 @@ use ksft::{Case, Outcome, Test, Verdict, ensure, ensure_eq, skip};
 use vfio::driver::{self, DRIVER_MEMORY, DmaDriver};
 use vfio::pci::PCI_COMMAND_MEMORY;
 use vfio::sysfs::Sysfs;
-use vfio::{BarMapping, BarSlice, Bdf, Device, DmaBuf, DmaBuffer, DmaMapping, Iommu, IommuMode, IovaAllocator, Prot};
+use vfio::{
+    BarMapping, BarSlice, Bdf, Device, DmaBuf, DmaBuffer, DmaMapping, Iommu, IommuMode, IovaAllocator, Probe, Prot,
+};
 
 use super::{ensure_nothing_mapped, mode_variants_by};
 
@@ -185,7 +187,8 @@ fn from_bar(t: &mut P2pFixture) -> Outcome {
 /// With the peer's memory decode off, a DMA to its BAR must not land. Under iommufd the dma-buf
 /// is revoked and its IOPTEs are gone, so the write faults in the IOMMU. Under type1 the IOPTE
 /// stays (7.3's type1 is never told; only the CPU mmap is zapped), and the write reaches the
-/// BAR's address, where a device that decodes nothing takes nothing.
+/// BAR's address, where a device that decodes nothing takes nothing. The CPU's mmap of the
+/// BAR raises SIGBUS meanwhile.
 fn bar_decode_off(t: &mut P2pFixture) -> Outcome {
     let before = pattern(0x3c);
     write(t.shared.window(), &before)?;
@@ -197,7 +200,10 @@ fn bar_decode_off(t: &mut P2pFixture) -> Outcome {
     };
     // The engine may or may not report the fault; what counts is where the bytes went.
     let copied = t.copy(t.ram.iova(), t.bar_iova);
+    // vfio-pci zapped the CPU's mmap too: touching it now is a bus error.
+    let cpu = t.shared.window().probe_u32(0).map_err(|e| vfio::Error::sys("probe the BAR's mmap", e))?;
     t.peer.update_command(PCI_COMMAND_MEMORY, 0)?;
+    ensure_eq!(cpu, Probe::BUS_ERROR, "a CPU read of the BAR's mmap with its decode off");
     println!("# DMA to the BAR with decode off: {copied:?}; IOPTE present: {iopte:?}");
     if let Some(present) = iopte {
         ensure_eq!(present, t.dma_buf.is_none(), "IOPTE for the BAR with its decode off (type1 keeps it)");
