@@ -90,8 +90,8 @@ const TEST_COUNTS: [(&str, usize); 13] = [
     ("vfio_dma_unmap_split_test", 10),
     // Ours: three export tests, then the three iommufd modes × six map tests.
     ("vfio_dma_buf_test", 21),
-    // Ours: the mmap check, then the two type1 modes' IOPTE check.
-    ("vfio_bar_mapping_test", 3),
+    // Ours: the mmap check, then the two type1 modes × the IOPTE and reset checks.
+    ("vfio_bar_mapping_test", 5),
     // Ours: five modes × two engines (edu, igb) × three tests.
     ("vfio_p2p_dma_test", 30),
     // Ours: the four container modes.
@@ -119,6 +119,7 @@ fn verdict(program: &str, test: &str, dev: &Device) -> (Status, &'static str) {
             (Skip, "maps MMIO only from a dma-buf")
         }
         ("vfio_bar_mapping_test", "huge_iopte") if dev.largest_bar_pages == 0 => (Skip, "smaller than a page"),
+        ("vfio_bar_mapping_test", "reset") => pass_or(dev.reset, "Device does not support reset"),
         // A dma-buf is whole pages of a memory BAR: the sub-page test needs a BAR under a
         // page, the rest one of a page or more, and a slice or a second range two pages.
         ("vfio_dma_buf_test", "sub_page_bar") => pass_or(dev.sub_page_bar, "has no memory BAR smaller than a page"),

@@ -2,12 +2,13 @@
 //! sit at a virtual address congruent to its region offset modulo the largest huge page that
 //! fits it, which is what lets the kernel use huge pfnmaps; and a type1 container mapping such
 //! a BAR by its address must get huge IOPTEs that point at the BAR (the Intel IOMMU's debugfs
-//! page table shows the level). The iommufd path's IOPTEs are checked by `vfio_dma_buf_test`.
+//! page table shows the level), which a device reset leaves in place. The iommufd path's
+//! IOPTEs are checked by `vfio_dma_buf_test`.
 
-use ksft::{Case, Outcome, Test, Verdict, ensure_eq, skip};
+use ksft::{Case, Outcome, Test, Verdict, ensure, ensure_eq, skip};
 use vfio::pgtable;
 use vfio::sysfs::Sysfs;
-use vfio::{BarMapping, Bdf, IommuMode, page_size};
+use vfio::{BarMapping, Bdf, IommuMode, Probe, page_size};
 
 use super::DeviceFixture;
 
@@ -27,7 +28,7 @@ pub fn tests(bdf: Bdf) -> Vec<Test> {
         "vfio_bar_va_map",
         &type1,
         move |&mode| DeviceFixture::open(bdf, mode),
-        &[Case::new("huge_iopte", huge_iopte)],
+        &[Case::new("huge_iopte", huge_iopte), Case::new("reset", reset)],
     ));
     tests
 }
@@ -95,6 +96,33 @@ fn huge_iopte(t: &mut DeviceFixture) -> Outcome {
     let mapping = t.iommu.map(range, iova)?;
     check_leaf(bdf, bar, iova, leaf, res.start)?;
     ensure_eq!(mapping.unmap()?, len, "bytes unmapped");
+    Ok(())
+}
+
+/// A type1 container maps a BAR by its pfns and is never told when the device resets: the
+/// IOPTE outlives the reset in 7.3 (iommufd revokes its dma-buf's instead, see
+/// `vfio_dma_buf_map.*.revoke_on_reset`). The CPU's mmap, zapped during the reset, faults back
+/// in afterwards.
+fn reset(t: &mut DeviceFixture) -> Outcome {
+    let bdf = t.device.bdf();
+    if !t.device.info().can_reset() {
+        skip!("Device does not support reset");
+    }
+    let page = page_size() as u64;
+    let Some(bar) = t.bars.iter().find(|b| b.is_whole() && b.region().size >= page) else {
+        skip!("{bdf} has no mmappable BAR of a page or more");
+    };
+    let Some(res) = Sysfs::system().bar_resource(bdf, bar.index())? else {
+        return Err(Verdict::Fail(format!("sysfs has no BAR{} for {bdf}", bar.index())));
+    };
+    let iova = t.iova.alloc(page)?;
+    let range = bar.range(0, page as usize).expect("a page of a whole mapping");
+    let mapping = t.iommu.map(range, iova)?;
+    t.device.reset()?;
+    check_leaf(bdf, bar, iova, page, res.start)?;
+    let read = bar.window().probe_u32(0).map_err(|e| vfio::Error::sys("probe the BAR's mmap", e))?;
+    ensure!(matches!(read, Probe::Value(_)), "a CPU read of BAR{} after the reset: {read:?}", bar.index());
+    ensure_eq!(mapping.unmap()?, page, "bytes unmapped");
     Ok(())
 }
 
