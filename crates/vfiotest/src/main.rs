@@ -42,7 +42,8 @@ enum Command {
 
 #[derive(Args, Clone, Debug)]
 pub struct RunArgs {
-    /// A program name to run alone, then the devices to run on (else $VFIO_SELFTESTS_BDF).
+    /// Program names to run (else all of them), then the devices to run on (else
+    /// $VFIO_SELFTESTS_BDF).
     #[arg(value_name = "PROGRAM|BDF")]
     targets: Vec<String>,
     /// Include tests named NAME.
@@ -166,16 +167,12 @@ fn dispatch((cli, filters): (Cli, Filters)) -> Result<i32, Fatal> {
     }
 }
 
-/// Splits `run`'s positional arguments into an optional program name and the devices.
-fn resolve_targets(targets: &[String]) -> Result<(Option<&'static str>, Vec<Bdf>), Fatal> {
-    let mut program = None;
-    let mut rest = targets;
-    if let Some(first) = targets.first()
-        && let Some(spec) = programs::PROGRAMS.iter().find(|p| p.name == first)
-    {
-        program = Some(spec.name);
-        rest = &targets[1..];
-    }
+/// Splits `run`'s positional arguments into the program names they start with (none: all
+/// programs) and the devices.
+fn resolve_targets(targets: &[String]) -> Result<(Vec<&'static str>, Vec<Bdf>), Fatal> {
+    let program_named = |t: &String| programs::PROGRAMS.iter().find(|p| p.name == t).map(|p| p.name);
+    let names: Vec<&'static str> = targets.iter().map_while(program_named).collect();
+    let rest = &targets[names.len()..];
     let mut bdfs = rest
         .iter()
         .map(|t| {
@@ -190,15 +187,15 @@ fn resolve_targets(targets: &[String]) -> Result<(Option<&'static str>, Vec<Bdf>
     {
         bdfs = env.split_whitespace().map(|s| s.parse::<Bdf>()).collect::<Result<_, _>>()?;
     }
-    Ok((program, bdfs))
+    Ok((names, bdfs))
 }
 
 fn run(args: &RunArgs) -> Result<i32, Fatal> {
-    let (program, bdfs) = resolve_targets(&args.targets)?;
+    let (names, bdfs) = resolve_targets(&args.targets)?;
     if bdfs.is_empty() {
         return Err(Fatal::skip("no device to test: pass BDFs (vfiotest run 0000:00:03.0) or set VFIO_SELFTESTS_BDF"));
     }
-    let mut catalogue = programs::catalogue(program, &bdfs);
+    let mut catalogue = programs::catalogue(&names, &bdfs);
     if !args.units.is_empty() {
         let all = std::mem::take(&mut catalogue);
         for &unit in &args.units {
@@ -247,7 +244,7 @@ fn list(only: Option<&str>) -> Result<i32, Fatal> {
     }
     // Names don't depend on the device; any address will do for listing.
     let any = Bdf { segment: 0, bus: 0, device: 0, function: 0 };
-    print_tests(&programs::catalogue(only, &[any]))
+    print_tests(&programs::catalogue(only.as_slice(), &[any]))
 }
 
 fn parse_bdfs(bdfs: &[String]) -> Result<Vec<Bdf>, Fatal> {

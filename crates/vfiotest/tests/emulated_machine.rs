@@ -147,7 +147,7 @@ fn expected() -> Expected {
     assert_eq!(PROGRAMS.len(), TEST_COUNTS.len(), "every program is counted");
     for (spec, count) in PROGRAMS.iter().zip(TEST_COUNTS) {
         assert_eq!(spec.name, count.0, "programs in upstream's order");
-        let programs = programs::catalogue(Some(spec.name), &bdfs);
+        let programs = programs::catalogue(&[spec.name], &bdfs);
         for program in &programs {
             assert_eq!(program.tests.len(), count.1, "{} has upstream's tests", program.name);
             // A per-device program is named "program BDF"; the one that takes all devices isn't.

@@ -121,11 +121,12 @@ pub const PROGRAMS: &[ProgramSpec] = &[
     },
 ];
 
-/// The programs to run: `only` (or all). Per-device programs run once for each device; with
-/// several devices their names get the BDF appended.
-pub fn catalogue(only: Option<&str>, bdfs: &[Bdf]) -> Vec<Program> {
+/// The programs to run: those named in `only` (all if it is empty), in catalogue order.
+/// Per-device programs run once for each device; with several devices their names get the BDF
+/// appended.
+pub fn catalogue(only: &[&str], bdfs: &[Bdf]) -> Vec<Program> {
     let mut programs = Vec::new();
-    for spec in PROGRAMS.iter().filter(|p| only.is_none_or(|name| name == p.name)) {
+    for spec in PROGRAMS.iter().filter(|p| only.is_empty() || only.contains(&p.name)) {
         match spec.tests {
             Devices::Each(tests) => {
                 for &bdf in bdfs {

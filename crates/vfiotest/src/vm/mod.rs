@@ -131,7 +131,11 @@ pub fn main(args: &VmArgs) -> Result<i32, Fatal> {
         Accel::Auto => probe_kvm(&launch),
         accel => accel,
     };
-    let program = args.run_args.first().map(String::as_str).unwrap_or("vfiotest");
+    // What the run's TAP is named by: its program when it runs one alone.
+    let program = match programs_named(&args.run_args)[..] {
+        [one] => one,
+        _ => "vfiotest",
+    };
     let mut history = shard::History::load(&cache);
     let plan = plan_machines(args, &bdfs, &history);
     let runs = match plan.as_slice() {
@@ -171,6 +175,11 @@ pub fn main(args: &VmArgs) -> Result<i32, Fatal> {
     Ok(code)
 }
 
+/// The program names the guest's arguments start with.
+fn programs_named(run_args: &[String]) -> Vec<&'static str> {
+    run_args.iter().map_while(|a| crate::programs::PROGRAMS.iter().find(|p| p.name == a).map(|p| p.name)).collect()
+}
+
 /// One machine's share of the run: its programs (by index; empty means all) and whether one
 /// of them mostly waits (then the guest clock skips idle time).
 struct Share {
@@ -183,12 +192,12 @@ struct Share {
 fn plan_machines(args: &VmArgs, bdfs: &[&str], history: &shard::History) -> Vec<Share> {
     let jobs = args.jobs.unwrap_or_else(|| thread::available_parallelism().map_or(1, |n| n.get()));
     let bdfs: Vec<vfio::Bdf> = bdfs.iter().filter_map(|b| b.parse().ok()).collect();
-    let only = args.run_args.first().and_then(|a| ProgramSpec::of(a)).map(|p| p.name);
+    let only = programs_named(&args.run_args);
     // A bare filter or program argument the guest will reject: one machine says so.
-    if args.run_args.first().is_some_and(|a| !a.starts_with('-')) && only.is_none() {
+    if args.run_args.first().is_some_and(|a| !a.starts_with('-')) && only.is_empty() {
         return vec![Share { units: Vec::new(), waits: true }];
     }
-    let catalogue = crate::programs::catalogue(only, &bdfs);
+    let catalogue = crate::programs::catalogue(&only, &bdfs);
     let costs: Vec<f64> = catalogue.iter().map(|p| history.estimate(&p.name, p.tests.len())).collect();
     let waits = |unit: &usize| ProgramSpec::of(&catalogue[*unit].name).is_none_or(|spec| spec.waits);
     let plan = shard::plan(&costs, jobs);
