@@ -290,11 +290,18 @@ mod tests {
     }
 
     #[test]
-    fn targets_split_into_program_and_devices() {
+    fn targets_split_into_programs_and_devices() {
         let args = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         let (p, b) = resolve_targets(&args(&["vfio_dma_mapping_mmio_test", "0000:00:03.0"])).unwrap();
-        assert_eq!(p, Some("vfio_dma_mapping_mmio_test"));
+        assert_eq!(p, ["vfio_dma_mapping_mmio_test"]);
         assert_eq!(b.len(), 1);
+        let two = ["vfio_p2p_dma_test", "vfio_dma_buf_test", "0000:00:03.0", "0000:00:05.0"];
+        let (p, b) = resolve_targets(&args(&two)).unwrap();
+        assert_eq!((p, b.len()), (vec!["vfio_p2p_dma_test", "vfio_dma_buf_test"], 2));
+        let (p, b) = resolve_targets(&args(&["0000:00:03.0"])).unwrap();
+        assert!(p.is_empty() && b.len() == 1, "no program named: all of them");
+        let err = resolve_targets(&args(&["0000:00:03.0", "vfio_dma_buf_test"])).unwrap_err();
+        assert!(err.message.contains("neither a test program"), "programs come first: {}", err.message);
         let err = resolve_targets(&args(&["nonsense"])).unwrap_err();
         assert_eq!(err.message, "\"nonsense\" is neither a test program (see `vfiotest list`) nor a BDF");
         assert_eq!(err.code, ksft::KSFT_FAIL);
