@@ -139,7 +139,7 @@ pub fn main(args: &VmArgs) -> Result<i32, Fatal> {
     let mut history = shard::History::load(&cache);
     let plan = plan_machines(args, &bdfs, &history);
     let runs = match plan.as_slice() {
-        [only] => vec![boot(args, &launch, accel, &cache, program, only.waits, None)?],
+        [only] => vec![boot(args, &launch, accel, &cache, program, only.icount, None)?],
         shares => {
             eprintln!("[vm] {} machines at once, programs split by their last durations", shares.len());
             let programs = shares.iter().map(|s| s.units.len()).sum();
@@ -152,7 +152,7 @@ pub fn main(args: &VmArgs) -> Result<i32, Fatal> {
                         let (launch, merger, cache) = (&launch, &merger, &cache);
                         scope.spawn(move || {
                             let machine = Machine { index: machine, units: &share.units, merger };
-                            boot(args, launch, accel, cache, program, share.waits, Some(machine))
+                            boot(args, launch, accel, cache, program, share.icount, Some(machine))
                         })
                     })
                     .collect();
@@ -163,14 +163,17 @@ pub fn main(args: &VmArgs) -> Result<i32, Fatal> {
         }
     };
     let code = finish(args, accel, &runs)?;
-    // Only whole programs say what a program takes: a run with kselftest filters doesn't.
+    // Only whole programs say what a program takes: a run with kselftest filters doesn't. Each
+    // machine ran in the order of the plan, with its share's clock (icount is TCG's).
     if args.run_args.iter().all(|a| !a.starts_with('-')) {
-        history.record(
-            runs.iter()
-                .flat_map(|run| &run.console.results)
+        history.record(plan.iter().zip(&runs).flat_map(|(share, run)| {
+            let icount = share.icount && accel != Accel::Kvm;
+            run.console
+                .results
+                .iter()
                 .filter(|r| r.test == console::PROGRAM_VERDICT)
-                .map(|r| (r.program.clone(), r.duration_s)),
-        );
+                .map(move |r| (r.program.clone(), icount, r.duration_s))
+        }));
     }
     Ok(code)
 }
@@ -180,31 +183,31 @@ fn programs_named(run_args: &[String]) -> Vec<&'static str> {
     run_args.iter().map_while(|a| crate::programs::PROGRAMS.iter().find(|p| p.name == a).map(|p| p.name)).collect()
 }
 
-/// One machine's share of the run: its programs (by index; empty means all) and whether one
-/// of them mostly waits (then the guest clock skips idle time).
-struct Share {
-    units: Vec<usize>,
-    waits: bool,
-}
-
-/// The programs of this run split over the machines: one share (all of it) unless several
-/// machines are worth booting.
-fn plan_machines(args: &VmArgs, bdfs: &[&str], history: &shard::History) -> Vec<Share> {
+/// The programs of this run split over the machines, each with its clock: one share (all of
+/// it) unless several machines are worth booting.
+fn plan_machines(args: &VmArgs, bdfs: &[&str], history: &shard::History) -> Vec<shard::Share> {
     let jobs = args.jobs.unwrap_or_else(|| thread::available_parallelism().map_or(1, |n| n.get()));
     let bdfs: Vec<vfio::Bdf> = bdfs.iter().filter_map(|b| b.parse().ok()).collect();
     let only = programs_named(&args.run_args);
     // A bare filter or program argument the guest will reject: one machine says so.
     if args.run_args.first().is_some_and(|a| !a.starts_with('-')) && only.is_empty() {
-        return vec![Share { units: Vec::new(), waits: true }];
+        return vec![shard::Share { units: Vec::new(), icount: true }];
     }
     let catalogue = crate::programs::catalogue(&only, &bdfs);
-    let costs: Vec<f64> = catalogue.iter().map(|p| history.estimate(&p.name, p.tests.len())).collect();
-    let waits = |unit: &usize| ProgramSpec::of(&catalogue[*unit].name).is_none_or(|spec| spec.waits);
-    let plan = shard::plan(&costs, jobs);
-    let single = plan.len() == 1;
-    plan.into_iter()
-        .map(|units| Share { waits: units.iter().any(waits), units: if single { Vec::new() } else { units } })
-        .collect()
+    let units: Vec<shard::Unit> = catalogue
+        .iter()
+        .map(|p| {
+            let waits = ProgramSpec::of(&p.name).is_none_or(|spec| spec.waits);
+            let estimate = |icount| history.estimate(&p.name, p.tests.len(), icount, waits);
+            shard::Unit { plain_s: estimate(false), icount_s: estimate(true) }
+        })
+        .collect();
+    let mut plan = shard::plan(&units, jobs);
+    if let [only] = plan.as_mut_slice() {
+        // One machine runs everything: the guest needs no share named.
+        only.units.clear();
+    }
+    plan
 }
 
 /// How many console logs of earlier runs are kept.

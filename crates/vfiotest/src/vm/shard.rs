@@ -13,15 +13,31 @@ use std::path::{Path, PathBuf};
 use ksft::{Status, TapLine, parse_line};
 
 /// What a program is guessed to take per test when it has never run here: about the average
-/// of the whole suite under icount.
-const GUESS_PER_TEST_S: f64 = 0.2;
+/// of the whole suite.
+const GUESS_PER_TEST_S: f64 = 0.15;
+
+/// How much slower a program that computes runs with the guest clock counting instructions
+/// (icount): measured 1.3-2x on this suite's computing programs.
+const ICOUNT_SLOWDOWN: f64 = 1.6;
+
+/// How much faster a program that mostly waits runs with icount, which skips idle time: the
+/// edu driver program went from 29.8 s to 6.2 s.
+const WAIT_SPEEDUP: f64 = 4.0;
 
 /// Seconds each program (by its name in the run, e.g. `vfio_dma_mapping_test 0000:00:03.0`)
-/// took in earlier runs, kept in the cache.
+/// took in earlier runs, on a machine with icount or without, kept in the cache.
 #[derive(Debug, Default)]
 pub struct History {
     path: PathBuf,
     seconds: BTreeMap<String, f64>,
+}
+
+/// The history's key for `program` on a machine with icount or without.
+fn key(program: &str, icount: bool) -> String {
+    match icount {
+        true => format!("{program} @icount"),
+        false => program.to_owned(),
+    }
 }
 
 impl History {
@@ -33,18 +49,31 @@ impl History {
         Self { path, seconds }
     }
 
-    /// What `program` with `tests` tests is expected to take.
-    pub fn estimate(&self, program: &str, tests: usize) -> f64 {
-        self.seconds.get(program).copied().unwrap_or(tests as f64 * GUESS_PER_TEST_S)
+    /// What `program` with `tests` tests is expected to take on a machine with icount or
+    /// without: what it took there; else what it took on the other kind, scaled by what it
+    /// mostly does (`waits`: icount skips its idle time; else icount slows its computing);
+    /// else a guess.
+    pub fn estimate(&self, program: &str, tests: usize, icount: bool, waits: bool) -> f64 {
+        let seen = |icount| self.seconds.get(&key(program, icount)).copied();
+        let icount_speedup = if waits { WAIT_SPEEDUP } else { 1.0 / ICOUNT_SLOWDOWN };
+        match (seen(icount), seen(!icount)) {
+            (Some(here), _) => here,
+            (None, Some(there)) if icount => there / icount_speedup,
+            (None, Some(there)) => there * icount_speedup,
+            (None, None) if icount => tests as f64 * GUESS_PER_TEST_S,
+            (None, None) => tests as f64 * GUESS_PER_TEST_S * icount_speedup,
+        }
     }
 
-    /// Records what programs took in this run and saves the history (best effort: it only
-    /// balances later runs). A program's time varies by a tenth from run to run on a shared
-    /// host, so the history keeps an average: half the last value, half the new one.
-    pub fn record(&mut self, took: impl IntoIterator<Item = (String, f64)>) {
-        for (program, seconds) in took {
-            let average = self.seconds.get(&program).map_or(seconds, |last| (last + seconds) / 2.0);
-            self.seconds.insert(program, average);
+    /// Records what programs took in this run, each on a machine with icount or without, and
+    /// saves the history (best effort: it only balances later runs). A program's time varies
+    /// by a tenth from run to run on a shared host, so the history keeps an average: half the
+    /// last value, half the new one.
+    pub fn record(&mut self, took: impl IntoIterator<Item = (String, bool, f64)>) {
+        for (program, icount, seconds) in took {
+            let key = key(&program, icount);
+            let average = self.seconds.get(&key).map_or(seconds, |last| (last + seconds) / 2.0);
+            self.seconds.insert(key, average);
         }
         if let Ok(json) = serde_json::to_string_pretty(&self.seconds) {
             let _ = std::fs::write(&self.path, json + "\n");
@@ -52,22 +81,52 @@ impl History {
     }
 }
 
-/// Splits units (programs, by catalogue index) with these costs into at most `jobs` shares of
-/// near-equal total cost: the costliest first, each to the least loaded share (LPT). Every
-/// share holds two units or more, so that each machine prints the multi-program TAP the
-/// merged output is made of; each share keeps catalogue order.
-pub fn plan(costs: &[f64], jobs: usize) -> Vec<Vec<usize>> {
-    let shares = jobs.min(costs.len() / 2).max(1);
-    let mut order: Vec<usize> = (0..costs.len()).collect();
-    order.sort_by(|&a, &b| costs[b].total_cmp(&costs[a]).then(a.cmp(&b)));
+/// One program of a run, for planning: what it is expected to take on a machine with icount
+/// and without.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Unit {
+    pub plain_s: f64,
+    pub icount_s: f64,
+}
+
+impl Unit {
+    fn prefers_icount(&self) -> bool {
+        self.icount_s < self.plain_s
+    }
+}
+
+/// One machine's share of a run: its units (by catalogue index, in order) and its clock.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Share {
+    pub units: Vec<usize>,
+    pub icount: bool,
+}
+
+/// Splits units (programs, by catalogue index) into at most `jobs` shares that end at about
+/// the same time. icount is set per machine, and it speeds up a program that waits (on a
+/// device's timers, a reset's delays) as much as it slows down one that computes. So the
+/// first machine runs with icount when some program is faster that way, the others without,
+/// and each program, the costliest first, goes where it would end soonest at that machine's
+/// speed (LPT with per-machine costs). Every share holds two units or more, so that each
+/// machine prints the multi-program TAP the merged output is made of; each keeps catalogue
+/// order.
+pub fn plan(units: &[Unit], jobs: usize) -> Vec<Share> {
+    let shares = jobs.min(units.len() / 2).max(1);
+    if shares == 1 {
+        let (plain, icount): (f64, f64) = units.iter().fold((0.0, 0.0), |(p, i), u| (p + u.plain_s, i + u.icount_s));
+        return vec![Share { units: (0..units.len()).collect(), icount: icount < plain }];
+    }
+    let clocks: Vec<bool> = (0..shares).map(|m| m == 0 && units.iter().any(Unit::prefers_icount)).collect();
+    let cost = |m: usize, u: &Unit| if clocks[m] { u.icount_s } else { u.plain_s };
+    let best = |u: &Unit| u.plain_s.min(u.icount_s);
+    let mut order: Vec<usize> = (0..units.len()).collect();
+    order.sort_by(|&a, &b| best(&units[b]).total_cmp(&best(&units[a])).then(a.cmp(&b)));
     let mut plan = vec![(0.0_f64, Vec::new()); shares];
-    for unit in order {
-        let (load, units) = plan
-            .iter_mut()
-            .min_by(|a, b| a.0.total_cmp(&b.0).then(a.1.len().cmp(&b.1.len())))
-            .expect("at least one share");
-        *load += costs[unit];
-        units.push(unit);
+    for i in order {
+        let ends = |m: usize| plan[m].0 + cost(m, &units[i]);
+        let machine = (0..shares).min_by(|&a, &b| ends(a).total_cmp(&ends(b)).then(a.cmp(&b))).expect("a share");
+        plan[machine].0 = ends(machine);
+        plan[machine].1.push(i);
     }
     let mut plan: Vec<Vec<usize>> = plan
         .into_iter()
@@ -76,8 +135,9 @@ pub fn plan(costs: &[f64], jobs: usize) -> Vec<Vec<usize>> {
             units
         })
         .collect();
-    // LPT can leave a share with one unit when one unit outweighs the rest: give it one more
-    // from the fullest share, or fold it into another when none can spare one.
+    // A share can end up with fewer than two units when one unit outweighs the rest: give it
+    // one more from the fullest share, or fold it into another when none can spare one.
+    let mut clocks = clocks;
     while plan.len() > 1 {
         let Some(short) = plan.iter().position(|s| s.len() < 2) else { break };
         let donor = (0..plan.len()).max_by_key(|&i| plan[i].len()).expect("two shares or more");
@@ -88,12 +148,14 @@ pub fn plan(costs: &[f64], jobs: usize) -> Vec<Vec<usize>> {
             }
             false => {
                 let lonely = plan.remove(short);
+                let lonely_clock = clocks.remove(short);
                 plan[0].extend(lonely);
+                clocks[0] |= lonely_clock;
             }
         }
         plan.iter_mut().for_each(|s| s.sort_unstable());
     }
-    plan
+    plan.into_iter().zip(clocks).map(|(units, icount)| Share { units, icount }).collect()
 }
 
 /// Joins the machines' multi-program TAP into one document: one plan for all programs, then
@@ -208,43 +270,72 @@ impl Merger {
 mod tests {
     use super::*;
 
-    fn total(plan: &[Vec<usize>], costs: &[f64]) -> Vec<f64> {
-        plan.iter().map(|s| s.iter().map(|&u| costs[u]).sum()).collect()
+    fn computing(costs: &[f64]) -> Vec<Unit> {
+        costs.iter().map(|&c| Unit { plain_s: c, icount_s: c * ICOUNT_SLOWDOWN }).collect()
+    }
+
+    /// What each share takes at its machine's speed.
+    fn loads(plan: &[Share], units: &[Unit]) -> Vec<f64> {
+        let cost = |s: &Share, u: &Unit| if s.icount { u.icount_s } else { u.plain_s };
+        plan.iter().map(|s| s.units.iter().map(|&i| cost(s, &units[i])).sum()).collect()
     }
 
     #[test]
     fn shares_are_balanced_cover_every_unit_once_and_keep_order() {
-        let costs = [20.0, 1.0, 1.0, 17.0, 6.0, 6.0, 7.0, 21.0, 3.0, 5.0];
-        let plan = plan(&costs, 2);
+        let units = computing(&[20.0, 1.0, 1.0, 17.0, 6.0, 6.0, 7.0, 21.0, 3.0, 5.0]);
+        let plan = plan(&units, 2);
         assert_eq!(plan.len(), 2);
-        let mut all: Vec<usize> = plan.concat();
+        assert!(plan.iter().all(|s| !s.icount), "nothing is faster with icount: {plan:?}");
+        let mut all: Vec<usize> = plan.iter().flat_map(|s| s.units.clone()).collect();
         all.sort_unstable();
-        assert_eq!(all, (0..costs.len()).collect::<Vec<_>>());
-        assert!(plan.iter().all(|s| s.windows(2).all(|w| w[0] < w[1])), "{plan:?}");
-        let loads = total(&plan, &costs);
+        assert_eq!(all, (0..units.len()).collect::<Vec<_>>());
+        assert!(plan.iter().all(|s| s.units.windows(2).all(|w| w[0] < w[1])), "{plan:?}");
+        let loads = loads(&plan, &units);
         assert!((loads[0] - loads[1]).abs() <= 3.0, "{loads:?}");
     }
 
     #[test]
-    fn history_averages_and_guesses_what_never_ran() {
+    fn programs_that_wait_share_the_icount_machine_and_computing_ones_avoid_it() {
+        let mut units = computing(&[10.0, 10.0, 10.0, 10.0, 8.0, 2.0]);
+        for waiting in [2, 5] {
+            units[waiting] = Unit { plain_s: 30.0, icount_s: 6.0 };
+        }
+        let plan = plan(&units, 2);
+        assert!(plan[0].icount && !plan[1].icount, "{plan:?}");
+        assert!(plan[0].units.contains(&2) && plan[0].units.contains(&5), "both waiting ones with icount: {plan:?}");
+        // 12 s of waiting with icount; 38 s of computing is 60.8 s with icount or 38 s without.
+        let loads = loads(&plan, &units);
+        assert!(loads.iter().all(|&l| l <= 30.0), "{loads:?}");
+        // One machine: the clock that makes the whole faster.
+        assert!(super::plan(&units[..3], 1)[0].icount, "20 s + 6 s with icount beats 20 s + 30 s");
+        assert!(!super::plan(&[units[0], units[1], units[3]], 1)[0].icount, "all computing");
+    }
+
+    #[test]
+    fn history_averages_per_clock_and_scales_what_only_ran_on_the_other() {
         let dir = std::env::temp_dir().join(format!("vfiotest-history-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let mut history = History::load(&dir);
-        assert_eq!(history.estimate("p", 10), 10.0 * GUESS_PER_TEST_S);
-        history.record([("p".to_owned(), 4.0)]);
-        history.record([("p".to_owned(), 2.0)]);
-        assert_eq!(history.estimate("p", 10), 3.0);
-        assert_eq!(History::load(&dir).estimate("p", 10), 3.0, "saved");
+        assert_eq!(history.estimate("p", 10, true, false), 10.0 * GUESS_PER_TEST_S);
+        history.record([("p".to_owned(), false, 4.0)]);
+        history.record([("p".to_owned(), false, 2.0)]);
+        assert_eq!(history.estimate("p", 10, false, false), 3.0);
+        let near = |a: f64, b: f64| (a - b).abs() < 1e-9;
+        assert!(near(history.estimate("p", 10, true, false), 3.0 * ICOUNT_SLOWDOWN), "computing: icount slows it");
+        assert!(near(history.estimate("p", 10, true, true), 3.0 / WAIT_SPEEDUP), "waiting: icount speeds it up");
+        history.record([("p".to_owned(), true, 5.0)]);
+        assert_eq!(History::load(&dir).estimate("p", 10, true, false), 5.0, "saved, by clock");
+        assert_eq!(History::load(&dir).estimate("p", 10, false, false), 3.0);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
     fn every_share_has_two_units_or_there_is_one_share() {
-        assert_eq!(plan(&[1.0, 2.0, 3.0], 2).len(), 1, "three units can't make two shares of two");
-        assert_eq!(plan(&[5.0], 4), vec![vec![0]]);
-        let lopsided = plan(&[100.0, 1.0, 1.0, 1.0], 2);
-        assert!(lopsided.iter().all(|s| s.len() >= 2), "{lopsided:?}");
-        assert_eq!(plan(&[1.0; 8], 1), vec![(0..8).collect::<Vec<_>>()]);
+        assert_eq!(plan(&computing(&[1.0, 2.0, 3.0]), 2).len(), 1, "three units can't make two shares of two");
+        assert_eq!(plan(&computing(&[5.0]), 4).len(), 1);
+        let lopsided = plan(&computing(&[100.0, 1.0, 1.0, 1.0]), 2);
+        assert!(lopsided.iter().all(|s| s.units.len() >= 2), "{lopsided:?}");
+        assert_eq!(plan(&computing(&[1.0; 8]), 1)[0].units, (0..8).collect::<Vec<_>>());
     }
 
     #[test]
