@@ -3,6 +3,7 @@
 
 #![deny(unsafe_code)]
 
+pub mod bench;
 pub mod programs;
 pub mod vm;
 

@@ -9,7 +9,7 @@ use clap::{ArgAction, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use ksft::{Filter, Filters, KSFT_PASS, KSFT_SKIP};
 use vfio::Bdf;
 use vfio::sysfs::Sysfs;
-use vfiotest::{Fatal, programs, vm};
+use vfiotest::{Fatal, bench, programs, vm};
 
 #[derive(Parser)]
 #[command(version, about = "VFIO and iommufd DMA-mapping selftests")]
@@ -26,6 +26,12 @@ enum Command {
     List(ListArgs),
     /// Boot the emulated machine (QEMU + a Linux 7.3 guest) and run the suite inside it.
     Vm(vm::VmArgs),
+    /// Measure DMA map and unmap cost over memory kind × size × alignment × mode on a device
+    /// bound to vfio-pci (in the emulated machine: `vfiotest vm -- bench BDF ...`).
+    Bench(bench::BenchArgs),
+    /// Read a bench run back: misaligned/aligned ratios, a comparison with another run (a
+    /// kernel before a patch), and SVG plots.
+    BenchReport(bench::ReportArgs),
     /// Bind devices to vfio-pci (through driver_override).
     Setup {
         /// Devices, e.g. 0000:00:03.0.
@@ -162,6 +168,8 @@ fn dispatch((cli, filters): (Cli, Filters)) -> Result<i32, Fatal> {
         }
         Command::List(args) => list(args.program.as_deref()),
         Command::Vm(args) => vm::main(&args),
+        Command::Bench(args) => bench::main(&args),
+        Command::BenchReport(args) => bench::report_main(&args),
         Command::Setup { bdfs } => setup(&bdfs),
         Command::Cleanup { bdfs } => cleanup(&bdfs),
     }

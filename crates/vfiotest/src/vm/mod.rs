@@ -60,7 +60,7 @@ pub struct VmArgs {
     /// Call the guest hung after this many seconds without console output.
     #[arg(long, value_name = "SECONDS", default_value_t = 300)]
     silence: u64,
-    /// Write every verdict to this file as JSON.
+    /// Write every verdict to this file as JSON (for `-- bench`: the bench's results).
     #[arg(long, value_name = "FILE")]
     results: Option<PathBuf>,
     /// Show the whole guest console, not just the suite's output.
@@ -189,6 +189,10 @@ fn plan_machines(args: &VmArgs, bdfs: &[&str], history: &shard::History) -> Vec<
     let jobs = args.jobs.unwrap_or_else(|| thread::available_parallelism().map_or(1, |n| n.get()));
     let bdfs: Vec<vfio::Bdf> = bdfs.iter().filter_map(|b| b.parse().ok()).collect();
     let only = programs_named(&args.run_args);
+    // The bench measures time: one machine, its clock real.
+    if args.run_args.first().is_some_and(|a| a == "bench") {
+        return vec![shard::Share { units: Vec::new(), icount: false }];
+    }
     // A bare filter or program argument the guest will reject: one machine says so.
     if args.run_args.first().is_some_and(|a| !a.starts_with('-')) && only.is_empty() {
         return vec![shard::Share { units: Vec::new(), icount: true }];
@@ -536,9 +540,37 @@ fn problem(args: &VmArgs, run: &Run) -> Option<String> {
     }
 }
 
+/// Keeps the bench's JSON from the console: in `--results FILE`, else in the cache's
+/// `bench/` (`bench/latest.json` is the newest). Says where on stderr.
+fn save_bench(args: &VmArgs, run: &Run) -> Result<(), Fatal> {
+    let log = fs::read_to_string(&run.log_path).map_err(|e| Fatal::fail(format!("{}: {e}", run.log_path.display())))?;
+    let Some(json) = log.lines().find_map(|l| l.trim_end_matches('\r').strip_prefix(crate::bench::JSON_MARKER)) else {
+        return Ok(());
+    };
+    let path = match &args.results {
+        Some(path) => path.clone(),
+        None => {
+            let dir = crate::cache_dir().join("bench");
+            fs::create_dir_all(&dir).map_err(|e| Fatal::fail(format!("{}: {e}", dir.display())))?;
+            let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+            let path = dir.join(format!("{stamp}.json"));
+            let _ = fs::remove_file(dir.join("latest.json"));
+            let _ = std::os::unix::fs::symlink(&path, dir.join("latest.json"));
+            path
+        }
+    };
+    fs::write(&path, format!("{json}\n")).map_err(|e| Fatal::fail(format!("{}: {e}", path.display())))?;
+    eprintln!("[vm] bench results: {}", path.display());
+    Ok(())
+}
+
 fn finish(args: &VmArgs, accel: Accel, runs: &[Run]) -> Result<i32, Fatal> {
+    let bench = args.run_args.first().is_some_and(|a| a == "bench");
+    if let (true, [run]) = (bench, runs) {
+        save_bench(args, run)?;
+    }
     let results: Vec<&console::TestResult> = runs.iter().flat_map(|run| &run.console.results).collect();
-    if let Some(path) = &args.results {
+    if let Some(path) = args.results.as_ref().filter(|_| !bench) {
         let json = serde_json::to_string_pretty(&results).expect("results serialize");
         fs::write(path, json + "\n").map_err(|e| Fatal::fail(format!("{}: {e}", path.display())))?;
     }
@@ -585,7 +617,7 @@ fn finish(args: &VmArgs, accel: Accel, runs: &[Run]) -> Result<i32, Fatal> {
         results.len()
     );
     Ok(match (fail, guest_code) {
-        (0, KSFT_PASS) if results.is_empty() => KSFT_SKIP,
+        (0, KSFT_PASS) if results.is_empty() && !bench => KSFT_SKIP,
         (0, code) => code,
         _ => KSFT_FAIL,
     })
