@@ -55,7 +55,7 @@ pub struct BenchArgs {
     pub samples: usize,
     /// Seconds a cell may take (all its samples): a cell predicted to take longer is skipped
     /// with the prediction, and so are the larger cells of its series.
-    #[arg(long, default_value_t = 20.0)]
+    #[arg(long, default_value_t = 30.0)]
     pub budget: f64,
     /// Also write the JSON here.
     #[arg(long)]

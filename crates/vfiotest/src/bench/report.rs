@@ -172,19 +172,27 @@ fn draw(
     for (panel, &memory) in panels.iter().zip(memories) {
         let points: Vec<(&CellResult, f64)> =
             run.cells.iter().filter(|c| c.memory == memory).filter_map(|c| Some((c, pick(c)?.median))).collect();
-        let (xmin, xmax) = points.iter().fold((u64::MAX, 0), |(lo, hi), (c, _)| (lo.min(c.size), hi.max(c.size)));
+        // Sizes are powers of two: the x axis is their exponent, labelled as sizes, which is
+        // a log scale whose ticks fall on whole sizes.
+        let log2 = |size: u64| f64::from(size.ilog2());
+        let (xmin, xmax) =
+            points.iter().fold((f64::MAX, 0.0_f64), |(lo, hi), (c, _)| (lo.min(log2(c.size)), hi.max(log2(c.size))));
         let (ymin, ymax) = points.iter().fold((f64::MAX, 0.0_f64), |(lo, hi), (_, s)| (lo.min(*s), hi.max(*s)));
         let mut chart = ChartBuilder::on(panel)
             .caption(format!("{op}: {} ({})", memory.name(), run.kernel), ("sans-serif", 18))
             .margin(12)
             .x_label_area_size(40)
             .y_label_area_size(70)
-            .build_cartesian_2d((xmin as f64..(xmax as f64 * 1.5)).log_scale(), (ymin * 0.5..ymax * 2.0).log_scale())?;
+            .build_cartesian_2d(xmin - 0.5..xmax + 0.5, (ymin * 0.5..ymax * 2.0).log_scale())?;
         chart
             .configure_mesh()
-            .x_desc("bytes")
+            .x_desc("size")
             .y_desc("seconds")
-            .x_label_formatter(&|x| human(*x as u64))
+            .x_labels(((xmax - xmin) as usize + 2).min(14))
+            .x_label_formatter(&|x| match x.fract() {
+                0.0 => human(1u64 << (*x as u32)),
+                _ => String::new(),
+            })
             .y_label_formatter(&|y| seconds(*y))
             .draw()?;
         for (m, mode) in modes.iter().enumerate() {
@@ -192,7 +200,7 @@ fn draw(
                 let line: Vec<(f64, f64)> = points
                     .iter()
                     .filter(|(c, _)| &c.mode == mode && c.alignment == alignment)
-                    .map(|(c, s)| (c.size as f64, *s))
+                    .map(|(c, s)| (log2(c.size), *s))
                     .collect();
                 if line.is_empty() {
                     continue;
@@ -210,7 +218,12 @@ fn draw(
                 chart.draw_series(line.iter().map(|&p| Circle::new(p, 2, color.filled())))?;
             }
         }
-        chart.configure_series_labels().background_style(WHITE.mix(0.8)).border_style(BLACK).draw()?;
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperLeft)
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .draw()?;
     }
     root.present()?;
     Ok(())

@@ -92,7 +92,10 @@ pub fn measure(
         let measured = match ctx {
             Err(e) => skipped(cell, e.clone()),
             Ok(ctx) => match predicted(&out, cell, options.samples) {
-                Some(p) if p > options.budget => {
+                Some(Prediction::SeriesOverBudget) => {
+                    skipped(cell, format!("a smaller cell was already over the budget of {}", secs(options.budget)))
+                }
+                Some(Prediction::Takes(p)) if p > options.budget => {
                     skipped(cell, format!("predicted {} over the budget of {}", secs(p), secs(options.budget)))
                 }
                 _ => measure_cell(ctx, bar, cell, options).unwrap_or_else(|e| skipped(cell, e.to_string())),
@@ -127,20 +130,28 @@ pub fn line(m: &Measured) -> String {
     }
 }
 
-/// What the cell's samples should take, from the last measured cell of its series (same
-/// memory, alignment and mode) scaled by size: mapping cost grows with size at worst linearly.
-fn predicted(done: &[Measured], cell: Cell, samples: usize) -> Option<Duration> {
+/// What a cell is expected to take.
+enum Prediction {
+    /// All its samples, scaled from the last cell of its series.
+    Takes(Duration),
+    /// A smaller cell of its series was skipped or stopped for the budget: a larger one only
+    /// takes longer.
+    SeriesOverBudget,
+}
+
+/// What the cell's samples should take, from the last cell of its series (same memory,
+/// alignment and mode) scaled by size: mapping cost grows with size at worst linearly.
+fn predicted(done: &[Measured], cell: Cell, samples: usize) -> Option<Prediction> {
     let last = done
         .iter()
         .rev()
         .find(|m| (m.cell.memory, m.cell.alignment, m.cell.mode) == (cell.memory, cell.alignment, cell.mode))?;
-    if last.skipped.is_some() && last.map.is_none() {
-        // A series over the budget stays over it.
-        return Some(Duration::MAX);
+    if last.skipped.as_ref().is_some_and(|why| why.contains("budget")) {
+        return Some(Prediction::SeriesOverBudget);
     }
     let per_sample = last.map.as_ref()?.median + last.unmap.as_ref()?.median;
     let scale = cell.size as f64 / last.cell.size as f64;
-    Some(Duration::from_secs_f64(per_sample * scale * samples as f64))
+    Some(Prediction::Takes(Duration::from_secs_f64(per_sample * scale * samples as f64)))
 }
 
 /// `VmPin` + `VmLck` of this process, in KiB.

@@ -612,10 +612,13 @@ fn finish(args: &VmArgs, accel: Accel, runs: &[Run]) -> Result<i32, Fatal> {
         n => format!(", {n} machines"),
     };
     let timing = verdict_at.map(|d| format!(", boot→verdict {:.1} s", d.as_secs_f64())).unwrap_or_default();
-    eprintln!(
-        "[vm] {} tests: pass {pass}, skip {skip}, fail {fail} (guest exit {guest_code}, {accel}{machines}{timing})",
-        results.len()
-    );
+    match bench {
+        true => eprintln!("[vm] bench done (guest exit {guest_code}, {accel}{timing})"),
+        false => eprintln!(
+            "[vm] {} tests: pass {pass}, skip {skip}, fail {fail} (guest exit {guest_code}, {accel}{machines}{timing})",
+            results.len()
+        ),
+    }
     Ok(match (fail, guest_code) {
         (0, KSFT_PASS) if results.is_empty() && !bench => KSFT_SKIP,
         (0, code) => code,
