@@ -230,6 +230,18 @@ pub fn report_main(args: &ReportArgs) -> Result<i32, Fatal> {
     for (memory, mode, alignment, size, ratio) in report::alignment_ratios(&run) {
         println!("  {:<11} {:<23} {:<8} {:>6}  {ratio:>10.1}x", memory.name(), mode, alignment.name(), human(size));
     }
+    println!("how cost grows with size from 1 MiB (log-log slope: 1 is linear, 0 flat):");
+    for s in report::slopes(&run) {
+        let shown = |s: Option<f64>| s.map_or("-".to_owned(), |s| format!("{s:.2}"));
+        println!(
+            "  {:<11} {:<8} {:<23} map {:>5}  unmap {:>5}",
+            s.memory.name(),
+            s.alignment.name(),
+            s.mode,
+            shown(s.map),
+            shown(s.unmap)
+        );
+    }
     if let Some(before) = &args.against {
         let before = report::Run::load(before).map_err(Fatal::fail)?;
         print!("{}", report::ratio_table(&before, &run));

@@ -131,6 +131,53 @@ pub fn alignment_ratios(run: &Run) -> Vec<(Memory, String, Alignment, u64, f64)>
     out
 }
 
+/// How a series' cost grows with size: the least-squares slope of ln(median) over ln(size),
+/// from 1 MiB up (smaller sizes measure the syscall, not the mapping). 1 is linear in size,
+/// 0 is a cost that does not depend on it. One per memory, alignment and mode.
+pub fn slopes(run: &Run) -> Vec<Slope> {
+    let mut series: BTreeMap<(Memory, Alignment, String), Vec<&CellResult>> = BTreeMap::new();
+    for c in run.cells.iter().filter(|c| c.size >= 1 << 20) {
+        series.entry((c.memory, c.alignment, c.mode.clone())).or_default().push(c);
+    }
+    series
+        .into_iter()
+        .map(|((memory, alignment, mode), cells)| {
+            let fit = |pick: fn(&CellResult) -> Option<Median>| {
+                let points: Vec<(f64, f64)> = cells
+                    .iter()
+                    .filter_map(|c| Some(((c.size as f64).ln(), pick(c).filter(|m| m.median > 0.0)?.median.ln())))
+                    .collect();
+                slope(&points)
+            };
+            Slope { memory, alignment, mode, map: fit(|c| c.map), unmap: fit(|c| c.unmap) }
+        })
+        .collect()
+}
+
+/// A series' growth with size ([`slopes`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Slope {
+    pub memory: Memory,
+    pub alignment: Alignment,
+    pub mode: String,
+    /// Of the map's median; `None` under three sizes.
+    pub map: Option<f64>,
+    /// Of the unmap's median.
+    pub unmap: Option<f64>,
+}
+
+/// The least-squares slope through `points`; `None` under three points.
+fn slope(points: &[(f64, f64)]) -> Option<f64> {
+    if points.len() < 3 {
+        return None;
+    }
+    let n = points.len() as f64;
+    let (mx, my) = points.iter().fold((0.0, 0.0), |(x, y), p| (x + p.0 / n, y + p.1 / n));
+    let (sxy, sxx) =
+        points.iter().fold((0.0, 0.0), |(xy, xx), p| (xy + (p.0 - mx) * (p.1 - my), xx + (p.0 - mx).powi(2)));
+    (sxx > 0.0).then(|| sxy / sxx)
+}
+
 /// Draws one SVG per operation (map, unmap) in `dir`: a panel per memory kind, cost against
 /// size on log-log axes, a line per mode and alignment. Returns the files written.
 ///
@@ -287,6 +334,26 @@ mod tests {
         let (memory, mode, alignment, size, ratio) = &r[0];
         assert_eq!((*memory, mode.as_str(), *alignment, *size), (Memory::Bar, "t", Alignment::PageOff, 1 << 30));
         assert!((ratio - 3000.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn slopes_tell_linear_from_flat() {
+        let sizes = [1u64 << 20, 1 << 24, 1 << 28, 1 << 32];
+        let cells = sizes
+            .iter()
+            .flat_map(|&size| {
+                let linear = size as f64 * 1e-9;
+                [cell(Alignment::PageOff, "t", size, linear, 2e-5), cell(Alignment::Aligned, "t", size, 9e-5, linear)]
+            })
+            .chain([cell(Alignment::Aligned, "u", 1 << 20, 1.0, 1.0)])
+            .collect();
+        let found = slopes(&Run { kernel: "k".into(), cells });
+        let get = |a: Alignment, mode: &str| found.iter().find(|s| s.alignment == a && s.mode == mode).unwrap();
+        let misaligned = get(Alignment::PageOff, "t");
+        assert!((misaligned.map.unwrap() - 1.0).abs() < 1e-9 && misaligned.unmap.unwrap().abs() < 1e-9);
+        let aligned = get(Alignment::Aligned, "t");
+        assert!(aligned.map.unwrap().abs() < 1e-9 && (aligned.unmap.unwrap() - 1.0).abs() < 1e-9);
+        assert_eq!(get(Alignment::Aligned, "u").map, None, "one point is no slope");
     }
 
     #[test]

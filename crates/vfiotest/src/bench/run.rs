@@ -264,3 +264,33 @@ fn measure_cell(ctx: &mut Context, bar: Option<u32>, cell: Cell, options: &Optio
         skipped,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn measured(size: u64, map: f64, unmap: f64, skipped: Option<&str>) -> Measured {
+        Measured {
+            cell: Cell { memory: Memory::Bar, alignment: Alignment::PageOff, mode: IommuMode::VfioType1v2, size },
+            map: Summary::of(&[map]),
+            unmap: Summary::of(&[unmap]),
+            iopte_bytes: None,
+            pinned_kib: None,
+            skipped: skipped.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn a_cell_is_predicted_from_the_last_of_its_series_scaled_by_size() {
+        let cell =
+            Cell { memory: Memory::Bar, alignment: Alignment::PageOff, mode: IommuMode::VfioType1v2, size: 4 << 30 };
+        assert!(predicted(&[], cell, 5).is_none(), "nothing to go by");
+        let done = [measured(1 << 30, 0.25, 0.05, None), measured(2 << 30, 0.5, 0.1, None)];
+        let Some(Prediction::Takes(t)) = predicted(&done, cell, 5) else { panic!("a prediction") };
+        assert!((t.as_secs_f64() - 2.0 * 0.6 * 5.0).abs() < 1e-9, "{t:?}");
+        let other = Cell { mode: IommuMode::Iommufd, ..cell };
+        assert!(predicted(&done, other, 5).is_none(), "another series");
+        let over = [measured(2 << 30, 0.5, 0.1, Some("predicted 40 s over the budget of 30 s"))];
+        assert!(matches!(predicted(&over, cell, 5), Some(Prediction::SeriesOverBudget)));
+    }
+}

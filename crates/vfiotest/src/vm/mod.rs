@@ -37,8 +37,10 @@ use machine::{Accel, TOPOLOGY};
 #[derive(Args, Debug)]
 pub struct VmArgs {
     /// Guest kernel to boot; by default Linux 7.3 is built from Debian's source (once, cached).
+    /// With `-- bench`, give it twice or more (a kernel before and after a patch): each runs the
+    /// same bench in turn, and a ratio table compares each with the first.
     #[arg(long, value_name = "BZIMAGE")]
-    kernel: Option<PathBuf>,
+    kernel: Vec<PathBuf>,
     /// The QEMU binary; by default QEMU 10 from Debian's bookworm-backports (fetched once, cached).
     #[arg(long, value_name = "PATH")]
     qemu: Option<PathBuf>,
@@ -96,12 +98,18 @@ pub fn main(args: &VmArgs) -> Result<i32, Fatal> {
         return Ok(KSFT_PASS);
     }
     let bdfs = select_devices(&args.devices)?;
+    let bench = is_bench(args);
+    if args.kernel.len() > 1 && !bench {
+        return Err(Fatal::fail(
+            "several --kernel are for comparing them: `vfiotest vm --kernel A --kernel B -- bench`",
+        ));
+    }
     let cache = cache_dir();
-    let build_kernel = args.kernel.is_none() && !kernel::cached_path(&cache).exists();
+    let build_kernel = args.kernel.is_empty() && !kernel::cached_path(&cache).exists();
     provision::ensure(build_kernel)?;
-    let kernel = match &args.kernel {
-        Some(k) => kernel::check_bzimage(k)?,
-        None => kernel::ensure(&cache)?,
+    let kernels = match args.kernel.as_slice() {
+        [] => vec![kernel::ensure(&cache)?],
+        given => given.iter().map(|k| kernel::check_bzimage(k)).collect::<Result<Vec<_>, _>>()?,
     };
     let qemu = match &args.qemu {
         Some(path) => qemu::Emulator::at(path)?,
@@ -109,10 +117,71 @@ pub fn main(args: &VmArgs) -> Result<i32, Fatal> {
     };
     eprintln!("[vm] {} ({})", qemu.version, qemu.binary.display());
     if args.prepare {
-        println!("kernel: {}", kernel.display());
+        for kernel in &kernels {
+            println!("kernel: {}", kernel.display());
+        }
         println!("qemu: {}", qemu.binary.display());
         return Ok(KSFT_PASS);
     }
+    if !bench {
+        return run_kernel(args, &cache, &qemu, &kernels[0], &bdfs, None);
+    }
+    // Each kernel's bench in turn, each kept; then each compared with the first.
+    let mut saved = Vec::new();
+    let mut code = KSFT_PASS;
+    for (i, kernel) in kernels.iter().enumerate() {
+        let path = bench_path(args, i, kernels.len())?;
+        let context = BenchContext { path: path.clone(), qemu: qemu.version.clone() };
+        code = code.max(run_kernel(args, &cache, &qemu, kernel, &bdfs, Some(&context))?);
+        saved.push(path);
+    }
+    if let [first, rest @ ..] = saved.as_slice() {
+        let before = crate::bench::report::Run::load(first).map_err(Fatal::fail)?;
+        for path in rest {
+            let after = crate::bench::report::Run::load(path).map_err(Fatal::fail)?;
+            print!("{}", crate::bench::report::ratio_table(&before, &after));
+        }
+    }
+    Ok(code)
+}
+
+/// Whether the guest runs the bench rather than the suite.
+fn is_bench(args: &VmArgs) -> bool {
+    args.run_args.first().is_some_and(|a| a == "bench")
+}
+
+/// Where a bench run's JSON goes: `--results FILE` for a single kernel (`FILE` with the
+/// kernel's number before its extension for several), else the cache's `bench/`.
+fn bench_path(args: &VmArgs, index: usize, kernels: usize) -> Result<PathBuf, Fatal> {
+    if let Some(path) = &args.results {
+        return Ok(match kernels {
+            1 => path.clone(),
+            _ => path.with_extension(format!("{index}.json")),
+        });
+    }
+    let dir = cache_dir().join("bench");
+    fs::create_dir_all(&dir).map_err(|e| Fatal::fail(format!("{}: {e}", dir.display())))?;
+    let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    Ok(dir.join(format!("{stamp}-{index}.json")))
+}
+
+/// What the host adds to a bench run's JSON, and where it keeps it.
+struct BenchContext {
+    path: PathBuf,
+    qemu: String,
+}
+
+/// Boots `kernel` and runs the suite (or the bench) on it.
+fn run_kernel(
+    args: &VmArgs,
+    cache: &Path,
+    qemu: &qemu::Emulator,
+    kernel: &Path,
+    bdfs: &[&str],
+    bench: Option<&BenchContext>,
+) -> Result<i32, Fatal> {
+    let cache = cache.to_path_buf();
+    let bdfs = bdfs.to_vec();
 
     let me = std::env::current_exe().map_err(|e| Fatal::fail(format!("finding this executable: {e}")))?;
     let me_bytes = fs::read(&me).map_err(|e| Fatal::fail(format!("{}: {e}", me.display())))?;
@@ -126,7 +195,7 @@ pub fn main(args: &VmArgs) -> Result<i32, Fatal> {
     let initrd = work.path.join("initramfs.cpio");
     initramfs::build(Path::new("/bin/busybox"), me_bytes, &bdfs, &args.run_args, &initrd)?;
 
-    let launch = Launch { qemu: &qemu, kernel: &kernel, initrd: &initrd };
+    let launch = Launch { qemu, kernel, initrd: &initrd };
     let accel = match args.accel {
         Accel::Auto => probe_kvm(&launch),
         accel => accel,
@@ -162,7 +231,7 @@ pub fn main(args: &VmArgs) -> Result<i32, Fatal> {
             runs.into_iter().collect::<Result<Vec<_>, _>>()?
         }
     };
-    let code = finish(args, accel, &runs)?;
+    let code = finish(args, accel, &runs, bench)?;
     // Only whole programs say what a program takes: a run with kselftest filters doesn't. Each
     // machine ran in the order of the plan, with its share's clock (icount is TCG's).
     if args.run_args.iter().all(|a| !a.starts_with('-')) {
@@ -190,7 +259,7 @@ fn plan_machines(args: &VmArgs, bdfs: &[&str], history: &shard::History) -> Vec<
     let bdfs: Vec<vfio::Bdf> = bdfs.iter().filter_map(|b| b.parse().ok()).collect();
     let only = programs_named(&args.run_args);
     // The bench measures time: one machine, its clock real.
-    if args.run_args.first().is_some_and(|a| a == "bench") {
+    if is_bench(args) {
         return vec![shard::Share { units: Vec::new(), icount: false }];
     }
     // A bare filter or program argument the guest will reject: one machine says so.
@@ -495,6 +564,8 @@ fn boot(
             }
             tail.push_back(line.to_owned());
             match event {
+                // The bench's JSON is kept in a file, not shown.
+                Event::Tap if line.starts_with(crate::bench::JSON_MARKER) => {}
                 Event::Tap => {
                     let mut stdout = std::io::stdout().lock();
                     match &machine {
@@ -540,34 +611,29 @@ fn problem(args: &VmArgs, run: &Run) -> Option<String> {
     }
 }
 
-/// Keeps the bench's JSON from the console: in `--results FILE`, else in the cache's
-/// `bench/` (`bench/latest.json` is the newest). Says where on stderr.
-fn save_bench(args: &VmArgs, run: &Run) -> Result<(), Fatal> {
+/// Keeps the bench's JSON from the console at `context.path`, with what only the host knows
+/// (the QEMU and the accelerator) added. Says where on stderr.
+fn save_bench(run: &Run, context: &BenchContext, accel: Accel) -> Result<(), Fatal> {
     let log = fs::read_to_string(&run.log_path).map_err(|e| Fatal::fail(format!("{}: {e}", run.log_path.display())))?;
     let Some(json) = log.lines().find_map(|l| l.trim_end_matches('\r').strip_prefix(crate::bench::JSON_MARKER)) else {
         return Ok(());
     };
-    let path = match &args.results {
-        Some(path) => path.clone(),
-        None => {
-            let dir = crate::cache_dir().join("bench");
-            fs::create_dir_all(&dir).map_err(|e| Fatal::fail(format!("{}: {e}", dir.display())))?;
-            let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-            let path = dir.join(format!("{stamp}.json"));
-            let _ = fs::remove_file(dir.join("latest.json"));
-            let _ = std::os::unix::fs::symlink(&path, dir.join("latest.json"));
-            path
-        }
-    };
-    fs::write(&path, format!("{json}\n")).map_err(|e| Fatal::fail(format!("{}: {e}", path.display())))?;
+    let mut value: serde_json::Value =
+        serde_json::from_str(json).map_err(|e| Fatal::fail(format!("the bench's JSON: {e}")))?;
+    if let Some(object) = value.as_object_mut() {
+        object.insert("qemu".into(), context.qemu.clone().into());
+        object.insert("accel".into(), accel.label().into());
+    }
+    let path = &context.path;
+    fs::write(path, format!("{value}\n")).map_err(|e| Fatal::fail(format!("{}: {e}", path.display())))?;
     eprintln!("[vm] bench results: {}", path.display());
     Ok(())
 }
 
-fn finish(args: &VmArgs, accel: Accel, runs: &[Run]) -> Result<i32, Fatal> {
-    let bench = args.run_args.first().is_some_and(|a| a == "bench");
-    if let (true, [run]) = (bench, runs) {
-        save_bench(args, run)?;
+fn finish(args: &VmArgs, accel: Accel, runs: &[Run], bench_context: Option<&BenchContext>) -> Result<i32, Fatal> {
+    let bench = bench_context.is_some();
+    if let (Some(context), [run]) = (bench_context, runs) {
+        save_bench(run, context, accel)?;
     }
     let results: Vec<&console::TestResult> = runs.iter().flat_map(|run| &run.console.results).collect();
     if let Some(path) = args.results.as_ref().filter(|_| !bench) {
