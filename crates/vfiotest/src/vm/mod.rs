@@ -162,7 +162,11 @@ fn bench_path(args: &VmArgs, index: usize, kernels: usize) -> Result<PathBuf, Fa
     let dir = cache_dir().join("bench");
     fs::create_dir_all(&dir).map_err(|e| Fatal::fail(format!("{}: {e}", dir.display())))?;
     let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    Ok(dir.join(format!("{stamp}-{index}.json")))
+    let path = dir.join(format!("{stamp}-{index}.json"));
+    // `latest.json` names the newest run (of the last kernel, with several).
+    let _ = fs::remove_file(dir.join("latest.json"));
+    let _ = std::os::unix::fs::symlink(&path, dir.join("latest.json"));
+    Ok(path)
 }
 
 /// What the host adds to a bench run's JSON, and where it keeps it.
