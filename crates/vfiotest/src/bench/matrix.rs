@@ -16,8 +16,10 @@ pub enum Memory {
     /// Anonymous memory on base pages (THP as the kernel likes).
     Anonymous,
     /// Anonymous memory on 2 MiB hugetlb pages.
+    #[serde(rename = "hugetlb-2m")]
     Hugetlb2m,
     /// Anonymous memory on 1 GiB hugetlb pages.
+    #[serde(rename = "hugetlb-1g")]
     Hugetlb1g,
 }
 
@@ -64,6 +66,7 @@ pub enum Alignment {
     /// One 4 KiB page off.
     PageOff,
     /// 2 MiB off (still 2 MiB-aligned, so 1 GiB pages are lost but 2 MiB pages are not).
+    #[serde(rename = "2m-off")]
     TwoMibOff,
 }
 
@@ -251,5 +254,12 @@ mod tests {
         assert!("huge".parse::<Memory>().unwrap_err().contains("expected one of bar, anonymous"));
         assert_eq!("2m-off".parse::<Alignment>(), Ok(Alignment::TwoMibOff));
         assert_eq!((human(4 * KIB), human(2 * MIB), human(128 * GIB)), ("4K".into(), "2M".into(), "128G".into()));
+        // The JSON says what the command line says.
+        for memory in Memory::ALL {
+            assert_eq!(serde_json::to_value(memory).unwrap(), memory.name());
+        }
+        for alignment in Alignment::ALL {
+            assert_eq!(serde_json::to_value(alignment).unwrap(), alignment.name());
+        }
     }
 }
