@@ -158,30 +158,43 @@ fn mismatch(got: &[u8], want: &[u8]) -> Option<(usize, usize)> {
     Some((got.iter().zip(want).filter(|(g, w)| g != w).count(), first))
 }
 
+/// Which way a copy goes.
+#[derive(Clone, Copy)]
+enum Direction {
+    ToBar,
+    FromBar,
+}
+
+impl P2pFixture {
+    /// Fills the source with a pattern and clears the destination, copies by DMA, and checks
+    /// every byte through the destination's CPU mapping.
+    fn copy_and_check(&mut self, direction: Direction, seed: u8) -> Outcome {
+        let (bar, ram) = ((self.shared.window(), self.bar_iova), (self.ram.window(), self.ram.iova()));
+        let ((src, src_iova), (dst, dst_iova), what) = match direction {
+            Direction::ToBar => (ram, bar, "the BAR"),
+            Direction::FromBar => (bar, ram, "host memory"),
+        };
+        let want = pattern(seed);
+        write(src, &want)?;
+        dst.fill(0, SIZE, 0).map_err(|e| vfio::Error::sys(format!("clear {what}"), e))?;
+        // The engine's driver, not `self.copy`: the windows stay borrowed meanwhile.
+        self.driver.memcpy(&self.engine, src_iova, dst_iova, SIZE as u64)?;
+        let got = read(dst)?;
+        if let Some((count, first)) = mismatch(&got, &want) {
+            ensure!(false, "{count} of {SIZE} bytes in {what} differ after the DMA (first at {first:#x})");
+        }
+        Ok(())
+    }
+}
+
 /// The engine copies host memory into the peer's BAR; the BAR's mmap reads the bytes back.
 fn to_bar(t: &mut P2pFixture) -> Outcome {
-    let want = pattern(0x5a);
-    write(t.ram.window(), &want)?;
-    t.shared.window().fill(0, SIZE, 0).map_err(|e| vfio::Error::sys("clear the BAR", e))?;
-    t.copy(t.ram.iova(), t.bar_iova)?;
-    let got = read(t.shared.window())?;
-    if let Some((count, first)) = mismatch(&got, &want) {
-        ensure!(false, "{count} of {SIZE} bytes in the BAR differ after the DMA (first at {first:#x})");
-    }
-    Ok(())
+    t.copy_and_check(Direction::ToBar, 0x5a)
 }
 
 /// The engine copies the peer's BAR into host memory.
 fn from_bar(t: &mut P2pFixture) -> Outcome {
-    let want = pattern(0xa5);
-    write(t.shared.window(), &want)?;
-    t.ram.window().fill(0, SIZE, 0).map_err(|e| vfio::Error::sys("clear host memory", e))?;
-    t.copy(t.bar_iova, t.ram.iova())?;
-    let got = read(t.ram.window())?;
-    if let Some((count, first)) = mismatch(&got, &want) {
-        ensure!(false, "{count} of {SIZE} bytes in host memory differ after the DMA (first at {first:#x})");
-    }
-    Ok(())
+    t.copy_and_check(Direction::FromBar, 0xa5)
 }
 
 /// With the peer's memory decode off, a DMA to its BAR must not land. Under iommufd the dma-buf
