@@ -43,11 +43,12 @@ pub struct Options {
     pub budget: Duration,
 }
 
-/// One mode's context with the device in it, and what the BAR looks like there.
+/// One mode's context with the device in it, and what the BAR looks like there. Fields drop
+/// in order: the BAR's mmap, the device, the context.
 struct Context {
-    iommu: Arc<Iommu>,
-    device: Device,
     bar: Option<BarMapping>,
+    device: Device,
+    iommu: Arc<Iommu>,
     iovas: IovaAllocator,
 }
 
@@ -60,7 +61,7 @@ impl Context {
             _ => None,
         };
         let iovas = IovaAllocator::new(iommu.iova_ranges()?)?;
-        Ok(Self { iommu, device, bar, iovas })
+        Ok(Self { bar, device, iommu, iovas })
     }
 }
 
