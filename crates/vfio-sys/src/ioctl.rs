@@ -392,14 +392,19 @@ pub fn ioas_iova_ranges(iommufd: impl AsFd, ioas_id: u32) -> Result<(Vec<iommu_i
     Err(Errno::AGAIN)
 }
 
+/// `IOMMU_IOAS_MAP(_FILE)` flags: at exactly the IOVA given, with the device's access.
+fn ioas_map_flags(access: Prot) -> u32 {
+    IOMMU_IOAS_MAP_FIXED_IOVA
+        | flag_if(access.read, IOMMU_IOAS_MAP_READABLE)
+        | flag_if(access.write, IOMMU_IOAS_MAP_WRITEABLE)
+}
+
 /// `IOMMU_IOAS_MAP` of `range` at exactly `iova`, readable and writable.
 ///
 /// Safe for the same reason as [`iommu_map_dma`].
 #[doc(alias = "IOMMU_IOAS_MAP")]
 pub fn ioas_map(iommufd: impl AsFd, ioas_id: u32, range: DmaRange<'_>, iova: u64, access: Prot) -> Result<()> {
-    let flags = IOMMU_IOAS_MAP_FIXED_IOVA
-        | flag_if(access.read, IOMMU_IOAS_MAP_READABLE)
-        | flag_if(access.write, IOMMU_IOAS_MAP_WRITEABLE);
+    let flags = ioas_map_flags(access);
     let mut map = iommu_ioas_map {
         size: argsz::<iommu_ioas_map>(),
         flags,
@@ -425,9 +430,7 @@ pub fn ioas_map_file(
     iova: u64,
     access: Prot,
 ) -> Result<()> {
-    let flags = IOMMU_IOAS_MAP_FIXED_IOVA
-        | flag_if(access.read, IOMMU_IOAS_MAP_READABLE)
-        | flag_if(access.write, IOMMU_IOAS_MAP_WRITEABLE);
+    let flags = ioas_map_flags(access);
     let mut map = iommu_ioas_map_file {
         size: argsz::<iommu_ioas_map_file>(),
         flags,

@@ -6,11 +6,10 @@
 //! IOPTEs are checked by `vfio_dma_buf_test`.
 
 use ksft::{Case, Outcome, Test, Verdict, ensure, ensure_eq, skip};
-use vfio::pgtable;
 use vfio::sysfs::Sysfs;
 use vfio::{BarMapping, Bdf, IommuMode, Probe, page_size};
 
-use super::DeviceFixture;
+use super::{DeviceFixture, check_iopte, mode_variants_where};
 
 const ONE_GIB: u64 = 1 << 30;
 const TWO_MIB: u64 = 2 << 20;
@@ -22,11 +21,9 @@ pub fn tests(bdf: Bdf) -> Vec<Test> {
         move |_: &()| DeviceFixture::open_best(bdf),
         &[Case::new("congruent", congruent)],
     );
-    let type1: Vec<(&str, IommuMode)> =
-        IommuMode::ALL.iter().filter(|m| m.allows_va_mmio()).map(|&m| (m.name(), m)).collect();
     tests.extend(ksft::fixture(
         "vfio_bar_va_map",
-        &type1,
+        &mode_variants_where(IommuMode::allows_va_mmio),
         move |&mode| DeviceFixture::open(bdf, mode),
         &[Case::new("huge_iopte", huge_iopte), Case::new("reset", reset)],
     ));
@@ -86,15 +83,14 @@ fn huge_iopte(t: &mut DeviceFixture) -> Outcome {
     if bar.region().size < page {
         skip!("BAR{} is smaller than a page: its page is vfio-pci's, not the BAR's", bar.index());
     }
-    let Some(res) = Sysfs::system().bar_resource(bdf, bar.index())? else {
-        return Err(Verdict::Fail(format!("sysfs has no BAR{} for {bdf}", bar.index())));
-    };
+    let phys = bar_address(bdf, bar)?;
     let len = bar.region().size.min(ONE_GIB);
     let leaf = huge_page_for(len);
     let iova = t.iova.alloc(len)?;
     let range = bar.range(0, len as usize).expect("the first GiB of a whole mapping");
     let mapping = t.iommu.map(range, iova)?;
-    check_leaf(bdf, bar, iova, leaf, res.start)?;
+    println!("# BAR{} ({len:#x} bytes of it) mapped by address at IOVA {iova:#x}", bar.index());
+    check_iopte(bdf, iova, leaf, phys)?;
     ensure_eq!(mapping.unmap()?, len, "bytes unmapped");
     Ok(())
 }
@@ -112,30 +108,22 @@ fn reset(t: &mut DeviceFixture) -> Outcome {
     let Some(bar) = t.bars.iter().find(|b| b.is_whole() && b.region().size >= page) else {
         skip!("{bdf} has no mmappable BAR of a page or more");
     };
-    let Some(res) = Sysfs::system().bar_resource(bdf, bar.index())? else {
-        return Err(Verdict::Fail(format!("sysfs has no BAR{} for {bdf}", bar.index())));
-    };
+    let phys = bar_address(bdf, bar)?;
     let iova = t.iova.alloc(page)?;
     let range = bar.range(0, page as usize).expect("a page of a whole mapping");
     let mapping = t.iommu.map(range, iova)?;
     t.device.reset()?;
-    check_leaf(bdf, bar, iova, page, res.start)?;
+    check_iopte(bdf, iova, page, phys)?;
     let read = bar.window().probe_u32(0).map_err(|e| vfio::Error::sys("probe the BAR's mmap", e))?;
     ensure!(matches!(read, Probe::Value(_)), "a CPU read of BAR{} after the reset: {read:?}", bar.index());
     ensure_eq!(mapping.unmap()?, page, "bytes unmapped");
     Ok(())
 }
 
-fn check_leaf(bdf: Bdf, bar: &BarMapping, iova: u64, leaf: u64, phys: u64) -> Outcome {
-    let walk = match pgtable::lookup(bdf, iova) {
-        Err(e) if e.is_unsupported() => skip!("{e}"),
-        walk => walk?,
-    };
-    let Some(walk) = walk else {
-        return Err(Verdict::Fail(format!("IOVA {iova:#x} is not in {}", pgtable::intel_dump_path(bdf).display())));
-    };
-    ensure_eq!(walk.leaf_size(), Some(leaf), "IOMMU page size for BAR{} at IOVA {iova:#x} ({walk:x?})", bar.index());
-    ensure_eq!(walk.leaf_address(), Some(phys), "physical address at IOVA {iova:#x} ({walk:x?})");
-    println!("# BAR{} at IOVA {iova:#x}: a {leaf:#x}-byte IOPTE to {phys:#x}", bar.index());
-    Ok(())
+/// Where BAR `bar` of `bdf` starts in physical memory.
+fn bar_address(bdf: Bdf, bar: &BarMapping) -> Result<u64, Verdict> {
+    match Sysfs::system().bar_resource(bdf, bar.index())? {
+        Some(res) => Ok(res.start),
+        None => Err(Verdict::Fail(format!("sysfs has no BAR{} for {bdf}", bar.index()))),
+    }
 }

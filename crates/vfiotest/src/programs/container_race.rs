@@ -11,7 +11,7 @@ use std::thread;
 use ksft::{Case, Outcome, Test, Verdict};
 use vfio::{Bdf, Device, Iommu, IommuMode};
 
-use super::mode_variants;
+use super::mode_variants_where;
 
 /// Rounds per mode: each is a fresh container, so each is a fresh chance for the first
 /// attach to race the others.
@@ -32,7 +32,7 @@ impl ksft::Teardown for RaceFixture {
 pub fn tests(bdfs: &[Bdf]) -> Vec<Test> {
     let bdfs = bdfs.to_vec();
     // Only containers have a first attach that sets things up for the others.
-    let variants: Vec<_> = mode_variants().into_iter().filter(|(_, mode)| mode.is_container()).collect();
+    let variants = mode_variants_where(IommuMode::is_container);
     ksft::fixture(
         "vfio_container_race",
         &variants,

@@ -14,11 +14,11 @@ mod pci_device;
 mod pci_driver;
 mod sriov_uapi;
 
-use ksft::{Outcome, Program, Refusal, Tap, Test, Verdict, ensure};
+use ksft::{Outcome, Program, Refusal, Tap, Test, Verdict, ensure, ensure_eq};
 use std::any::Any;
 use std::sync::Arc;
 use vfio::pci::{VFIO_PCI_CONFIG_REGION_INDEX, VFIO_PCI_MSI_IRQ_INDEX, VFIO_PCI_MSIX_IRQ_INDEX};
-use vfio::{BarMapping, Bdf, Device, Iommu, IommuMode, IovaAllocator};
+use vfio::{BarMapping, Bdf, Device, Iommu, IommuMode, IovaAllocator, pgtable};
 
 /// A test program: upstream's name and how to build its tests.
 pub struct ProgramSpec {
@@ -152,7 +152,12 @@ pub fn catalogue(only: &[&str], bdfs: &[Bdf]) -> Vec<Program> {
 
 /// The variants that replicate a fixture across every IOMMU mode.
 pub fn mode_variants() -> Vec<(&'static str, IommuMode)> {
-    IommuMode::ALL.iter().map(|&m| (m.name(), m)).collect()
+    mode_variants_where(|_| true)
+}
+
+/// [`mode_variants`] for the modes a fixture applies to, in upstream's order.
+pub fn mode_variants_where(applies: impl Fn(IommuMode) -> bool) -> Vec<(&'static str, IommuMode)> {
+    IommuMode::ALL.iter().filter(|&&m| applies(m)).map(|&m| (m.name(), m)).collect()
 }
 
 /// Upstream's `FIXTURE_VARIANT_ADD_ALL_IOMMU_MODES(suffix, ...)` once per suffix, in order:
@@ -164,6 +169,23 @@ pub fn mode_variants_by<T: Copy, V>(suffixes: &[(&str, T)], make: impl Fn(IommuM
         .flat_map(|&(suffix, parameter)| IommuMode::ALL.iter().map(move |&mode| (mode, suffix, parameter)))
         .map(|(mode, suffix, parameter)| (format!("{}_{suffix}", mode.name()), make(mode, parameter)))
         .collect()
+}
+
+/// The IOMMU's page table for `bdf` must map `iova` with one `leaf`-byte page at physical
+/// address `phys`, as the Intel IOMMU debugfs shows it. Without that debugfs it is a SKIP with
+/// the reason; a caller with more to check may carry on instead.
+pub fn check_iopte(bdf: Bdf, iova: u64, leaf: u64, phys: u64) -> Outcome {
+    let walk = match pgtable::lookup(bdf, iova) {
+        Err(e) if e.is_unsupported() => return Err(Verdict::Skip(e.to_string())),
+        walk => walk?,
+    };
+    let walk = walk.ok_or_else(|| {
+        Verdict::Fail(format!("IOVA {iova:#x} is not in {}", pgtable::intel_dump_path(bdf).display()))
+    })?;
+    ensure_eq!(walk.leaf_size(), Some(leaf), "IOMMU page size at IOVA {iova:#x} ({walk:x?})");
+    ensure_eq!(walk.leaf_address(), Some(phys), "physical address mapped at IOVA {iova:#x} ({walk:x?})");
+    println!("# IOVA {iova:#x}: a {leaf:#x}-byte IOPTE to {phys:#x}");
+    Ok(())
 }
 
 /// Opens `bdf` into `iommu` and maps every mmappable BAR, as upstream's
