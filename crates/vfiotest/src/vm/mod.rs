@@ -523,6 +523,8 @@ struct Run {
     tail: VecDeque<String>,
     boot_to_verdict: Option<Duration>,
     log_path: PathBuf,
+    /// What `vfiotest bench` printed after its marker.
+    bench_json: Option<String>,
 }
 
 fn boot(
@@ -554,6 +556,7 @@ fn boot(
     let (mut qemu, lines) = spawn_qemu(launch, accel, icount, &cmdline)?;
     let mut tail = VecDeque::new();
     let mut verdict_at = None;
+    let mut bench_json = None;
     let verbose = args.verbose;
     let end = follow(
         &mut qemu,
@@ -563,13 +566,16 @@ fn boot(
         &mut console,
         &mut |line, event| {
             let _ = writeln!(log, "{line}");
+            // The bench's JSON is kept for its file, not shown.
+            if let Some(json) = line.trim_end_matches('\r').strip_prefix(crate::bench::JSON_MARKER) {
+                bench_json = Some(json.to_owned());
+                return;
+            }
             if tail.len() == 40 {
                 tail.pop_front();
             }
             tail.push_back(line.to_owned());
             match event {
-                // The bench's JSON is kept in a file, not shown.
-                Event::Tap if line.starts_with(crate::bench::JSON_MARKER) => {}
                 Event::Tap => {
                     let mut stdout = std::io::stdout().lock();
                     match &machine {
@@ -596,7 +602,7 @@ fn boot(
             }
         },
     );
-    Ok(Run { console, end, tail, boot_to_verdict: verdict_at, log_path })
+    Ok(Run { console, end, tail, boot_to_verdict: verdict_at, log_path, bench_json })
 }
 
 /// What went wrong with a machine's run as a whole, if anything.
@@ -618,10 +624,7 @@ fn problem(args: &VmArgs, run: &Run) -> Option<String> {
 /// Keeps the bench's JSON from the console at `context.path`, with what only the host knows
 /// (the QEMU and the accelerator) added. Says where on stderr.
 fn save_bench(run: &Run, context: &BenchContext, accel: Accel) -> Result<(), Fatal> {
-    let log = fs::read_to_string(&run.log_path).map_err(|e| Fatal::fail(format!("{}: {e}", run.log_path.display())))?;
-    let Some(json) = log.lines().find_map(|l| l.trim_end_matches('\r').strip_prefix(crate::bench::JSON_MARKER)) else {
-        return Ok(());
-    };
+    let Some(json) = &run.bench_json else { return Ok(()) };
     let mut value: serde_json::Value =
         serde_json::from_str(json).map_err(|e| Fatal::fail(format!("the bench's JSON: {e}")))?;
     if let Some(object) = value.as_object_mut() {
