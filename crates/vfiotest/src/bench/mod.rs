@@ -131,6 +131,8 @@ pub fn main(args: &BenchArgs) -> Result<i32, Fatal> {
         min_size: args.min_size,
         max_size: args.max_size,
     };
+    // A missing or unbound device is named as such, before any mode is tried.
+    vfio::sysfs::Sysfs::system().ensure_vfio_bound(bdf)?;
     let bar = largest_bar(bdf, &spec.modes)?;
     let limits = Limits {
         bar: bar.map_or(0, |(_, size)| size),
