@@ -190,6 +190,25 @@ impl From<std::io::Error> for Verdict {
 /// What a test returns: `Ok(())` passes, `Err` skips or fails with a message.
 pub type Outcome = Result<(), Verdict>;
 
+/// The one verdict of work split into labelled parts (a thread per device, say): any failure
+/// fails it, naming every failed part; else any skip skips it, naming every skipped part; else
+/// it passes. One part's SKIP can never hide another's FAIL.
+pub fn combine<L: fmt::Display>(parts: impl IntoIterator<Item = (L, Outcome)>) -> Outcome {
+    let (mut failed, mut skipped) = (Vec::new(), Vec::new());
+    for (label, outcome) in parts {
+        match outcome {
+            Ok(()) => {}
+            Err(Verdict::Fail(message)) => failed.push(format!("{label}: {message}")),
+            Err(Verdict::Skip(reason)) => skipped.push(format!("{label}: {reason}")),
+        }
+    }
+    match (failed.is_empty(), skipped.is_empty()) {
+        (false, _) => Err(Verdict::Fail(failed.join("; "))),
+        (true, false) => Err(Verdict::Skip(skipped.join("; "))),
+        (true, true) => Ok(()),
+    }
+}
+
 /// Fails the test with a formatted message and the source location unless `cond` holds.
 #[macro_export]
 macro_rules! ensure {
@@ -442,6 +461,19 @@ mod tests {
         assert!(fds_left_open(&before, &during).unwrap_err().reason().contains("/proc/"), "{during:?}");
         drop(file);
         assert_eq!(fds_left_open(&before, &open_fds()), Ok(()));
+    }
+
+    #[test]
+    fn a_failing_part_wins_over_skipping_ones_and_every_failure_is_named() {
+        let (fail, skip) = (|m: &str| Err(Verdict::Fail(m.into())), |m: &str| Err(Verdict::Skip(m.into())));
+        assert_eq!(combine([("a", Ok(())), ("b", Ok(()))]), Ok(()));
+        assert_eq!(combine(Vec::<(&str, Outcome)>::new()), Ok(()));
+        assert_eq!(combine([("a", skip("no reset")), ("b", fail("EIO"))]), fail("b: EIO"), "the skip comes first");
+        assert_eq!(combine([("a", fail("EIO")), ("b", skip("x")), ("c", fail("ENOENT"))]), fail("a: EIO; c: ENOENT"));
+        assert_eq!(
+            combine([("a", Ok(())), ("b", skip("no cdev")), ("c", skip("no cdev"))]),
+            skip("b: no cdev; c: no cdev")
+        );
     }
 
     #[test]

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use crate::pci::{PCI_COMMAND_MASTER, PCI_COMMAND_MEMORY, VFIO_PCI_MSI_IRQ_INDEX};
 
-use super::{DmaDriver, Registration, poll};
+use super::{Copied, DmaDriver, Registration, poll};
 use crate::{BarMapping, Device, DmaBuffer, Error, IrqEventfds, Result};
 
 /// The edu, PCI 1234:11e8.
@@ -35,8 +35,10 @@ const DMA_BUFFER: u64 = 0x40000;
 /// `vfiotest vm` refuses such a QEMU.
 const MAX_TRANSFER: u64 = 4096;
 
-/// A transfer takes 100 ms of virtual time; allow for a slow emulator before calling it stuck.
-const TRANSFER_TIMEOUT: Duration = Duration::from_secs(10);
+/// A transfer takes 100 ms of virtual time; 2000 sleeps of 5 ms (at least 10 s) allow for a
+/// slow emulator before calling it stuck.
+const TRANSFER_TRIES: u32 = 2000;
+const TRANSFER_STEP: Duration = Duration::from_millis(5);
 
 /// The value the driver raises as its interrupt.
 const MSI_STATUS: u32 = 1;
@@ -89,12 +91,12 @@ impl Edu {
 
     /// Waits for the transfer in flight to finish (the START bit clears).
     fn wait_transfer(&self) -> Result<()> {
-        let done = poll(TRANSFER_TIMEOUT, Duration::from_millis(5), || {
+        let done = poll(TRANSFER_TRIES, TRANSFER_STEP, || {
             Ok(self.read64(REG_DMA_CMD)? & DMA_CMD_START == 0)
         })?;
         match done {
             true => Ok(()),
-            false => Err(Error::Timeout(format!("edu: DMA still running after {} s", TRANSFER_TIMEOUT.as_secs()))),
+            false => Err(Error::Timeout(format!("edu: DMA still running after {TRANSFER_TRIES} polls {TRANSFER_STEP:?} apart"))),
         }
     }
 }
@@ -128,7 +130,7 @@ impl DmaDriver for Edu {
 
     fn remove(&mut self, device: &Device) -> Result<()> {
         if self.job.is_some() {
-            self.memcpy_wait(device)?;
+            let _finished = self.memcpy_wait(device)?;
         }
         if let Some(msi) = self.msi.take() {
             msi.disable()?;
@@ -150,7 +152,9 @@ impl DmaDriver for Edu {
         Ok(())
     }
 
-    fn memcpy_wait(&mut self, _device: &Device) -> Result<()> {
+    /// The edu finishes every transfer, faulted or not (its DMA of an unmapped IOVA reads or
+    /// writes nothing); one that never finishes is an error, as it has no reset to recover by.
+    fn memcpy_wait(&mut self, _device: &Device) -> Result<Copied> {
         let Some(job) = self.job.take() else {
             return Err(Error::Invalid("edu: no memcpy in progress".into()));
         };
@@ -162,7 +166,7 @@ impl DmaDriver for Edu {
             self.transfer(job.dst, job.size, true)?;
             self.wait_transfer()?;
         }
-        Ok(())
+        Ok(Copied::Done)
     }
 
     fn send_msi(&mut self) -> Result<bool> {

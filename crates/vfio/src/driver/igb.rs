@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{Ordering, fence};
 use std::time::Duration;
 
-use super::{DRIVER_MEMORY, DmaDriver, Registration, poll};
+use super::{Copied, DRIVER_MEMORY, DmaDriver, Registration, poll};
 use crate::pci::{PCI_COMMAND_MASTER, PCI_COMMAND_MEMORY, VFIO_PCI_MSIX_IRQ_INDEX};
 use crate::{BarMapping, Device, DmaBuffer, Error, IrqEventfds, Result};
 
@@ -114,9 +114,11 @@ const MIN_COPY: u64 = 60;
 const MSIX_VECTOR: u32 = 0;
 const VECTOR_MASK: u32 = 1 << MSIX_VECTOR;
 
-/// How long the last frame of a batch may take to land. At 1 Gb/s the largest batch (4095
-/// frames of 1 KiB) takes about 33 ms on the wire; upstream allows about 6 times that.
-const COPY_TIMEOUT: Duration = Duration::from_millis(200);
+/// How long the last frame of a batch may take to land: upstream's 200 sleeps of 1 ms (at
+/// least 200 ms). At 1 Gb/s the largest batch (4095 frames of 1 KiB) takes about 33 ms on the
+/// wire.
+const COPY_TRIES: u32 = 200;
+const COPY_STEP: Duration = Duration::from_millis(1);
 
 /// The igb driver.
 #[derive(Debug, Default)]
@@ -155,7 +157,8 @@ impl Igb {
         // The datasheet asks for at least 1 ms before the device is touched again.
         std::thread::sleep(Duration::from_millis(1));
         // Done when the NVM auto-read is: that implies the reset finished too.
-        let read_done = poll(Duration::from_millis(20), Duration::from_millis(1), || {
+        // Upstream's 20 sleeps of 1 ms.
+        let read_done = poll(20, Duration::from_millis(1), || {
             Ok(self.read(reg::EECD)? & EECD_AUTO_RD != 0)
         })?;
         // QEMU's igb never sets EECD.AUTO_RD; it signals completion by clearing CTRL.RST.
@@ -171,7 +174,8 @@ impl Igb {
         // us has no firmware contending for the PHY.
         self.write(reg::MDIC, u32::from(value) | (phy_reg << MDIC_REG_SHIFT) | (1 << MDIC_PHY_SHIFT) | MDIC_OP_WRITE)?;
         let mut mdic = 0;
-        poll(Duration::from_millis(50), Duration::from_micros(50), || {
+        // Upstream's 1000 sleeps of 50 µs.
+        poll(1000, Duration::from_micros(50), || {
             mdic = self.read(reg::MDIC)?;
             Ok(mdic & MDIC_READY != 0)
         })?;
@@ -235,7 +239,8 @@ impl Igb {
         self.write(reg::RCTL, RCTL_EN | RCTL_UPE | RCTL_MPE | RCTL_BAM | RCTL_LBM_MAC | RCTL_SECRC)?;
         self.write(reg::TCTL, TCTL_EN | TCTL_PSP)?;
         // The queue enables read back as set only once the global enables are.
-        let enabled = poll(Duration::from_millis(20), Duration::from_micros(10), || {
+        // Upstream's 2000 sleeps of 10 µs.
+        let enabled = poll(2000, Duration::from_micros(10), || {
             Ok(self.read(reg::TXDCTL)? & self.read(reg::RXDCTL)? & QUEUE_ENABLE != 0)
         })?;
         if !enabled {
@@ -340,15 +345,15 @@ impl DmaDriver for Igb {
         self.write(reg::TDT, self.tx_tail as u32)
     }
 
-    fn memcpy_wait(&mut self, device: &Device) -> Result<()> {
-        let done = poll(COPY_TIMEOUT, Duration::from_millis(1), || self.last_copy_done())?;
+    fn memcpy_wait(&mut self, device: &Device) -> Result<Copied> {
+        let done = poll(COPY_TRIES, COPY_STEP, || self.last_copy_done())?;
         // The write-back before the data it vouches for.
         fence(Ordering::SeqCst);
         // EIAC is set, so the cause is cleared by writing, never by reading EICR.
         self.write(reg::EICR, u32::MAX)?;
         self.write(reg::EIMS, VECTOR_MASK)?;
         if done {
-            return Ok(());
+            return Ok(Copied::Done);
         }
         // A descriptor that never completes usually follows a faulted DMA read, after which
         // the engine stays wedged until a function-level reset: reset, re-arm the same
@@ -358,7 +363,7 @@ impl DmaDriver for Igb {
             msix.reenable()?;
         }
         self.program(device)?;
-        Err(Error::Timeout(format!("igb: copy not done after {} ms; device reset", COPY_TIMEOUT.as_millis())))
+        Ok(Copied::TimedOutRecovered)
     }
 
     fn send_msi(&mut self) -> Result<bool> {

@@ -46,12 +46,14 @@ pub trait DmaDriver: Send {
     /// Bad arguments, or the device is not initialized.
     fn memcpy_start(&mut self, src: u64, dst: u64, size: u64, count: u64) -> Result<()>;
 
-    /// Waits until every copy started is done. A device that wedges is reset and brought up
-    /// again before this returns the error, so the next copy can work.
+    /// Waits until every copy started is done. A device that wedges (a copy from or to an
+    /// unmapped IOVA can do that) is reset and brought up again, so the next copy can work:
+    /// that is [`Copied::TimedOutRecovered`], never an error.
     ///
     /// # Errors
-    /// The device reported an error or did not finish in time.
-    fn memcpy_wait(&mut self, device: &Device) -> Result<()>;
+    /// The device reported an error, or a step of its recovery failed (the device is then in
+    /// no known state).
+    fn memcpy_wait(&mut self, device: &Device) -> Result<Copied>;
 
     /// Makes the device send its MSI once; `Ok(false)` if this driver can't.
     ///
@@ -65,36 +67,52 @@ pub trait DmaDriver: Send {
     /// Reading the eventfd failed.
     fn msi_count(&self, timeout: Duration) -> Result<u64>;
 
-    /// Copies `size` bytes in chunks the device can take, one after another.
+    /// Copies `size` bytes in chunks the device can take, one after another. A chunk that
+    /// times out ends the copy there (the device was recovered; the rest would fault alike).
     ///
     /// # Errors
     /// As [`DmaDriver::memcpy_start`] and [`DmaDriver::memcpy_wait`].
-    fn memcpy(&mut self, device: &Device, src: u64, dst: u64, size: u64) -> Result<()> {
+    fn memcpy(&mut self, device: &Device, src: u64, dst: u64, size: u64) -> Result<Copied> {
         let chunk = self.max_memcpy_size();
         let mut done = 0;
         while done < size {
             let len = chunk.min(size - done);
             self.memcpy_start(src + done, dst + done, len, 1)?;
-            self.memcpy_wait(device)?;
+            if let Copied::TimedOutRecovered = self.memcpy_wait(device)? {
+                return Ok(Copied::TimedOutRecovered);
+            }
             done += len;
         }
-        Ok(())
+        Ok(Copied::Done)
     }
 }
 
-/// Calls `done` every `step` until it says yes (`Ok(true)`) or `timeout` passes (`Ok(false)`):
-/// how a driver waits for a device register or a descriptor.
-fn poll(timeout: Duration, step: Duration, mut done: impl FnMut() -> Result<bool>) -> Result<bool> {
-    let deadline = std::time::Instant::now() + timeout;
-    loop {
+/// How a copy ended, when nothing went wrong with the driver or the device's recovery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use = "a copy that timed out moved no bytes"]
+pub enum Copied {
+    /// The device reported every copy done.
+    Done,
+    /// The device did not finish in time (as after a faulted DMA read), and the driver reset
+    /// it and brought it up again: it is ready for the next copy, and this one did not happen.
+    TimedOutRecovered,
+}
+
+/// Asks `done` up to `tries` times, sleeping `step` between asks, until it says yes
+/// (`Ok(true)`; else `Ok(false)`): how a driver waits for a device register or a descriptor.
+/// The budget is a count of sleeps, as upstream's drivers count `usleep()` retries, not a
+/// deadline: each sleep lasts at least `step`, and longer on a loaded host, so a slow machine
+/// gets more time, never a spurious timeout.
+fn poll(tries: u32, step: Duration, mut done: impl FnMut() -> Result<bool>) -> Result<bool> {
+    for attempt in 0..tries {
+        if attempt > 0 {
+            std::thread::sleep(step);
+        }
         if done()? {
             return Ok(true);
         }
-        if std::time::Instant::now() >= deadline {
-            return Ok(false);
-        }
-        std::thread::sleep(step);
     }
+    Ok(false)
 }
 
 /// How a driver makes itself known: the PCI IDs it drives and how to make one.
@@ -140,6 +158,30 @@ pub fn probe(device: &Device) -> Option<Box<dyn DmaDriver>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn poll_asks_as_often_as_told_and_stops_at_yes() {
+        let mut asked = 0;
+        assert!(
+            !poll(5, Duration::ZERO, || Ok({
+                asked += 1;
+                false
+            }))
+            .unwrap()
+        );
+        assert_eq!(asked, 5);
+        asked = 0;
+        assert!(
+            poll(5, Duration::ZERO, || Ok({
+                asked += 1;
+                asked == 2
+            }))
+            .unwrap()
+        );
+        assert_eq!(asked, 2);
+        let failed = poll(5, Duration::ZERO, || Err(crate::Error::Invalid("read".into())));
+        assert!(failed.is_err(), "an error ends the wait");
+    }
 
     #[test]
     fn registry_ids_are_unique() {

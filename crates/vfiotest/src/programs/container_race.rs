@@ -62,13 +62,13 @@ fn parallel_attach(t: &mut RaceFixture) -> Outcome {
                 })
             })
             .collect();
+        let mut opened = Vec::new();
         for thread in threads {
-            let (bdf, opened) = thread.join().map_err(|_| Verdict::Fail("a device thread panicked".into()))?;
-            opened.map_err(|e| match Verdict::from(e) {
-                Verdict::Fail(message) => Verdict::Fail(format!("round {round}/{ROUNDS}, {bdf}: {message}")),
-                skip => skip,
-            })?;
+            opened.push(thread.join().map_err(|_| Verdict::Fail("a device thread panicked".into()))?);
         }
+        let outcomes =
+            opened.into_iter().map(|(bdf, o)| (format!("round {round}/{ROUNDS}, {bdf}"), o.map_err(Verdict::from)));
+        ksft::combine(outcomes)?;
     }
     println!("{ROUNDS} rounds of {} devices attaching at once: all attached", t.bdfs.len());
     Ok(())

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use ksft::{Case, Outcome, Test, Verdict};
 use vfio::{Bdf, Iommu, IommuMode};
 
-use super::{mode_variants, open_with_bars};
+use super::{close_with_bars, mode_variants, open_with_bars};
 
 struct PerfFixture {
     bdfs: Vec<Bdf>,
@@ -53,11 +53,12 @@ fn init(t: &mut PerfFixture) -> Outcome {
             thread::spawn(move || {
                 barrier.wait();
                 let start = Instant::now();
-                let device = open_with_bars(bdf, &iommu);
+                let opened = open_with_bars(bdf, &iommu);
                 let end = Instant::now();
                 // Everyone finishes initializing before anyone tears down.
                 barrier.wait();
-                (bdf, start, end, device.map(drop).map_err(Verdict::from))
+                let outcome = opened.and_then(|(device, bars)| close_with_bars(device, bars));
+                (bdf, start, end, outcome)
             })
         })
         .collect();
@@ -65,14 +66,7 @@ fn init(t: &mut PerfFixture) -> Outcome {
     for thread in threads {
         results.push(thread.join().map_err(|_| Verdict::Fail("a device thread panicked".into()))?);
     }
-    for (bdf, _, _, outcome) in &results {
-        if let Err(verdict) = outcome {
-            return Err(match verdict {
-                Verdict::Skip(reason) => Verdict::Skip(reason.clone()),
-                Verdict::Fail(message) => Verdict::Fail(format!("{bdf}: {message}")),
-            });
-        }
-    }
+    ksft::combine(results.iter().map(|(bdf, _, _, outcome)| (bdf, outcome.clone())))?;
     let first = results.iter().map(|r| r.1).min().expect("at least one device");
     let last = results.iter().map(|r| r.2).max().expect("at least one device");
     let times: Vec<Duration> = results.iter().map(|r| r.2 - r.1).collect();

@@ -188,13 +188,33 @@ pub fn check_iopte(bdf: Bdf, iova: u64, leaf: u64, phys: u64) -> Outcome {
     Ok(())
 }
 
-/// Opens `bdf` into `iommu` and maps every mmappable BAR, as upstream's
-/// `vfio_pci_device_init()` does.
-pub fn open_with_bars(bdf: Bdf, iommu: &Arc<Iommu>) -> vfio::Result<(Device, Vec<BarMapping>)> {
+/// Opens `bdf` into `iommu` and maps every mmappable BAR, with the checks upstream's
+/// `vfio_pci_device_init()` makes for every test: VFIO never offers config space for mmap(),
+/// the MSI and MSI-X IRQ infos can be read, and every BAR's size is a power of two (as PCI
+/// defines it; a sub-page BAR included).
+pub fn open_with_bars(bdf: Bdf, iommu: &Arc<Iommu>) -> Result<(Device, Vec<BarMapping>), Verdict> {
     let device = Device::open(bdf, iommu)?;
+    let config = device
+        .region(VFIO_PCI_CONFIG_REGION_INDEX)
+        .ok_or_else(|| Verdict::Fail(format!("{bdf} has no config space region")))?;
+    ensure!(!config.mmappable(), "PCI config space of {bdf} should not support mmap()");
+    device.irq_info(VFIO_PCI_MSI_IRQ_INDEX)?;
+    device.irq_info(VFIO_PCI_MSIX_IRQ_INDEX)?;
+    for bar in device.bars() {
+        ensure!(bar.size.is_power_of_two(), "BAR{} of {bdf} is {:#x} bytes, not a power of two", bar.index, bar.size);
+    }
     let mappable: Vec<u32> = device.bars().filter(|r| r.mmappable()).map(|r| r.index).collect();
     let bars = mappable.into_iter().map(|index| device.map_bar(index)).collect::<vfio::Result<Vec<_>>>()?;
     Ok((device, bars))
+}
+
+/// Upstream's `vfio_pci_device_cleanup()`: every BAR unmapped, then the device closed, each
+/// checked.
+pub fn close_with_bars(device: Device, bars: Vec<BarMapping>) -> Outcome {
+    for bar in bars {
+        bar.unmap()?;
+    }
+    Ok(device.close()?)
 }
 
 /// A device opened in one IOMMU mode with every mmappable BAR mapped, as upstream's
@@ -254,14 +274,6 @@ impl DeviceFixture {
     pub fn open(bdf: Bdf, mode: IommuMode) -> Result<Self, Verdict> {
         let iommu = Iommu::open(mode)?;
         let (device, bars) = open_with_bars(bdf, &iommu)?;
-        // Upstream's device setup checks these for every test: VFIO never offers config space
-        // for mmap(), and the MSI and MSI-X IRQ infos can be read.
-        let config = device
-            .region(VFIO_PCI_CONFIG_REGION_INDEX)
-            .ok_or_else(|| Verdict::Fail(format!("{bdf} has no config space region")))?;
-        ensure!(!config.mmappable(), "PCI config space of {bdf} should not support mmap()");
-        device.irq_info(VFIO_PCI_MSI_IRQ_INDEX)?;
-        device.irq_info(VFIO_PCI_MSIX_IRQ_INDEX)?;
         let iova = IovaAllocator::new(iommu.iova_ranges()?)?;
         Ok(Self { bars, device, iommu, iova })
     }
