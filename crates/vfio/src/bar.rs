@@ -117,17 +117,21 @@ impl Device {
     /// `MADV_HUGEPAGE`. Sparse areas are mapped at their offsets; the holes stay `PROT_NONE`.
     ///
     /// # Errors
-    /// [`Error::Unsupported`] if the BAR is absent or not mmappable; else the failing `mmap`.
+    /// [`Error::Invalid`] if the BAR is absent or not mmappable (ask [`RegionInfo::mmappable`]
+    /// first: a BAR's shape is the device's, so the caller decides what it means); else the
+    /// failing `mmap`.
+    ///
+    /// [`RegionInfo::mmappable`]: crate::RegionInfo::mmappable
     pub fn map_bar(&self, index: u32) -> Result<BarMapping> {
         let bdf = self.bdf();
         let region = self
             .bars()
             .find(|r| r.index == index)
             .cloned()
-            .ok_or_else(|| Error::Unsupported(format!("{bdf} has no BAR {index}")))?;
+            .ok_or_else(|| Error::Invalid(format!("{bdf} has no BAR {index}")))?;
         let areas = region.mmap_areas();
         if areas.is_empty() {
-            return Err(Error::Unsupported(format!("BAR {index} of {bdf} is not mmappable")));
+            return Err(Error::Invalid(format!("BAR {index} of {bdf} is not mmappable")));
         }
         let page = page_size() as u64;
         let len = round_up(region.size, page)

@@ -7,6 +7,7 @@ use uuid::Uuid;
 use vfio_sys::ioctl as sys;
 
 use crate::error::Context;
+use crate::feature::{Feature, KernelHas};
 use crate::node;
 use crate::sysfs::Sysfs;
 use crate::{Bdf, DeviceInfo, Result};
@@ -71,8 +72,8 @@ impl DeviceCdev {
     /// As [`DeviceCdev::open`].
     pub fn open_in(sysfs: &Sysfs, bdf: Bdf) -> Result<Self> {
         sysfs.ensure_vfio_bound(bdf)?;
-        let path = sysfs.vfio_cdev(bdf)?;
-        let fd = node::open(&path, || format!("{} does not exist", path.display()))?;
+        let (path, dev_attr) = sysfs.vfio_cdev(bdf)?;
+        let fd = node::open(&path, Feature::Cdev, || KernelHas::Yes { evidence: dev_attr.display().to_string() })?;
         Ok(Self { bdf, fd })
     }
 

@@ -14,6 +14,7 @@ use vfio_sys::uapi::{
 
 use crate::cdev::DeviceCdev;
 use crate::error::Context;
+use crate::feature::{Feature, KernelHas};
 use crate::iommu::Target;
 use crate::node;
 use crate::sysfs::Sysfs;
@@ -87,7 +88,12 @@ impl Device {
             Target::Container { .. } => {
                 let group_no = sysfs.iommu_group(bdf)?;
                 let path = format!("/dev/vfio/{group_no}");
-                let group = node::open(&path, || format!("{path} does not exist"))?;
+                // The group's node exists wherever the kernel has VFIO groups (its class device).
+                let class = format!("/sys/class/vfio/{group_no}");
+                let group = node::open(&path, Feature::Container, || match std::path::Path::new(&class).exists() {
+                    true => KernelHas::Yes { evidence: class.clone() },
+                    false => KernelHas::No { why: format!("the kernel lacks CONFIG_VFIO_GROUP (no {class})") },
+                })?;
                 let status = sys::group_get_status(&group).op(|| format!("VFIO_GROUP_GET_STATUS({path})"))?;
                 if status.flags & VFIO_GROUP_FLAGS_VIABLE == 0 {
                     return Err(Error::GroupNotViable { bdf, group: group_no });

@@ -97,10 +97,13 @@ impl Device {
             format!("VFIO_DEVICE_FEATURE_DMA_BUF({bdf}, BAR{bar}, [{}])", list.join(", "))
         };
         let fd = sys::device_feature_dma_buf(self.fd(), bar, &raw, open_flags).map_err(|e| match e {
-            Errno::NOTTY => Error::Unsupported(format!(
-                "{}: ENOTTY: the kernel lacks VFIO_DEVICE_FEATURE_DMA_BUF (Linux 6.19+, CONFIG_VFIO_PCI_DMABUF)",
-                op()
-            )),
+            Errno::NOTTY => Error::unsupported(
+                crate::Feature::DmaBuf,
+                format!(
+                    "{}: ENOTTY: the kernel lacks VFIO_DEVICE_FEATURE_DMA_BUF (Linux 6.19+, CONFIG_VFIO_PCI_DMABUF)",
+                    op()
+                ),
+            ),
             e => Error::sys(op(), e),
         })?;
         let len = ranges.iter().map(|r| r.length).sum();

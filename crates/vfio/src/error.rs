@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use vfio_sys::Errno;
 
 use crate::Bdf;
+use crate::feature::{self, Feature};
 
 /// A crate-wide `Result`.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -66,9 +67,15 @@ pub enum Error {
         /// What the kernel said.
         errno: Errnum,
     },
-    /// The running kernel or machine lacks something the request needs; tests SKIP on this.
-    #[error("{0}")]
-    Unsupported(String),
+    /// The running kernel or machine provably lacks a feature the request needs: tests SKIP
+    /// on this, unless the user required the feature (see [`crate::feature`] for the rule).
+    #[error("{reason}")]
+    Unsupported {
+        /// What is missing.
+        feature: Feature,
+        /// How the kernel shows it is missing, naming the config option where there is one.
+        reason: String,
+    },
     /// No PCI device at that address.
     #[error("no PCI device {0} (not in /sys/bus/pci/devices)")]
     NoSuchDevice(Bdf),
@@ -162,11 +169,16 @@ impl Error {
         }
     }
 
-    /// Whether the kernel or machine lacks a feature (a SKIP, not a failure). Everything else
-    /// is a failure: a host set up wrongly (which the message names, with the fix) or a kernel
-    /// that got it wrong.
+    /// The kernel provably lacks `feature`: a SKIP, unless the user required it.
+    pub fn unsupported(feature: Feature, reason: impl Into<String>) -> Self {
+        Self::Unsupported { feature, reason: reason.into() }
+    }
+
+    /// Whether this is a SKIP: the kernel or machine lacks a feature the user did not
+    /// require. Everything else is a failure: a required feature that is missing, a host set
+    /// up wrongly (which the message names, with the fix), or a kernel that got it wrong.
     pub fn is_unsupported(&self) -> bool {
-        matches!(self, Self::Unsupported(_))
+        matches!(self, Self::Unsupported { feature, .. } if !feature::is_required(*feature))
     }
 
     /// A failed attach or bind: `EPERM` there means the IOMMU can't isolate MSIs, unless
@@ -220,9 +232,12 @@ fn has_cap_ipc_lock() -> bool {
 #[cfg(feature = "ksft")]
 impl From<Error> for ksft::Verdict {
     fn from(e: Error) -> Self {
-        match e.is_unsupported() {
-            true => Self::Skip(e.to_string()),
-            false => Self::Fail(e.to_string()),
+        match e {
+            _ if e.is_unsupported() => Self::Skip(e.to_string()),
+            Error::Unsupported { feature, reason } => {
+                Self::Fail(format!("required feature {feature} is missing: {}", reason.trim_end()))
+            }
+            _ => Self::Fail(e.to_string()),
         }
     }
 }
@@ -251,12 +266,15 @@ mod tests {
         let bdf: Bdf = "0000:00:03.0".parse().unwrap();
         let table: Vec<(Error, ksft::Status, &str)> = vec![
             (
-                Error::Unsupported("/dev/iommu is missing: the kernel lacks CONFIG_IOMMUFD".into()),
+                Error::unsupported(Feature::Iommufd, "/dev/iommu is missing: the kernel lacks CONFIG_IOMMUFD"),
                 Skip,
                 "CONFIG_IOMMUFD",
             ),
             (
-                Error::Unsupported(format!("{bdf} has no VFIO cdev: the kernel lacks CONFIG_VFIO_DEVICE_CDEV")),
+                Error::unsupported(
+                    Feature::Cdev,
+                    format!("{bdf} has no VFIO cdev: the kernel lacks CONFIG_VFIO_DEVICE_CDEV"),
+                ),
                 Skip,
                 "CONFIG_VFIO_DEVICE_CDEV",
             ),

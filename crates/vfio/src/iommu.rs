@@ -10,6 +10,7 @@ use vfio_sys::uapi::{VFIO_API_VERSION, VFIO_DMA_UNMAP_FLAG_ALL};
 
 use crate::dmabuf::DmaBuf;
 use crate::error::Context;
+use crate::feature::Feature;
 use crate::iova::{self, IovaRange};
 use crate::node;
 use crate::{Backend, Error, IommuMode, Result};
@@ -31,6 +32,23 @@ pub struct Iommu {
     serialized: bool,
     /// What this context has mapped.
     mapped: Mutex<Mappings>,
+}
+
+/// `VFIO_CHECK_EXTENSION` said no to `kind`: a SKIP only if the type1 backend is provably
+/// absent from the kernel. iommufd's container emulation has both types whenever it exists, and
+/// a loaded type1 module that says no is broken.
+fn no_iommu_type(mode: IommuMode, path: &str, kind: u32) -> Error {
+    let refused = format!("VFIO_CHECK_EXTENSION({path}, {kind}) says {mode} is not supported");
+    match () {
+        _ if mode.is_iommufd() => Error::Invalid(format!("{refused}, though iommufd emulates both type1 versions")),
+        _ if std::path::Path::new("/sys/module/vfio_iommu_type1").exists() => {
+            Error::Invalid(format!("{refused}, though vfio_iommu_type1 is in the kernel"))
+        }
+        _ if crate::feature::module_built_not_loaded("vfio_iommu_type1") => {
+            Error::Invalid(format!("{refused}: vfio_iommu_type1 is built but not loaded (modprobe vfio_iommu_type1)"))
+        }
+        _ => Error::unsupported(Feature::Container, format!("{refused}: the kernel lacks CONFIG_VFIO_IOMMU_TYPE1")),
+    }
 }
 
 /// What devices attach to: a container of some IOMMU type, or an IOAS.
@@ -66,20 +84,18 @@ impl Iommu {
     fn open_with(mode: IommuMode, serialized: bool) -> Result<Arc<Self>> {
         let (fd, target) = match mode.backend() {
             Backend::Container { path, iommu_type: kind } => {
-                let fd = node::open(path, || match mode.is_iommufd() {
-                    true => format!("{path} is missing: the kernel lacks CONFIG_IOMMUFD"),
-                    false => format!("{path} is missing: the kernel lacks CONFIG_VFIO_CONTAINER"),
-                })?;
+                let fd = match mode.is_iommufd() {
+                    true => node::open_iommufd()?,
+                    false => node::open_vfio_container()?,
+                };
                 let version = sys::get_api_version(&fd).op(|| format!("VFIO_GET_API_VERSION({path})"))?;
                 if version != VFIO_API_VERSION {
-                    return Err(Error::Unsupported(format!(
-                        "{path} speaks VFIO API {version}, not {VFIO_API_VERSION}"
-                    )));
+                    return Err(Error::Invalid(format!("{path} speaks VFIO API {version}, not {VFIO_API_VERSION}")));
                 }
                 let supported =
                     sys::check_extension(&fd, kind).op(|| format!("VFIO_CHECK_EXTENSION({path}, {kind})"))?;
                 if supported <= 0 {
-                    return Err(Error::Unsupported(format!("{path} does not support {mode} (IOMMU type {kind})")));
+                    return Err(no_iommu_type(mode, path, kind));
                 }
                 (fd, Target::Container { iommu_type: kind })
             }
@@ -232,7 +248,7 @@ impl Iommu {
                 sys::vfio_ioas_get(&self.fd).op(|| format!("IOMMU_VFIO_IOAS(GET) of the {} container", self.mode))?
             }
             Target::Container { .. } => {
-                return Err(Error::Unsupported(format!(
+                return Err(Error::Invalid(format!(
                     "{} maps MMIO by its mmap; dma-bufs map only through an iommufd",
                     self.mode
                 )));

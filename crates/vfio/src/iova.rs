@@ -20,20 +20,20 @@ pub struct IovaRange {
 /// Parses the IOVA ranges out of a `VFIO_IOMMU_GET_INFO` buffer.
 ///
 /// # Errors
-/// [`Error::Malformed`] for a broken chain; [`Error::Unsupported`] if the kernel reports no
-/// IOVA-range capability.
+/// [`Error::Malformed`] for a broken chain or one without the IOVA-range capability.
 pub fn parse_type1_iova_ranges(buf: &[u8]) -> Result<Vec<IovaRange>> {
     let what = "VFIO_IOMMU_GET_INFO";
     let fixed = size_of::<vfio_iommu_type1_info>();
     let info: vfio_iommu_type1_info =
         read_at(buf, 0).ok_or_else(|| Error::malformed(what, format!("{} bytes, need {fixed}", buf.len())))?;
     if info.flags & VFIO_IOMMU_INFO_CAPS == 0 {
-        return Err(Error::Unsupported("the type1 IOMMU reports no capabilities (no IOVA ranges)".into()));
+        // Every type1 since Linux 5.4 reports its IOVA ranges: a kernel that doesn't is broken.
+        return Err(Error::malformed("VFIO_IOMMU_GET_INFO", "no capability chain (no IOVA ranges)"));
     }
     let cap = walk_chain(buf, info.cap_offset, fixed, what)?
         .into_iter()
         .find(|c| c.id == VFIO_IOMMU_TYPE1_INFO_CAP_IOVA_RANGE)
-        .ok_or_else(|| Error::Unsupported("the type1 IOMMU reports no IOVA-range capability".into()))?;
+        .ok_or_else(|| Error::malformed("VFIO_IOMMU_GET_INFO", "no IOVA-range capability"))?;
     type Ranges = vfio_iommu_type1_info_cap_iova_range;
     let count = cap_at::<Ranges>(buf, &cap, what)?.nr_iovas;
     let ranges = entries_after::<Ranges, vfio_iova_range>(buf, &cap, count, what)?

@@ -81,7 +81,9 @@ impl IommuMode {
         matches!(self.backend(), Backend::Container { .. })
     }
 
-    /// Whether the mode has TYPE1 (v1) semantics, which map page by page.
+    /// Whether the mode has TYPE1 (v1) semantics: an unmap may cover more or less than asked
+    /// (legacy v1 unmaps a whole mapping or nothing; iommufd's emulation cuts an area, and
+    /// disables large IOPTEs to do so).
     pub const fn is_type1_v1(self) -> bool {
         matches!(self.backend(), Backend::Container { iommu_type: VFIO_TYPE1_IOMMU, .. })
     }

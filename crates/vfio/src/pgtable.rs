@@ -6,6 +6,7 @@
 
 use std::path::PathBuf;
 
+use crate::feature::Feature;
 use crate::{Bdf, Error, Result};
 
 /// The entries on the walk to one leaf; absent levels are 0.
@@ -74,9 +75,9 @@ pub fn intel_dump_path(bdf: Bdf) -> PathBuf {
 /// mounted); a read error.
 pub fn lookup(bdf: Bdf, iova: u64) -> Result<Option<PageWalk>> {
     if !std::path::Path::new("/sys/kernel/debug/iommu/intel").exists() {
-        return Err(Error::Unsupported(
-            "no /sys/kernel/debug/iommu/intel: needs an Intel IOMMU, CONFIG_INTEL_IOMMU_DEBUGFS and debugfs mounted"
-                .into(),
+        return Err(Error::unsupported(
+            Feature::IommuPageTables,
+            "no IOMMU page-table reader: no /sys/kernel/debug/iommu/intel (needs an Intel IOMMU, CONFIG_INTEL_IOMMU_DEBUGFS and debugfs mounted)",
         ));
     }
     let path = intel_dump_path(bdf);

@@ -4,6 +4,7 @@ use std::fs;
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 
+use crate::feature::Feature;
 use crate::{Bdf, Error, Result};
 
 /// Where a BAR sits in the machine's physical address space (a line of sysfs `resource`).
@@ -88,38 +89,47 @@ impl Sysfs {
     /// The device's IOMMU group number.
     ///
     /// # Errors
-    /// [`Error::Unsupported`] if the device has no group (no IOMMU, or it is off).
+    /// [`Error::Invalid`] if the device has no group: the IOMMU is absent or off, a host set
+    /// up wrongly for VFIO (vfio-pci takes no device without one, no-IOMMU mode aside).
     pub fn iommu_group(&self, bdf: Bdf) -> Result<u32> {
         self.ensure_exists(bdf)?;
         let name = link_name(&self.device_dir(bdf).join("iommu_group"))?.ok_or_else(|| {
-            Error::Unsupported(format!(
-                "{bdf} has no IOMMU group: the IOMMU is absent or disabled (try intel_iommu=on)"
-            ))
+            Error::Invalid(format!("{bdf} has no IOMMU group: the IOMMU is absent or disabled (try intel_iommu=on)"))
         })?;
         name.parse().map_err(|_| Error::malformed("iommu_group link", format!("{name:?} is not a number")))
     }
 
-    /// The device's VFIO character device, `/dev/vfio/devices/vfioN`.
+    /// The device's VFIO character device, `/dev/vfio/devices/vfioN`, and the sysfs `dev`
+    /// attribute that shows the kernel made it.
     ///
     /// # Errors
-    /// [`Error::Unsupported`] if the kernel has no VFIO cdevs (`CONFIG_VFIO_DEVICE_CDEV`).
-    pub fn vfio_cdev(&self, bdf: Bdf) -> Result<PathBuf> {
+    /// [`Error::Unsupported`] if the kernel has no VFIO cdevs (`CONFIG_VFIO_DEVICE_CDEV`): the
+    /// `vfio-dev/vfioN` class device exists without it, but has a `dev` attribute only with it.
+    /// [`Error::Invalid`] for a vfio-pci device with no `vfio-dev/vfioN` at all.
+    pub fn vfio_cdev(&self, bdf: Bdf) -> Result<(PathBuf, PathBuf)> {
+        let lacks = |why: String| {
+            Error::unsupported(
+                Feature::Cdev,
+                format!("{bdf} has no VFIO cdev: the kernel lacks CONFIG_VFIO_DEVICE_CDEV ({why})"),
+            )
+        };
         let dir = self.device_dir(bdf).join("vfio-dev");
         let entries = match fs::read_dir(&dir) {
             Ok(entries) => entries,
-            Err(e) if e.kind() == ErrorKind::NotFound => {
-                return Err(Error::Unsupported(format!(
-                    "{bdf} has no VFIO cdev: the kernel lacks CONFIG_VFIO_DEVICE_CDEV"
-                )));
-            }
+            // Kernels before 6.1 have no vfio-dev class devices, and no cdevs either.
+            Err(e) if e.kind() == ErrorKind::NotFound => return Err(lacks(format!("no {}", dir.display()))),
             Err(e) => return Err(Error::file(dir, e)),
         };
-        entries
+        let name = entries
             .filter_map(|e| e.ok())
             .map(|e| e.file_name().to_string_lossy().into_owned())
             .find(|name| name.starts_with("vfio"))
-            .map(|name| PathBuf::from("/dev/vfio/devices").join(name))
-            .ok_or_else(|| Error::Unsupported(format!("{bdf} has no VFIO cdev in {}", dir.display())))
+            .ok_or_else(|| Error::Invalid(format!("{bdf} is a VFIO device with nothing in {}", dir.display())))?;
+        let dev_attr = dir.join(&name).join("dev");
+        if !dev_attr.exists() {
+            return Err(lacks(format!("{} has no dev attribute", dir.join(&name).display())));
+        }
+        Ok((PathBuf::from("/dev/vfio/devices").join(name), dev_attr))
     }
 
     /// A hex ID attribute such as `vendor` or `device`.
@@ -167,6 +177,33 @@ impl Sysfs {
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
             _ => self.read_decimal(bdf, "sriov_totalvfs").map(Some),
         }
+    }
+
+    /// Whether the device's PCIe extended configuration space lists capability `id` (e.g.
+    /// `PCI_EXT_CAP_ID_SRIOV`), read from sysfs `config`. The walk is bounded: at most one
+    /// capability per dword, and it ends at a pointer below 0x100 or past the space.
+    ///
+    /// # Errors
+    /// A read error.
+    pub fn has_ext_capability(&self, bdf: Bdf, id: u16) -> Result<bool> {
+        let path = self.device_dir(bdf).join("config");
+        let config = fs::read(&path).map_err(|e| Error::file(&path, e))?;
+        let mut at = 0x100usize;
+        for _ in 0..(0x1000 - 0x100) / 4 {
+            let Some(bytes) = config.get(at..at + 4) else { return Ok(false) };
+            let header = u32::from_le_bytes(bytes.try_into().unwrap_or_default());
+            if header == 0 || header == u32::MAX {
+                return Ok(false);
+            }
+            if header & 0xffff == u32::from(id) {
+                return Ok(true);
+            }
+            at = (header >> 20) as usize & !3;
+            if at < 0x100 {
+                return Ok(false);
+            }
+        }
+        Ok(false)
     }
 
     /// `sriov_numvfs`: how many VFs the PF has now.

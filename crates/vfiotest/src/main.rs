@@ -80,6 +80,11 @@ pub struct RunArgs {
     /// tests prints debug messages, upstream's included.
     #[arg(short = 'd')]
     debug: bool,
+    /// Features this kernel must have, comma-separated, or `all`: a test that would SKIP for
+    /// want of one FAILs instead, naming it. Features: iommufd, container, cdev, dma-buf,
+    /// hugetlb-2m, hugetlb-1g, iommu-pgtables, sr-iov, irq-remap (see the README).
+    #[arg(long, value_name = "FEATURES", env = "VFIOTEST_REQUIRE")]
+    require: Option<String>,
     /// Only these programs of the run, by their index in it (the vm runner's share of the
     /// programs for one of several machines).
     #[arg(long, value_delimiter = ',', hide = true)]
@@ -199,6 +204,10 @@ fn resolve_targets(targets: &[String]) -> Result<(Vec<&'static str>, Vec<Bdf>), 
 }
 
 fn run(args: &RunArgs) -> Result<i32, Fatal> {
+    // Before anything runs, in the harness and in each test's child alike (same arguments).
+    if let Some(list) = &args.require {
+        vfio::feature::require(vfio::Feature::parse_list(list)?);
+    }
     let (names, bdfs) = resolve_targets(&args.targets)?;
     if bdfs.is_empty() {
         return Err(Fatal::skip("no device to test: pass BDFs (vfiotest run 0000:00:03.0) or set VFIO_SELFTESTS_BDF"));

@@ -170,7 +170,7 @@ fn prepare(ctx: &Context, bar: Option<u32>, cell: Cell) -> vfio::Result<Source> 
     let sys = |what: String| move |e| vfio::Error::sys(what, e);
     match cell.memory {
         Memory::Bar => {
-            let index = bar.ok_or_else(|| vfio::Error::Unsupported("no BAR to map".into()))?;
+            let index = bar.ok_or_else(|| vfio::Error::Invalid("no BAR to map".into()))?;
             if !cell.mode.allows_va_mmio() {
                 return Ok(Source::DmaBuf(ctx.device.export_dma_buf(index, &[BarSlice::new(0, cell.size)])?));
             }
@@ -178,7 +178,7 @@ fn prepare(ctx: &Context, bar: Option<u32>, cell: Cell) -> vfio::Result<Source> 
                 return Ok(Source::Bar { at: 0 });
             }
             // The BAR again, at an address `off` past 1 GiB alignment.
-            let region = ctx.device.region(index).cloned().ok_or_else(|| vfio::Error::Unsupported("no BAR".into()))?;
+            let region = ctx.device.region(index).cloned().ok_or_else(|| vfio::Error::Invalid("no BAR".into()))?;
             let mut window =
                 MmapWindow::reserve(size, GIB as usize, off).map_err(sys(format!("reserve({size:#x})")))?;
             window

@@ -161,5 +161,6 @@ fn map_bar_misaligned(t: &mut MmioFixture) -> Outcome {
         vfio::Error::sys(format!("mmap(BAR{}, size={size:#x}, MAP_FIXED at {:#x})", region.index, window.addr()), e)
     })?;
     let what = format!("BAR{} size={:#x} misaligned by a page", region.index, region.size);
-    map_and_check(&t.dev.iommu, &mut t.dev.iova, &what, window.whole())
+    map_and_check(&t.dev.iommu, &mut t.dev.iova, &what, window.whole())?;
+    Ok(window.unmap().map_err(|e| vfio::Error::sys(format!("munmap(BAR{} misaligned, {size:#x})", region.index), e))?)
 }

@@ -173,7 +173,8 @@ pub fn mode_variants_by<T: Copy, V>(suffixes: &[(&str, T)], make: impl Fn(IommuM
 
 /// The IOMMU's page table for `bdf` must map `iova` with one `leaf`-byte page at physical
 /// address `phys`, as the Intel IOMMU debugfs shows it. Without that debugfs it is a SKIP with
-/// the reason; a caller with more to check may carry on instead.
+/// the reason (a FAIL where the page tables are required): a test whose subject is the IOPTE
+/// checked nothing without it.
 pub fn check_iopte(bdf: Bdf, iova: u64, leaf: u64, phys: u64) -> Outcome {
     let walk = match pgtable::lookup(bdf, iova) {
         Err(e) if e.is_unsupported() => return Err(Verdict::Skip(e.to_string())),
@@ -193,6 +194,8 @@ pub fn check_iopte(bdf: Bdf, iova: u64, leaf: u64, phys: u64) -> Outcome {
 /// the MSI and MSI-X IRQ infos can be read, and every BAR's size is a power of two (as PCI
 /// defines it; a sub-page BAR included).
 pub fn open_with_bars(bdf: Bdf, iommu: &Arc<Iommu>) -> Result<(Device, Vec<BarMapping>), Verdict> {
+    // Only a run that requires remapping asks; nothing else could show it missing.
+    vfio::feature::ensure_required_irq_remapping()?;
     let device = Device::open(bdf, iommu)?;
     let config = device
         .region(VFIO_PCI_CONFIG_REGION_INDEX)

@@ -10,7 +10,10 @@ use std::sync::Arc;
 
 use ksft::{Case, Outcome, Refusal, Tap, Test, Verdict, ensure};
 use vfio::sysfs::{Sysfs, VFIO_PCI};
-use vfio::{Bdf, Device, Errno, Iommu, IommuMode, Uuid};
+use vfio::{Bdf, Device, Errno, Feature, Iommu, IommuMode, Uuid};
+
+/// The SR-IOV extended capability's ID (PCIe base spec; `PCI_EXT_CAP_ID_SRIOV`).
+const PCI_EXT_CAP_ID_SRIOV: u16 = 0x10;
 
 use super::mode_variants_by;
 
@@ -44,8 +47,17 @@ impl Drop for VfGuard {
 pub fn prologue(pf: Bdf, output: &mut Tap<'_>) -> Result<Option<Box<dyn Any>>, Refusal> {
     let sysfs = Sysfs::system();
     let fail = |e: vfio::Error| Refusal::Fail(e.to_string());
-    if sysfs.sriov_totalvfs(pf).map_err(fail)?.unwrap_or(0) == 0 {
-        return Err(Refusal::ExitSkip(format!("SR-IOV may not be supported by the PF: {pf}")));
+    match sysfs.sriov_totalvfs(pf).map_err(fail)? {
+        // An SR-IOV capability without sysfs's attributes: the kernel lacks SR-IOV itself.
+        None if sysfs.has_ext_capability(pf, PCI_EXT_CAP_ID_SRIOV).map_err(fail)? => {
+            let lacks = format!("{pf} has an SR-IOV capability but no sriov_totalvfs: the kernel lacks CONFIG_PCI_IOV");
+            return Err(match Verdict::from(vfio::Error::unsupported(Feature::SrIov, lacks)) {
+                Verdict::Skip(reason) => Refusal::ExitSkip(reason),
+                Verdict::Fail(message) => Refusal::Fail(message),
+            });
+        }
+        None | Some(0) => return Err(Refusal::ExitSkip(format!("SR-IOV may not be supported by the PF: {pf}"))),
+        Some(_) => {}
     }
     if sysfs.sriov_numvfs(pf).map_err(fail)? != 0 {
         return Err(Refusal::ExitSkip(format!("SR-IOV already configured for the PF: {pf}")));
@@ -145,7 +157,9 @@ fn init_token_match(t: &mut TokenFixture) -> Outcome {
 
 /// Closing the PF doesn't lift the VF's need for the PF's token.
 fn pf_early_close(t: &mut TokenFixture) -> Outcome {
-    t.pf = None;
+    if let Some(pf) = t.pf.take() {
+        pf.close()?;
+    }
     t.open_vf()
 }
 

@@ -197,7 +197,7 @@ fn run_kernel(
     }
     let work = WorkDir::new(&cache)?;
     let initrd = work.path.join("initramfs.cpio");
-    initramfs::build(Path::new("/bin/busybox"), me_bytes, &bdfs, &args.run_args, &initrd)?;
+    initramfs::build(Path::new("/bin/busybox"), me_bytes, &bdfs, &guest_run_args(args), &initrd)?;
 
     let launch = Launch { qemu, kernel, initrd: &initrd };
     let accel = match args.accel {
@@ -249,6 +249,20 @@ fn run_kernel(
         }));
     }
     Ok(code)
+}
+
+/// What `vfiotest run` gets in the guest: the user's arguments, and `--require all` when the
+/// machine is ours as built (our kernel, its command line untouched): it has every feature, so
+/// a kernel config change that drops one fails the suite instead of skipping tests. A user's
+/// own kernel or command line may lack features on purpose; the user can pass `--require`.
+fn guest_run_args(args: &VmArgs) -> Vec<String> {
+    let mut run_args = args.run_args.clone();
+    let ours = args.kernel.is_empty() && args.append.is_none();
+    let asked = run_args.iter().any(|a| a.starts_with("--require"));
+    if ours && !asked && !is_bench(args) {
+        run_args.extend(["--require".into(), "all".into()]);
+    }
+    run_args
 }
 
 /// The program names the guest's arguments start with.
