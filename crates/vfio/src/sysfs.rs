@@ -367,8 +367,28 @@ mod tests {
         sysfs.ensure_vfio_bound(bdf("0000:00:03.0")).unwrap();
         assert_eq!(sysfs.iommu_group(bdf("0000:00:03.0")).unwrap(), 7);
         assert_eq!(sysfs.read_hex(bdf("0000:00:03.0"), "vendor").unwrap(), 0x1b36);
-        assert!(sysfs.iommu_group(bdf("0000:00:06.0")).unwrap_err().is_unsupported());
-        assert!(sysfs.vfio_cdev(bdf("0000:00:03.0")).unwrap_err().is_unsupported());
+        let no_group = sysfs.iommu_group(bdf("0000:00:06.0")).unwrap_err();
+        assert!(!no_group.is_unsupported() && no_group.to_string().contains("intel_iommu=on"), "a FAIL: {no_group}");
+    }
+
+    /// Without CONFIG_VFIO_DEVICE_CDEV the kernel still makes the `vfio-dev/vfioN` class device,
+    /// but gives it no `dev` attribute: that, not the directory, says whether the cdev exists.
+    #[test]
+    fn a_cdev_exists_only_with_its_dev_attribute() {
+        let fake = FakeSysfs::new("cdev");
+        fake.device("0000:00:03.0", Some("vfio-pci"), Some(7));
+        let sysfs = fake.sysfs();
+        let bdf = bdf("0000:00:03.0");
+        let e = sysfs.vfio_cdev(bdf).unwrap_err();
+        assert!(e.is_unsupported() && e.to_string().contains("CONFIG_VFIO_DEVICE_CDEV"), "no vfio-dev: {e}");
+        let class_dev = fake.dir.join("bus/pci/devices/0000:00:03.0/vfio-dev/vfio3");
+        fs::create_dir_all(&class_dev).unwrap();
+        let e = sysfs.vfio_cdev(bdf).unwrap_err();
+        assert!(e.is_unsupported() && e.to_string().contains("no dev attribute"), "Debian's stock 7.3: {e}");
+        fs::write(class_dev.join("dev"), "511:3\n").unwrap();
+        let (node, attr) = sysfs.vfio_cdev(bdf).unwrap();
+        assert_eq!(node, PathBuf::from("/dev/vfio/devices/vfio3"));
+        assert_eq!(attr, class_dev.join("dev"));
     }
 
     #[test]
