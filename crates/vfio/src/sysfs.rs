@@ -266,19 +266,54 @@ impl Sysfs {
         }
     }
 
-    /// Undoes [`Sysfs::bind_vfio`]: clears `driver_override`, unbinds from vfio-pci and lets the
-    /// kernel probe the device's own driver again. Returns the driver it ends up with.
+    /// The device's `driver_override`, if one is set (the kernel shows none as `(null)`).
+    ///
+    /// # Errors
+    /// [`Error::NoSuchDevice`] or a read error.
+    pub fn driver_override(&self, bdf: Bdf) -> Result<Option<String>> {
+        self.ensure_exists(bdf)?;
+        let path = self.device_dir(bdf).join("driver_override");
+        let value = fs::read_to_string(&path).map_err(|e| Error::file(&path, e))?;
+        Ok(Some(value.trim().to_owned()).filter(|v| !v.is_empty() && v != "(null)"))
+    }
+
+    /// The devices in IOMMU group `group`.
+    ///
+    /// # Errors
+    /// A read error, or [`Error::Malformed`] for a name that is no BDF.
+    pub fn group_devices(&self, group: u32) -> Result<Vec<Bdf>> {
+        let dir = self.root.join("kernel/iommu_groups").join(group.to_string()).join("devices");
+        let entries = fs::read_dir(&dir).map_err(|e| Error::file(&dir, e))?;
+        let mut bdfs = Vec::new();
+        for entry in entries {
+            let name = entry.map_err(|e| Error::file(&dir, e))?.file_name().to_string_lossy().into_owned();
+            bdfs.push(name.parse().map_err(|_| Error::malformed("iommu group", format!("{name:?} is not a BDF")))?);
+        }
+        bdfs.sort();
+        Ok(bdfs)
+    }
+
+    /// Undoes [`Sysfs::bind_vfio`]: puts `driver_override` back as it was, unbinds from
+    /// vfio-pci, and lets the kernel probe again; if that finds another driver than `driver`,
+    /// binds `driver` by name. Returns the driver the device ends up with.
     ///
     /// # Errors
     /// [`Error::NoSuchDevice`] or a sysfs write error.
-    pub fn unbind_vfio(&self, bdf: Bdf) -> Result<Option<String>> {
+    pub fn restore(&self, bdf: Bdf, driver: Option<&str>, driver_override: Option<&str>) -> Result<Option<String>> {
         let dir = self.device_dir(bdf);
         self.ensure_exists(bdf)?;
-        write(&dir.join("driver_override"), "\n")?;
-        if self.driver(bdf)?.as_deref() == Some(VFIO_PCI) {
+        write(&dir.join("driver_override"), driver_override.unwrap_or("\n"))?;
+        if self.driver(bdf)?.as_deref() == Some(VFIO_PCI) && driver != Some(VFIO_PCI) {
             write(&dir.join("driver/unbind"), &bdf.to_string())?;
         }
-        write(&self.root.join("bus/pci/drivers_probe"), &bdf.to_string())?;
+        if self.driver(bdf)?.is_none() {
+            write(&self.root.join("bus/pci/drivers_probe"), &bdf.to_string())?;
+        }
+        if let Some(wanted) = driver
+            && self.driver(bdf)?.is_none()
+        {
+            write(&self.root.join("bus/pci/drivers").join(wanted).join("bind"), &bdf.to_string())?;
+        }
         self.driver(bdf)
     }
 }

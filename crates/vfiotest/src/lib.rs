@@ -5,6 +5,7 @@
 
 pub mod bench;
 pub mod programs;
+pub mod setup;
 pub mod vm;
 
 use std::path::PathBuf;

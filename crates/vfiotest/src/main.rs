@@ -9,7 +9,7 @@ use clap::{ArgAction, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use ksft::{Filter, Filters, KSFT_PASS, KSFT_SKIP};
 use vfio::Bdf;
 use vfio::sysfs::Sysfs;
-use vfiotest::{Fatal, bench, programs, vm};
+use vfiotest::{Fatal, bench, programs, setup, vm};
 
 #[derive(Parser)]
 #[command(version, about = "VFIO and iommufd DMA-mapping selftests")]
@@ -32,16 +32,19 @@ enum Command {
     /// Read a bench run back: misaligned/aligned ratios, a comparison with another run (a
     /// kernel before a patch), and SVG plots.
     BenchReport(bench::ReportArgs),
-    /// Bind devices to vfio-pci (through driver_override).
+    /// Bind devices to vfio-pci (through driver_override), recording what they had; refuses a
+    /// device the host uses (mounted, swap, a configured network interface, the boot VGA).
     Setup {
         /// Devices, e.g. 0000:00:03.0.
         #[arg(required = true)]
         bdfs: Vec<String>,
+        /// Take a device even if the host uses it.
+        #[arg(long)]
+        force: bool,
     },
-    /// Give devices back to their own drivers.
+    /// Give devices back what `setup` recorded (all recorded devices if none is named).
     Cleanup {
         /// Devices, e.g. 0000:00:03.0.
-        #[arg(required = true)]
         bdfs: Vec<String>,
     },
 }
@@ -175,8 +178,8 @@ fn dispatch((cli, filters): (Cli, Filters)) -> Result<i32, Fatal> {
         Command::Vm(args) => vm::main(&args),
         Command::Bench(args) => bench::main(&args),
         Command::BenchReport(args) => bench::report_main(&args),
-        Command::Setup { bdfs } => setup(&bdfs),
-        Command::Cleanup { bdfs } => cleanup(&bdfs),
+        Command::Setup { bdfs, force } => setup::setup(&parse_bdfs(&bdfs)?, force),
+        Command::Cleanup { bdfs } => setup::cleanup(&parse_bdfs(&bdfs)?),
     }
 }
 
@@ -266,25 +269,6 @@ fn list(only: Option<&str>) -> Result<i32, Fatal> {
 
 fn parse_bdfs(bdfs: &[String]) -> Result<Vec<Bdf>, Fatal> {
     bdfs.iter().map(|b| b.parse::<Bdf>().map_err(Fatal::from)).collect()
-}
-
-fn setup(bdfs: &[String]) -> Result<i32, Fatal> {
-    let sysfs = Sysfs::system();
-    for bdf in parse_bdfs(bdfs)? {
-        let old = sysfs.bind_vfio(bdf)?;
-        let group = sysfs.iommu_group(bdf).map(|g| format!("IOMMU group {g}")).unwrap_or_else(|e| e.to_string());
-        println!("{bdf}: vfio-pci (was {}), {group}", old.as_deref().unwrap_or("unbound"));
-    }
-    Ok(KSFT_PASS)
-}
-
-fn cleanup(bdfs: &[String]) -> Result<i32, Fatal> {
-    let sysfs = Sysfs::system();
-    for bdf in parse_bdfs(bdfs)? {
-        let now = sysfs.unbind_vfio(bdf)?;
-        println!("{bdf}: {}", now.as_deref().unwrap_or("unbound"));
-    }
-    Ok(KSFT_PASS)
 }
 
 #[cfg(test)]

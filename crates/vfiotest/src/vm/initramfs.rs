@@ -8,6 +8,7 @@ use cpio::NewcBuilder;
 use crate::Fatal;
 
 const INIT: &str = include_str!("init.sh");
+const SETUP_PROOF: &str = include_str!("setup_proof.sh");
 
 const DIR: u32 = 0o040_755;
 const EXEC: u32 = 0o100_755;
@@ -33,6 +34,7 @@ pub fn build(busybox: &Path, vfiotest: Vec<u8>, bdfs: &[&str], run_args: &[Strin
         ("sys", DIR, Vec::new()),
         ("tmp", DIR, Vec::new()),
         ("init", EXEC, INIT.as_bytes().to_vec()),
+        ("bin/setup-proof", EXEC, SETUP_PROOF.as_bytes().to_vec()),
         ("etc/vfiotest.env", FILE, env.into_bytes()),
         ("bin/busybox", EXEC, std::fs::read(busybox).map_err(|e| Fatal::fail(format!("{}: {e}", busybox.display())))?),
         ("bin/vfiotest", EXEC, vfiotest),

@@ -48,8 +48,8 @@ pub const TOPOLOGY: &[EmulatedDevice] = &[
     },
     EmulatedDevice {
         bdf: "0000:00:07.0",
-        qemu: "nvme,serial=vfiotest,drive=vfiotest-null",
-        role: "MSI-X with its table inside BAR0, and FLR for reset",
+        qemu: "nvme,serial=vfiotest,drive=vfiotest-disk",
+        role: "MSI-X with its table inside BAR0, and FLR for reset; a 16 MiB disk the guest's nvme driver holds at boot (the setup proof puts swap on it)",
         root_port: None,
     },
     EmulatedDevice {
@@ -66,13 +66,11 @@ pub const TOPOLOGY: &[EmulatedDevice] = &[
     },
 ];
 
-/// Backends the devices above refer to.
-const BACKENDS: &[&str] = &[
-    "-object",
-    "memory-backend-ram,id=vfiotest-shm,size=4M",
-    "-blockdev",
-    "driver=null-co,node-name=vfiotest-null,size=16777216",
-];
+/// Backends the devices above refer to, but the nvme's disk (see [`qemu_command`]).
+const BACKENDS: &[&str] = &["-object", "memory-backend-ram,id=vfiotest-shm,size=4M"];
+
+/// The nvme's disk: a sparse file per machine, writable, so swap can live on it.
+pub const DISK_BYTES: u64 = 16 << 20;
 
 /// How QEMU executes the guest.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -133,6 +131,7 @@ pub fn qemu_command(
     icount: bool,
     kernel: &Path,
     initrd: &Path,
+    disk: &Path,
     extra_cmdline: &str,
 ) -> Command {
     let mut cmd = Command::new(&qemu.binary);
@@ -150,7 +149,9 @@ pub fn qemu_command(
         .args(["-global", "q35-pcihost.pci-hole64-size=512G"])
         // The vIOMMU comes first so every device behind it is translated.
         .args(["-device", "intel-iommu,intremap=on,aw-bits=48"])
-        .args(BACKENDS);
+        .args(BACKENDS)
+        .arg("-blockdev")
+        .arg(format!("driver=file,node-name=vfiotest-disk,filename={}", disk.display()));
     for (chassis, dev) in TOPOLOGY.iter().enumerate() {
         match dev.root_port {
             None => cmd.args(["-device", &format!("{},addr=0x{}", dev.qemu, &dev.bdf[8..10])]),
@@ -197,7 +198,7 @@ mod tests {
     #[test]
     fn command_line_places_each_device() {
         let qemu = Emulator { binary: "qemu".into(), firmware: vec!["/fw".into()], version: String::new() };
-        let cmd = qemu_command(&qemu, Accel::Tcg, true, Path::new("bz"), Path::new("rd"), "");
+        let cmd = qemu_command(&qemu, Accel::Tcg, true, Path::new("bz"), Path::new("rd"), Path::new("disk"), "");
         let args: Vec<_> = cmd.get_args().map(|a| a.to_string_lossy().into_owned()).collect();
         assert_eq!(args[..2], ["-L", "/fw"]);
         let port = args.iter().position(|a| a.starts_with("pcie-root-port,id=rp09,")).unwrap();
@@ -205,15 +206,15 @@ mod tests {
         let cmdline = args.iter().find(|a| a.starts_with("console=")).unwrap();
         assert!(cmdline.contains("vfio_pci.enable_sriov=1") && cmdline.contains("printk.time=1"), "{cmdline}");
         assert!(args.contains(&"pci-testdev,membar=0x2000000000,addr=0x03".to_owned()), "{args:?}");
-        assert!(args.contains(&"nvme,serial=vfiotest,drive=vfiotest-null,addr=0x07".to_owned()));
+        assert!(args.contains(&"nvme,serial=vfiotest,drive=vfiotest-disk,addr=0x07".to_owned()));
         let iommu = args.iter().position(|a| a.starts_with("intel-iommu")).unwrap();
         let first_dev = args.iter().position(|a| a.starts_with("pci-testdev")).unwrap();
         assert!(iommu < first_dev);
         let icount = args.iter().position(|a| a == "-icount").unwrap();
         assert!(args[icount + 1].contains("sleep=off"), "idle waits take no wall time");
-        let plain = qemu_command(&qemu, Accel::Tcg, false, Path::new("bz"), Path::new("rd"), "");
+        let plain = qemu_command(&qemu, Accel::Tcg, false, Path::new("bz"), Path::new("rd"), Path::new("disk"), "");
         assert!(!plain.get_args().any(|a| a == "-icount"));
-        let kvm = qemu_command(&qemu, Accel::Kvm, true, Path::new("bz"), Path::new("rd"), "");
+        let kvm = qemu_command(&qemu, Accel::Kvm, true, Path::new("bz"), Path::new("rd"), Path::new("disk"), "");
         assert!(!kvm.get_args().any(|a| a == "-icount"), "icount is TCG's");
     }
 }

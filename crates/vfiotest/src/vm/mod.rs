@@ -397,7 +397,14 @@ fn spawn_qemu(
     cmdline: &str,
 ) -> Result<(Qemu, mpsc::Receiver<String>), Fatal> {
     catch_stop_signals()?;
-    let qemu = machine::qemu_command(launch.qemu, accel, icount, launch.kernel, launch.initrd, cmdline);
+    // Each machine gets its own nvme disk beside the initramfs, gone with the run's directory.
+    static DISKS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = DISKS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let disk = launch.initrd.with_file_name(format!("nvme-{n}.img"));
+    fs::File::create(&disk)
+        .and_then(|f| f.set_len(machine::DISK_BYTES))
+        .map_err(|e| Fatal::fail(format!("{}: {e}", disk.display())))?;
+    let qemu = machine::qemu_command(launch.qemu, accel, icount, launch.kernel, launch.initrd, &disk, cmdline);
     // If we die without a chance to clean up (SIGKILL), the kernel kills QEMU too.
     let mut cmd = Command::new("setpriv");
     cmd.args(["--pdeathsig", "KILL", "--"]).arg(qemu.get_program()).args(qemu.get_args());

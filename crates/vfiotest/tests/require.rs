@@ -1,0 +1,65 @@
+//! End to end: a test whose subject is the IOMMU's page table SKIPs on a machine that can't show
+//! it, and `--require iommu-pgtables` turns exactly those SKIPs into FAILs that name the
+//! feature. The guest boots without debugfs (`vfiotest.no_debugfs`), so there is no page-table
+//! reader; the dma-buf tests run on the nvme (a BAR of a page or more, and a reset).
+
+use std::process::Command;
+
+use ksft::Status;
+
+#[derive(serde::Deserialize)]
+struct Result {
+    test: String,
+    verdict: Status,
+    reason: String,
+}
+
+/// The tests whose subject is an IOPTE, in each iommufd mode.
+const NEED_PAGE_TABLES: [&str; 4] = ["map_whole_bar", "map_slice", "revoke_on_memory_disable", "revoke_on_reset"];
+
+fn run(extra: &[&str]) -> (Option<i32>, Vec<Result>) {
+    let results = std::env::temp_dir().join(format!("vfiotest-require-{}.json", std::process::id()));
+    let status = Command::new(env!("CARGO_BIN_EXE_vfiotest"))
+        .args(["vm", "--append", "vfiotest.no_debugfs", "--device", "0000:00:07.0", "--results"])
+        .arg(&results)
+        .args(["--", "vfio_dma_buf_test"])
+        .args(extra)
+        .status()
+        .expect("run vfiotest vm");
+    let text = std::fs::read_to_string(&results).unwrap_or_else(|e| panic!("no results ({status}): {e}"));
+    let _ = std::fs::remove_file(&results);
+    (status.code(), serde_json::from_str(&text).expect("results are JSON"))
+}
+
+fn subject_is_the_page_table(test: &str) -> bool {
+    test.starts_with("vfio_dma_buf_map.") && NEED_PAGE_TABLES.iter().any(|t| test.ends_with(&format!(".{t}")))
+}
+
+fn main() {
+    let (code, results) = run(&[]);
+    let mut checked = 0;
+    for r in results.iter().filter(|r| r.test.contains('.')) {
+        if subject_is_the_page_table(&r.test) {
+            assert_eq!(r.verdict, Status::Skip, "{}: nothing about the IOMMU was checked", r.test);
+            assert!(r.reason.contains("no IOMMU page-table reader"), "{}: {:?}", r.test, r.reason);
+            checked += 1;
+        } else if r.test.ends_with(".sub_page_bar") {
+            // The nvme's BARs are a page or more: a device's shape, whatever the page tables.
+            assert_eq!(r.verdict, Status::Skip, "{}: {:?}", r.test, r.reason);
+        } else {
+            assert_eq!(r.verdict, Status::Pass, "{}: its subject needs no page table: {:?}", r.test, r.reason);
+        }
+    }
+    assert_eq!(checked, 3 * NEED_PAGE_TABLES.len(), "three iommufd modes");
+    assert_eq!(code, Some(0), "skips and passes");
+
+    let (code, results) = run(&["--require", "iommu-pgtables"]);
+    let failed: Vec<&Result> = results.iter().filter(|r| r.verdict == Status::Fail && r.test.contains('.')).collect();
+    assert_eq!(failed.len(), 3 * NEED_PAGE_TABLES.len(), "exactly the page-table tests fail");
+    for r in failed {
+        assert!(subject_is_the_page_table(&r.test), "{} failed", r.test);
+        assert!(r.reason.contains("required feature iommu-pgtables is missing"), "{}: {:?}", r.test, r.reason);
+    }
+    assert_eq!(code, Some(1));
+    println!("require: page-table tests SKIP without a reader, and FAIL naming it when it is required");
+}
