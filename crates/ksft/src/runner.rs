@@ -123,7 +123,8 @@ fn refuse(refusal: &Refusal, output: &mut Tap<'_>) -> i32 {
     }
 }
 
-/// Counts, as in kselftest's `# Totals` line.
+/// Counts, as in kselftest's `# Totals` line: the one tally of verdicts, for the harness and for
+/// whatever reads its TAP back. As kselftest counts them, an XPASS is not a failure.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Summary {
     /// Passed.
@@ -139,7 +140,8 @@ pub struct Summary {
 }
 
 impl Summary {
-    fn add(&mut self, status: Status) {
+    /// Counts one more verdict.
+    pub fn add(&mut self, status: Status) {
         match status {
             Status::Pass => self.pass += 1,
             Status::Skip => self.skip += 1,
@@ -149,13 +151,38 @@ impl Summary {
         }
     }
 
-    fn tests(&self) -> u32 {
+    /// How many verdicts were counted.
+    pub fn tests(&self) -> u32 {
         self.pass + self.fail + self.xfail + self.xpass + self.skip
+    }
+
+    /// Adds another tally's counts.
+    pub fn merge(&mut self, other: Summary) {
+        Status::ALL.into_iter().for_each(|status| (0..other.count(status)).for_each(|_| self.add(status)));
+    }
+
+    /// How many verdicts had `status`.
+    pub fn count(&self, status: Status) -> u32 {
+        match status {
+            Status::Pass => self.pass,
+            Status::Fail => self.fail,
+            Status::Skip => self.skip,
+            Status::XFail => self.xfail,
+            Status::XPass => self.xpass,
+        }
     }
 
     /// The kselftest exit code for a run with these counts.
     pub fn exit_code(&self) -> i32 {
         if self.fail > 0 { KSFT_FAIL } else { KSFT_PASS }
+    }
+}
+
+impl FromIterator<Status> for Summary {
+    fn from_iter<I: IntoIterator<Item = Status>>(statuses: I) -> Self {
+        let mut tally = Self::default();
+        statuses.into_iter().for_each(|status| tally.add(status));
+        tally
     }
 }
 
@@ -247,15 +274,7 @@ fn run_program(program: &Program, filters: &Filters, tap: &mut Tap<'_>) -> Summa
         tap.msg(format!("         {:>4}  {name}", if status.is_ok() { "OK" } else { "FAIL" }));
         summary.add(status);
         let number = number + 1;
-        // kselftest.h's ksft_test_result_code(): a directive takes a reason ("unknown" if the
-        // test gave none); without one, a reason follows "#  ".
-        let ok = if status.is_ok() { "ok" } else { "not ok" };
-        let tail = match (status.directive(), reason) {
-            (Some(directive), reason) => format!(" # {directive} {}", reason.as_deref().unwrap_or("unknown")),
-            (None, Some(reason)) => format!(" #  {reason}"),
-            (None, None) => String::new(),
-        };
-        tap.line(format!("{ok} {number} {name}{tail}"));
+        tap.line(crate::tap::result_line(number, &name, status, reason.as_deref()));
     }
     let passed = summary.tests() - summary.fail;
     tap.msg(format!(

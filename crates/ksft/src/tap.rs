@@ -108,6 +108,18 @@ pub enum TapLine {
     Comment(String),
 }
 
+/// A test's result line, as kselftest.h's `ksft_test_result_code()` writes it: a directive
+/// takes a reason (`unknown` if the test gave none); without one, a reason follows `#  `.
+pub fn result_line(number: usize, name: &str, status: Status, reason: Option<&str>) -> String {
+    let ok = if status.is_ok() { "ok" } else { "not ok" };
+    let tail = match (status.directive(), reason) {
+        (Some(directive), reason) => format!(" # {directive} {}", reason.unwrap_or("unknown")),
+        (None, Some(reason)) => format!(" #  {reason}"),
+        (None, None) => String::new(),
+    };
+    format!("{ok} {number} {name}{tail}")
+}
+
 /// Parses one line of a TAP stream; `None` for lines that aren't TAP at all.
 pub fn parse_line(line: &str) -> Option<TapLine> {
     let line = line.trim_end_matches(['\r', '\n']);
@@ -214,5 +226,39 @@ mod tests {
             assert_eq!(status.name().parse::<Status>(), Ok(status));
         }
         assert_eq!(Status::from_code(101), Status::Fail, "any other exit code is a failure");
+    }
+
+    /// Every result line the harness writes parses back to what it said: status, number, name
+    /// and reason, with and without a reason.
+    #[test]
+    fn every_result_line_round_trips_through_the_parser() {
+        for status in Status::ALL {
+            for reason in [None, Some("BAR too small (size=0x800)")] {
+                let line = result_line(7, "fixture.variant.test", status, reason);
+                let Some(TapLine::Result { status: s, number, name, reason: r }) = parse_line(&line) else {
+                    panic!("{line:?} is no result line")
+                };
+                assert_eq!((s, number, name.as_str()), (status, 7, "fixture.variant.test"), "{line:?}");
+                let want = match (status.directive(), reason) {
+                    (Some(_), None) => "unknown",
+                    (_, reason) => reason.unwrap_or(""),
+                };
+                assert_eq!(r, want, "{line:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn one_tally_counts_as_kselftest_does() {
+        let tally: crate::Summary = Status::ALL.into_iter().chain([Status::Pass]).collect();
+        assert_eq!((tally.pass, tally.fail, tally.skip, tally.xfail, tally.xpass), (2, 1, 1, 1, 1));
+        assert_eq!(tally.tests(), 6);
+        assert_eq!(tally.exit_code(), crate::KSFT_FAIL);
+        let no_failure: crate::Summary =
+            [Status::Pass, Status::XPass, Status::XFail, Status::Skip].into_iter().collect();
+        assert_eq!(no_failure.exit_code(), crate::KSFT_PASS, "an XPASS is no failure, as in kselftest");
+        let mut merged = tally;
+        merged.merge(no_failure);
+        assert_eq!((merged.tests(), merged.xpass, merged.fail), (10, 2, 1));
     }
 }

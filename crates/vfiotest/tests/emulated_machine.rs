@@ -1,9 +1,11 @@
 //! End to end: boot the emulated machine, run the whole suite in a real Linux 7.3 guest on
 //! emulated devices behind an emulated Intel IOMMU, and check the exact verdict of every test.
 //!
-//! The expected table says, per device, what upstream's semantics demand: the type1 modes map
-//! a BAR's VA and every iommufd mode refuses it, so all of them pass; tests that can't apply to
-//! a device's BAR shape skip with a reason. Nothing may fail, and nothing may be missing.
+//! The expected table says, per device, what each test must say on this machine: upstream's
+//! verdicts where ours are the same, and ours where they differ on purpose (the README's table
+//! of deliberate differences: sub-page BARs, the edu driver, ...). Tests that can't apply to a
+//! device's BAR shape skip with a reason. Nothing may fail, and nothing may be missing. The
+//! guest runs with `--require all`, so no SKIP here stands for a feature the kernel lacks.
 
 use std::collections::BTreeMap;
 use std::process::Command;

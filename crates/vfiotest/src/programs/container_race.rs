@@ -42,8 +42,14 @@ pub fn tests(bdfs: &[Bdf]) -> Vec<Test> {
 }
 
 fn parallel_attach(t: &mut RaceFixture) -> Outcome {
-    if t.bdfs.len() < 2 {
-        ksft::skip!("a race needs two devices or more, in different groups");
+    // Devices of one group share one attach: only distinct groups race.
+    let sysfs = vfio::sysfs::Sysfs::system();
+    let mut groups = std::collections::BTreeSet::new();
+    for &bdf in &t.bdfs {
+        groups.insert(sysfs.iommu_group(bdf)?);
+    }
+    if groups.len() < 2 {
+        ksft::skip!("a race needs two devices or more, in different IOMMU groups ({} groups here)", groups.len());
     }
     for round in 1..=ROUNDS {
         let iommu = Iommu::open_racing(t.mode)?;

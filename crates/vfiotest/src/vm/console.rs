@@ -235,13 +235,12 @@ impl Console {
         self.results.push(TestResult { program: self.program.clone(), test: name, verdict, reason, duration_s });
     }
 
-    /// Counts of (pass, skip, fail) over all results; xfail counts as pass, xpass as fail.
+    /// The tally of every result, as the harness counts it ([`ksft::Summary`]).
     ///
     /// Whole-program verdicts count only when the program skipped whole (it ran no tests).
-    pub fn counts(&self) -> (usize, usize, usize) {
+    pub fn tally(&self) -> ksft::Summary {
         let counted = |r: &&TestResult| r.test != PROGRAM_VERDICT || r.verdict == Status::Skip;
-        let count = |v: &[Status]| self.results.iter().filter(counted).filter(|r| v.contains(&r.verdict)).count();
-        (count(&[Status::Pass, Status::XFail]), count(&[Status::Skip]), count(&[Status::Fail, Status::XPass]))
+        self.results.iter().filter(counted).map(|r| r.verdict).collect()
     }
 }
 
@@ -270,7 +269,8 @@ mod tests {
         assert_eq!(c.results[1].verdict, Status::Skip);
         assert_eq!(c.results[1].reason, "BAR too small (size=0x800)");
         assert_eq!(c.results[0].program, "vfio_dma_mapping_mmio_test");
-        assert_eq!(c.counts(), (1, 1, 0));
+        let tally = c.tally();
+        assert_eq!((tally.pass, tally.skip, tally.fail), (1, 1, 0));
     }
 
     #[test]
@@ -316,7 +316,8 @@ mod tests {
                 ("prog 0000:00:04.0", PROGRAM_VERDICT, Status::Fail),
             ]
         );
-        assert_eq!(c.counts(), (1, 0, 1), "program verdicts don't count twice");
+        let tally = c.tally();
+        assert_eq!((tally.pass, tally.skip, tally.fail), (1, 0, 1), "program verdicts don't count twice");
         assert_eq!(c.exit_code, Some(1));
     }
 

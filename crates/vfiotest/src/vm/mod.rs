@@ -691,8 +691,13 @@ fn finish(args: &VmArgs, accel: Accel, runs: &[Run], bench_context: Option<&Benc
             eprintln!("[vm] {:>8.2} s  {}  {}", r.duration_s, r.program, r.test);
         }
     }
-    let (pass, skip, fail) =
-        runs.iter().map(|run| run.console.counts()).fold((0, 0, 0), |a, c| (a.0 + c.0, a.1 + c.1, a.2 + c.2));
+    let mut tally = ksft::Summary::default();
+    runs.iter().for_each(|run| tally.merge(run.console.tally()));
+    let (pass, skip, fail) = (tally.pass, tally.skip, tally.fail);
+    let expected = match tally.xfail + tally.xpass {
+        0 => String::new(),
+        _ => format!(", xfail {}, xpass {}", tally.xfail, tally.xpass),
+    };
     // Every machine finished (else a problem was reported above).
     let codes: Vec<i32> = runs.iter().filter_map(|run| run.console.exit_code).collect();
     let guest_code = match codes.iter().all(|&c| c == KSFT_PASS) {
@@ -709,7 +714,7 @@ fn finish(args: &VmArgs, accel: Accel, runs: &[Run], bench_context: Option<&Benc
     match bench {
         true => eprintln!("[vm] bench done (guest exit {guest_code}, {accel}{timing})"),
         false => eprintln!(
-            "[vm] {} tests: pass {pass}, skip {skip}, fail {fail} (guest exit {guest_code}, {accel}{machines}{timing})",
+            "[vm] {} tests: pass {pass}, skip {skip}, fail {fail}{expected} (guest exit {guest_code}, {accel}{machines}{timing})",
             results.len()
         ),
     }
