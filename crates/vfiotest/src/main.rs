@@ -88,6 +88,10 @@ pub struct RunArgs {
     /// hugetlb-2m, hugetlb-1g, iommu-pgtables, sr-iov, irq-remap (see the README).
     #[arg(long, value_name = "FEATURES", env = "VFIOTEST_REQUIRE")]
     require: Option<String>,
+    /// Make the DMA drivers fake a fault (`driver-wedge`: every copy wedges the engine and its
+    /// recovery fails), to show that the tests fail when a driver does.
+    #[arg(long, value_name = "FAULT", hide = true)]
+    inject_fault: Option<String>,
     /// Only these programs of the run, by their index in it (the vm runner's share of the
     /// programs for one of several machines).
     #[arg(long, value_delimiter = ',', hide = true)]
@@ -210,6 +214,9 @@ fn run(args: &RunArgs) -> Result<i32, Fatal> {
     // Before anything runs, in the harness and in each test's child alike (same arguments).
     if let Some(list) = &args.require {
         vfio::feature::require(vfio::Feature::parse_list(list)?);
+    }
+    if let Some(fault) = &args.inject_fault {
+        vfio::driver::inject(fault.parse()?);
     }
     let (names, bdfs) = resolve_targets(&args.targets)?;
     if bdfs.is_empty() {

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use crate::pci::{PCI_COMMAND_MASTER, PCI_COMMAND_MEMORY, VFIO_PCI_MSI_IRQ_INDEX};
 
-use super::{Copied, DmaDriver, Registration, poll};
+use super::{Copied, DmaDriver, Fault, Registration, injected, poll};
 use crate::{BarMapping, Device, DmaBuffer, Error, IrqEventfds, Result};
 
 /// The edu, PCI 1234:11e8.
@@ -91,6 +91,9 @@ impl Edu {
 
     /// Waits for the transfer in flight to finish (the START bit clears).
     fn wait_transfer(&self) -> Result<()> {
+        if injected(Fault::Wedge) {
+            return Err(Error::Timeout("edu: injected fault: the DMA never finished".into()));
+        }
         let done = poll(TRANSFER_TRIES, TRANSFER_STEP, || {
             Ok(self.read64(REG_DMA_CMD)? & DMA_CMD_START == 0)
         })?;

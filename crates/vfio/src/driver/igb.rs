@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{Ordering, fence};
 use std::time::Duration;
 
-use super::{Copied, DRIVER_MEMORY, DmaDriver, Registration, poll};
+use super::{Copied, DRIVER_MEMORY, DmaDriver, Fault, Registration, injected, poll};
 use crate::pci::{PCI_COMMAND_MASTER, PCI_COMMAND_MEMORY, VFIO_PCI_MSIX_IRQ_INDEX};
 use crate::{BarMapping, Device, DmaBuffer, Error, IrqEventfds, Result};
 
@@ -346,7 +346,8 @@ impl DmaDriver for Igb {
     }
 
     fn memcpy_wait(&mut self, device: &Device) -> Result<Copied> {
-        let done = poll(COPY_TRIES, COPY_STEP, || self.last_copy_done())?;
+        let wedged = injected(Fault::Wedge);
+        let done = !wedged && poll(COPY_TRIES, COPY_STEP, || self.last_copy_done())?;
         // The write-back before the data it vouches for.
         fence(Ordering::SeqCst);
         // EIAC is set, so the cause is cleared by writing, never by reading EICR.
@@ -361,6 +362,9 @@ impl DmaDriver for Igb {
         device.reset()?;
         if let Some(msix) = &self.msix {
             msix.reenable()?;
+        }
+        if wedged {
+            return Err(Error::Invalid("igb: injected fault: reprogramming after the reset failed".into()));
         }
         self.program(device)?;
         Ok(Copied::TimedOutRecovered)

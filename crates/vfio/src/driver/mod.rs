@@ -87,6 +87,38 @@ pub trait DmaDriver: Send {
     }
 }
 
+/// A fault the drivers can be told to fake (`vfiotest run --inject-fault`), so the suite can
+/// show that its tests fail when a driver does: a test of the tests, never set otherwise.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// Every copy wedges the engine, and a step of its recovery fails (the igb's reprogramming
+    /// after its reset; the edu, which has no reset, never finishes).
+    Wedge,
+}
+
+impl std::str::FromStr for Fault {
+    type Err = crate::Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "driver-wedge" => Ok(Self::Wedge),
+            _ => Err(crate::Error::Invalid(format!("unknown fault {s:?}: expected driver-wedge"))),
+        }
+    }
+}
+
+static INJECTED: std::sync::OnceLock<Fault> = std::sync::OnceLock::new();
+
+/// Makes every driver in this process fake `fault` from now on (once per process).
+pub fn inject(fault: Fault) {
+    let _first_wins = INJECTED.set(fault);
+}
+
+/// Whether `fault` is being faked.
+fn injected(fault: Fault) -> bool {
+    INJECTED.get() == Some(&fault)
+}
+
 /// How a copy ended, when nothing went wrong with the driver or the device's recovery.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[must_use = "a copy that timed out moved no bytes"]
