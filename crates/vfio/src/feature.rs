@@ -128,7 +128,7 @@ pub(crate) fn missing_node(feature: Feature, node: &Path, kernel: KernelHas) -> 
     match kernel {
         KernelHas::No { why } => Error::unsupported(feature, format!("{node} is missing: {why}")),
         KernelHas::Yes { evidence } => Error::Invalid(format!(
-            "{node} is missing although the kernel has {feature} ({evidence}): is devtmpfs mounted on /dev?"
+            "{node} is missing although the kernel has it ({evidence}): is devtmpfs mounted on /dev?"
         )),
         KernelHas::ModuleNotLoaded { module } => Error::Invalid(format!(
             "{node} is missing: the {module} module is built but not loaded (modprobe {module})"

@@ -182,7 +182,8 @@ fn sub_page_bar(t: &mut BufFixture) -> Outcome {
 fn expected_leaf(mode: IommuMode, len: u64) -> u64 {
     let page = page_size() as u64;
     match () {
-        // iommufd's TYPE1 v1 emulation disables large IOPTEs (v1 may unmap page by page).
+        // iommufd's TYPE1 v1 emulation disables large IOPTEs, so that an unmap can cut any
+        // page out of an area as v1 allows (vfio_compat.c); legacy v1 gets them.
         _ if mode.is_type1_v1() => page,
         _ if len.is_multiple_of(ONE_GIB) => ONE_GIB,
         _ if len.is_multiple_of(TWO_MIB) => TWO_MIB,

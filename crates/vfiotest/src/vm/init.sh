@@ -9,6 +9,10 @@ mount -t devtmpfs devtmpfs /dev 2>/dev/null
 # vfiotest.no_debugfs leaves debugfs unmounted: a machine without an IOMMU page-table reader.
 grep -q vfiotest.no_debugfs /proc/cmdline || mount -t debugfs debugfs /sys/kernel/debug
 mount -t tmpfs tmpfs /tmp
+# vfiotest.rm_node=PATH,... removes device nodes: a host that hides what its kernel has.
+for node in $(sed -n 's/.*vfiotest\.rm_node=\([^ ]*\).*/\1/p' /proc/cmdline | tr , ' '); do
+    rm -f "$node"
+done
 if grep -q vfiotest.probe /proc/cmdline; then
     echo "vfiotest-vm: probe-ok"
     poweroff -f
