@@ -291,6 +291,9 @@ pub fn cleanup(bdfs: &[Bdf]) -> Result<i32, Fatal> {
         true => state.devices.keys().map(|k| k.parse()).collect::<Result<_, _>>()?,
         false => bdfs.to_vec(),
     };
+    if targets.is_empty() {
+        println!("nothing to restore: no device recorded in {}", path.display());
+    }
     let mut code = KSFT_PASS;
     for bdf in targets {
         let Some(record) = state.devices.get(&bdf.to_string()).cloned() else {
