@@ -25,12 +25,18 @@ const ICOUNT_SLOWDOWN: f64 = 1.6;
 const WAIT_SPEEDUP: f64 = 4.0;
 
 /// Seconds each program (by its name in the run, e.g. `vfio_dma_mapping_test 0000:00:03.0`)
-/// took in earlier runs, on a machine with icount or without, kept in the cache.
+/// took in earlier runs, on a machine with icount or without, kept in the cache; over the
+/// committed prior, so a fresh clone's first run is planned as well as a warm one.
 #[derive(Debug, Default)]
 pub struct History {
     path: PathBuf,
     seconds: BTreeMap<String, f64>,
+    prior: BTreeMap<String, f64>,
 }
+
+/// What each program took on the emulated machine when the prior was last measured
+/// (`vm/refresh-durations.sh`): the planner's knowledge before this machine has any.
+const PRIOR: &str = include_str!("../../../../vm/program-durations.json");
 
 /// The history's key for `program` on a machine with icount or without.
 fn key(program: &str, icount: bool) -> String {
@@ -46,15 +52,18 @@ impl History {
         let path = cache.join("program-durations.json");
         let seconds =
             std::fs::read_to_string(&path).ok().and_then(|t| serde_json::from_str(&t).ok()).unwrap_or_default();
-        Self { path, seconds }
+        Self { path, seconds, prior: serde_json::from_str(PRIOR).unwrap_or_default() }
     }
 
     /// What `program` with `tests` tests is expected to take on a machine with icount or
-    /// without: what it took there; else what it took on the other kind, scaled by what it
-    /// mostly does (`waits`: icount skips its idle time; else icount slows its computing);
-    /// else a guess.
+    /// without: what it took there (here, else in the prior); else what it took on the other
+    /// kind, scaled by what it mostly does (`waits`: icount skips its idle time; else icount
+    /// slows its computing); else a guess.
     pub fn estimate(&self, program: &str, tests: usize, icount: bool, waits: bool) -> f64 {
-        let seen = |icount| self.seconds.get(&key(program, icount)).copied();
+        let seen = |icount| {
+            let key = key(program, icount);
+            self.seconds.get(&key).or_else(|| self.prior.get(&key)).copied()
+        };
         let icount_speedup = if waits { WAIT_SPEEDUP } else { 1.0 / ICOUNT_SLOWDOWN };
         match (seen(icount), seen(!icount)) {
             (Some(here), _) => here,
@@ -327,6 +336,19 @@ mod tests {
         assert_eq!(History::load(&dir).estimate("p", 10, true, false), 5.0, "saved, by clock");
         assert_eq!(History::load(&dir).estimate("p", 10, false, false), 3.0);
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// The committed prior knows every program of the default run on at least one clock, so a
+    /// fresh clone never plans by guess.
+    #[test]
+    fn the_prior_covers_every_program_of_the_default_run() {
+        let prior: BTreeMap<String, f64> = serde_json::from_str(PRIOR).expect("vm/program-durations.json is JSON");
+        let bdfs: Vec<vfio::Bdf> = super::super::machine::TOPOLOGY.iter().map(|d| d.bdf.parse().unwrap()).collect();
+        for program in crate::programs::catalogue(&[], &bdfs) {
+            let known = [false, true].iter().any(|&icount| prior.contains_key(&key(&program.name, icount)));
+            assert!(known, "{} is not in vm/program-durations.json (run vm/refresh-durations.sh)", program.name);
+        }
+        assert!(prior.values().all(|s| s.is_finite() && *s > 0.0));
     }
 
     #[test]
