@@ -1,13 +1,94 @@
-//! Reading the IOMMU's own page tables back, to check at what level a mapping landed.
+//! Reading the IOMMU's own page tables back, to check at what level, and at what physical
+//! address, a mapping landed.
 //!
-//! Intel's IOMMU driver dumps a device's translation table in debugfs
+//! Tests ask one question, [`leaf`]: the leaf that maps an IOVA for a device (its size and the
+//! physical address it points at), or "this IOMMU's page tables can't be read here". Which
+//! [`PageTableReader`] answers depends on the IOMMU that translates the device. Intel's driver
+//! dumps a device's translation table in debugfs
 //! (`/sys/kernel/debug/iommu/intel/<bdf>/domain_translation_struct`), one line per leaf:
-//! `0x<iova pfn> |\t<PML5E>\t<PML4E>\t<PDPE>[\t<PDE>[\t<PTE>]]`.
+//! `0x<iova pfn> |\t<PML5E>\t<PML4E>\t<PDPE>[\t<PDE>[\t<PTE>]]`. AMD's debugfs (7.3) and
+//! virtio-iommu have no page-table dump, so they have no reader.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use crate::feature::Feature;
 use crate::{Bdf, Error, Result};
+
+/// The leaf of an IOMMU page table that maps an IOVA.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Leaf {
+    /// The page size: 4 KiB, 2 MiB or 1 GiB.
+    pub size: u64,
+    /// The physical address the leaf maps, down to its size.
+    pub phys: u64,
+    /// The entries on the walk to it, as the reader shows them (for messages).
+    pub walk: String,
+}
+
+/// Who can read a device's IOMMU page tables.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PageTableReader {
+    /// The Intel IOMMU's debugfs (`CONFIG_INTEL_IOMMU_DEBUGFS`, debugfs mounted).
+    IntelDebugfs,
+}
+
+impl PageTableReader {
+    /// The reader for the IOMMU that translates `bdf`, found from the device's `iommu` link in
+    /// sysfs (`dmarN` is an Intel VT-d unit).
+    ///
+    /// # Errors
+    /// [`Error::Unsupported`] ([`Feature::IommuPageTables`]) where no reader applies, naming the
+    /// IOMMU and what is missing.
+    pub fn for_device(bdf: Bdf) -> Result<Self> {
+        let link = Path::new("/sys/bus/pci/devices").join(bdf.to_string()).join("iommu");
+        let unit = std::fs::read_link(&link).ok().and_then(|t| t.file_name().map(|n| n.to_string_lossy().into_owned()));
+        let lacks =
+            |why: String| Error::unsupported(Feature::IommuPageTables, format!("no IOMMU page-table reader: {why}"));
+        match unit {
+            Some(unit) if unit.starts_with("dmar") => match Path::new(INTEL_DEBUGFS).exists() {
+                true => Ok(Self::IntelDebugfs),
+                false => Err(lacks(format!(
+                    "no {INTEL_DEBUGFS} (the Intel IOMMU {unit} needs CONFIG_INTEL_IOMMU_DEBUGFS and debugfs mounted)"
+                ))),
+            },
+            Some(unit) => Err(lacks(format!("{bdf}'s IOMMU {unit} has no page-table dump"))),
+            None => Err(lacks(format!("{bdf} has no IOMMU ({} is missing)", link.display()))),
+        }
+    }
+
+    /// Where this reader reads `bdf`'s table.
+    pub fn source(self, bdf: Bdf) -> PathBuf {
+        match self {
+            Self::IntelDebugfs => Path::new(INTEL_DEBUGFS).join(bdf.to_string()).join("domain_translation_struct"),
+        }
+    }
+
+    /// The leaf that maps `iova` for `bdf`; `Ok(None)` if nothing does.
+    ///
+    /// # Errors
+    /// A read error.
+    pub fn leaf(self, bdf: Bdf, iova: u64) -> Result<Option<Leaf>> {
+        match self {
+            Self::IntelDebugfs => {
+                let path = self.source(bdf);
+                let dump = std::fs::read_to_string(&path).map_err(|e| Error::file(&path, e))?;
+                Ok(find_leaf(&dump, iova).and_then(|walk| walk.leaf()))
+            }
+        }
+    }
+}
+
+/// Where the Intel IOMMU driver's debugfs lives.
+const INTEL_DEBUGFS: &str = "/sys/kernel/debug/iommu/intel";
+
+/// The leaf that maps `iova` in `bdf`'s IOMMU page table; `Ok(None)` if nothing does.
+///
+/// # Errors
+/// [`Error::Unsupported`] where no reader can show this IOMMU's tables
+/// ([`PageTableReader::for_device`]); a read error.
+pub fn leaf(bdf: Bdf, iova: u64) -> Result<Option<Leaf>> {
+    PageTableReader::for_device(bdf)?.leaf(bdf, iova)
+}
 
 /// The entries on the walk to one leaf; absent levels are 0.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -25,6 +106,15 @@ pub struct PageWalk {
 }
 
 impl PageWalk {
+    /// The leaf this walk ends in, if any.
+    pub fn leaf(&self) -> Option<Leaf> {
+        let walk = format!(
+            "PML5E {:#018x} PML4E {:#018x} PDPE {:#018x} PDE {:#018x} PTE {:#018x}",
+            self.pml5e, self.pml4e, self.pdpe, self.pde, self.pte
+        );
+        Some(Leaf { size: self.leaf_size()?, phys: self.leaf_address()?, walk })
+    }
+
     /// The size of the page this walk ends in.
     pub fn leaf_size(&self) -> Option<u64> {
         match (self.pdpe, self.pde, self.pte) {
@@ -61,28 +151,6 @@ pub fn find_leaf(dump: &str, iova: u64) -> Option<PageWalk> {
         let mut next = || entries.next().unwrap_or_default();
         Some(PageWalk { pml5e: next(), pml4e: next(), pdpe: next(), pde: next(), pte: next() })
     })
-}
-
-/// The debugfs dump of `bdf`'s translation table.
-pub fn intel_dump_path(bdf: Bdf) -> PathBuf {
-    PathBuf::from(format!("/sys/kernel/debug/iommu/intel/{bdf}/domain_translation_struct"))
-}
-
-/// Looks `iova` up in the IOMMU's page table for `bdf`. `Ok(None)` if it is not mapped.
-///
-/// # Errors
-/// [`Error::Unsupported`] without the Intel IOMMU debugfs (`CONFIG_INTEL_IOMMU_DEBUGFS`, debugfs
-/// mounted); a read error.
-pub fn lookup(bdf: Bdf, iova: u64) -> Result<Option<PageWalk>> {
-    if !std::path::Path::new("/sys/kernel/debug/iommu/intel").exists() {
-        return Err(Error::unsupported(
-            Feature::IommuPageTables,
-            "no IOMMU page-table reader: no /sys/kernel/debug/iommu/intel (needs an Intel IOMMU, CONFIG_INTEL_IOMMU_DEBUGFS and debugfs mounted)",
-        ));
-    }
-    let path = intel_dump_path(bdf);
-    let dump = std::fs::read_to_string(&path).map_err(|e| Error::file(&path, e))?;
-    Ok(find_leaf(&dump, iova))
 }
 
 #[cfg(test)]

@@ -241,7 +241,7 @@ fn measure_cell(ctx: &mut Context, bar: Option<u32>, cell: Cell, options: &Optio
             let few_leaves =
                 cell.size <= 256 << 20 || (cell.alignment == Alignment::Aligned && !cell.mode.is_type1_v1());
             if few_leaves {
-                iopte_bytes = pgtable::lookup(ctx.device.bdf(), iova).ok().flatten().and_then(|w| w.leaf_size());
+                iopte_bytes = pgtable::leaf(ctx.device.bdf(), iova).ok().flatten().map(|leaf| leaf.size);
             }
         }
         let start = Instant::now();

@@ -194,7 +194,7 @@ fn expected_leaf(mode: IommuMode, len: u64) -> u64 {
 /// Checks that `iova` is in no leaf of the IOMMU page table: a SKIP where the machine can't
 /// show its page tables, since then nothing about the IOMMU was checked.
 fn ensure_unmapped(t: &BufFixture, iova: u64, when: &str) -> Outcome {
-    let found = pgtable::lookup(t.dev.device.bdf(), iova)?;
+    let found = pgtable::leaf(t.dev.device.bdf(), iova)?;
     ensure!(found.is_none(), "IOVA {iova:#x} is still in the IOMMU page table {when}: {found:x?}");
     Ok(())
 }

@@ -3,7 +3,7 @@
 //! unmap; and map at the very top of the IOVA space, where sizes overflow.
 
 use ksft::{Case, Outcome, Test, Verdict, ensure, ensure_eq};
-use vfio::pgtable::{self, PageWalk};
+use vfio::pgtable;
 use vfio::{Backing, Bdf, Errno, Feature, IommuMode, MmapWindow, page_size};
 
 use super::{DeviceFixture, mode_variants, mode_variants_by};
@@ -48,13 +48,6 @@ pub fn tests(bdf: Bdf) -> Vec<Test> {
     tests
 }
 
-fn describe(walk: &PageWalk) -> String {
-    format!(
-        "PML5E {:#018x} PML4E {:#018x} PDPE {:#018x} PDE {:#018x} PTE {:#018x}",
-        walk.pml5e, walk.pml4e, walk.pdpe, walk.pde, walk.pte
-    )
-}
-
 fn dma_map_unmap(t: &mut DeviceFixture, variant: &MappingVariant) -> Outcome {
     let size = variant.size();
     let buffer = match MmapWindow::anonymous_backed(size as usize, variant.backing) {
@@ -77,19 +70,20 @@ fn dma_map_unmap(t: &mut DeviceFixture, variant: &MappingVariant) -> Outcome {
     ensure_eq!(t.iommu.to_iova(buffer.addr()), Some(iova), "to_iova of the mapped HVA");
 
     let bdf = t.device.bdf();
-    match pgtable::lookup(bdf, iova) {
+    match pgtable::PageTableReader::for_device(bdf) {
         Err(e) if e.is_unsupported() => println!("# page-table check skipped: {e}"),
         // Upstream checks no level for TYPE1 v1: iommufd's v1 emulation disables large IOPTEs
         // (legacy v1 gets them; vfio_bar_mapping_test checks that for a BAR).
         _ if t.iommu.mode().is_type1_v1() => {
             println!("# page-table level not checked for TYPE1 v1")
         }
-        walk => {
-            let walk = walk?.ok_or_else(|| {
-                Verdict::Fail(format!("IOVA {iova:#x} is not in {}", pgtable::intel_dump_path(bdf).display()))
-            })?;
-            println!("Found IOMMU mappings for IOVA {iova:#x}: {}", describe(&walk));
-            ensure_eq!(walk.leaf_size(), Some(size), "IOMMU page size of a {size:#x} mapping ({})", describe(&walk));
+        reader => {
+            let reader = reader?;
+            let leaf = reader
+                .leaf(bdf, iova)?
+                .ok_or_else(|| Verdict::Fail(format!("IOVA {iova:#x} is not in {}", reader.source(bdf).display())))?;
+            println!("Found IOMMU mappings for IOVA {iova:#x}: {}", leaf.walk);
+            ensure_eq!(leaf.size, size, "IOMMU page size of a {size:#x} mapping ({})", leaf.walk);
         }
     }
 
@@ -97,9 +91,9 @@ fn dma_map_unmap(t: &mut DeviceFixture, variant: &MappingVariant) -> Outcome {
     ensure_eq!(unmapped, size, "bytes unmapped");
     println!("Unmapped IOVA {iova:#x}");
     ensure_eq!(t.iommu.to_iova(buffer.addr()), None, "to_iova of the HVA after unmap");
-    match pgtable::lookup(bdf, iova) {
+    match pgtable::leaf(bdf, iova) {
         Err(e) if e.is_unsupported() => {}
-        walk => ensure!(walk?.is_none(), "IOVA {iova:#x} is still in the IOMMU page table after unmap"),
+        leaf => ensure!(leaf?.is_none(), "IOVA {iova:#x} is still in the IOMMU page table after unmap"),
     }
     Ok(buffer.unmap().map_err(|e| vfio::Error::sys(format!("munmap(buffer, {size:#x})"), e))?)
 }

@@ -176,15 +176,12 @@ pub fn mode_variants_by<T: Copy, V>(suffixes: &[(&str, T)], make: impl Fn(IommuM
 /// the reason (a FAIL where the page tables are required): a test whose subject is the IOPTE
 /// checked nothing without it.
 pub fn check_iopte(bdf: Bdf, iova: u64, leaf: u64, phys: u64) -> Outcome {
-    let walk = match pgtable::lookup(bdf, iova) {
-        Err(e) if e.is_unsupported() => return Err(Verdict::Skip(e.to_string())),
-        walk => walk?,
-    };
-    let walk = walk.ok_or_else(|| {
-        Verdict::Fail(format!("IOVA {iova:#x} is not in {}", pgtable::intel_dump_path(bdf).display()))
-    })?;
-    ensure_eq!(walk.leaf_size(), Some(leaf), "IOMMU page size at IOVA {iova:#x} ({walk:x?})");
-    ensure_eq!(walk.leaf_address(), Some(phys), "physical address mapped at IOVA {iova:#x} ({walk:x?})");
+    let reader = pgtable::PageTableReader::for_device(bdf)?;
+    let found = reader.leaf(bdf, iova)?;
+    let found =
+        found.ok_or_else(|| Verdict::Fail(format!("IOVA {iova:#x} is not in {}", reader.source(bdf).display())))?;
+    ensure_eq!(found.size, leaf, "IOMMU page size at IOVA {iova:#x} ({})", found.walk);
+    ensure_eq!(found.phys, phys, "physical address mapped at IOVA {iova:#x} ({})", found.walk);
     println!("# IOVA {iova:#x}: a {leaf:#x}-byte IOPTE to {phys:#x}");
     Ok(())
 }

@@ -211,7 +211,7 @@ fn bar_decode_off(t: &mut P2pFixture) -> Outcome {
     write(t.shared.window(), &before)?;
     write(t.ram.window(), &pattern(0xc3))?;
     t.peer.update_command(0, PCI_COMMAND_MEMORY)?;
-    let iopte = vfio::pgtable::lookup(t.engine.bdf(), t.bar_iova);
+    let iopte = vfio::pgtable::leaf(t.engine.bdf(), t.bar_iova);
     // The engine may or may not report the fault; what counts is where the bytes went.
     let copied = t.copy(t.ram.iova(), t.bar_iova);
     // vfio-pci zapped the CPU's mmap too: touching it now is a bus error.

@@ -66,6 +66,45 @@ pub const TOPOLOGY: &[EmulatedDevice] = &[
     },
 ];
 
+/// The emulated IOMMU every device sits behind: a variant of the machine, as virtme-ng's
+/// architectures are, holding all that differs between vIOMMUs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Viommu {
+    /// Its name on the command line.
+    pub name: &'static str,
+    /// The QEMU `-device` argument. It comes before the PCI devices, so all sit behind it.
+    pub qemu_device: &'static str,
+    /// What the guest kernel's command line needs for it.
+    pub cmdline: &'static str,
+    /// Who reads its page tables in the guest, if anyone can (the tests SKIP without).
+    pub page_tables: Option<vfio::pgtable::PageTableReader>,
+}
+
+/// Intel VT-d in legacy (second-level) mode, with interrupt remapping and 48-bit addresses;
+/// its debugfs shows the page tables.
+pub const INTEL: Viommu = Viommu {
+    name: "intel",
+    qemu_device: "intel-iommu,intremap=on,aw-bits=48",
+    cmdline: "intel_iommu=on",
+    page_tables: Some(vfio::pgtable::PageTableReader::IntelDebugfs),
+};
+
+/// Every vIOMMU the machine can have, the default first.
+pub const VIOMMUS: &[Viommu] = &[INTEL];
+
+impl Viommu {
+    /// The vIOMMU called `name`.
+    ///
+    /// # Errors
+    /// A one-line message naming the known ones.
+    pub fn named(name: &str) -> Result<Self, String> {
+        VIOMMUS.iter().copied().find(|v| v.name == name).ok_or_else(|| {
+            let known: Vec<&str> = VIOMMUS.iter().map(|v| v.name).collect();
+            format!("unknown vIOMMU {name:?}: expected {}", known.join(", "))
+        })
+    }
+}
+
 /// Backends the devices above refer to, but the nvme's disk (see [`qemu_command`]).
 const BACKENDS: &[&str] = &["-object", "memory-backend-ram,id=vfiotest-shm,size=4M"];
 
@@ -124,16 +163,19 @@ const HUGEPAGES: &str = "hugepagesz=1G hugepages=1 hugepagesz=2M hugepages=64";
 /// Guest RAM. Room for 1 GiB and 2 MiB hugetlb pages besides the kernel.
 pub const MEMORY: &str = "4G";
 
-/// The QEMU command that boots `kernel` with `initrd` on the default topology.
-pub fn qemu_command(
-    qemu: &Emulator,
-    accel: Accel,
-    icount: bool,
-    kernel: &Path,
-    initrd: &Path,
-    disk: &Path,
-    extra_cmdline: &str,
-) -> Command {
+/// What one machine boots: its kernel and initramfs, the nvme's disk, and what its kernel
+/// command line adds to ours.
+#[derive(Debug, Clone, Copy)]
+pub struct Guest<'a> {
+    pub kernel: &'a Path,
+    pub initrd: &'a Path,
+    pub disk: &'a Path,
+    pub extra_cmdline: &'a str,
+}
+
+/// The QEMU command that boots `guest` on the default topology behind `viommu`.
+pub fn qemu_command(qemu: &Emulator, viommu: &Viommu, accel: Accel, icount: bool, guest: &Guest) -> Command {
+    let Guest { kernel, initrd, disk, extra_cmdline } = *guest;
     let mut cmd = Command::new(&qemu.binary);
     cmd.args(qemu.firmware_args());
     match accel {
@@ -148,7 +190,7 @@ pub fn qemu_command(
         // Room above 4 GiB for the 128 GiB BAR.
         .args(["-global", "q35-pcihost.pci-hole64-size=512G"])
         // The vIOMMU comes first so every device behind it is translated.
-        .args(["-device", "intel-iommu,intremap=on,aw-bits=48"])
+        .args(["-device", viommu.qemu_device])
         .args(BACKENDS)
         .arg("-blockdev")
         .arg(format!("driver=file,node-name=vfiotest-disk,filename={}", disk.display()));
@@ -165,7 +207,8 @@ pub fn qemu_command(
     // kernel's CONFIG_PRINTK_TIME. vfio-pci enables SR-IOV on a PF it drives only when told to
     // (the igb's VFs).
     let cmdline = format!(
-        "console=ttyS0 printk.time=1 intel_iommu=on vfio_pci.enable_sriov=1 panic=-1 oops=panic loglevel=4 {HUGEPAGES} {extra_cmdline}"
+        "console=ttyS0 printk.time=1 {} vfio_pci.enable_sriov=1 panic=-1 oops=panic loglevel=4 {HUGEPAGES} {extra_cmdline}",
+        viommu.cmdline
     );
     cmd.arg("-append").arg(cmdline.trim_end());
     cmd
@@ -195,16 +238,30 @@ mod tests {
         assert_eq!(buses.len(), ports, "one device per root port, each on its own bus");
     }
 
+    fn test_guest() -> Guest<'static> {
+        Guest { kernel: Path::new("bz"), initrd: Path::new("rd"), disk: Path::new("disk"), extra_cmdline: "" }
+    }
+
+    #[test]
+    fn viommus_are_found_by_name_and_unique() {
+        assert_eq!(Viommu::named("intel"), Ok(INTEL));
+        assert!(Viommu::named("sparc").unwrap_err().contains("expected intel"));
+        let mut names: Vec<&str> = VIOMMUS.iter().map(|v| v.name).collect();
+        names.dedup();
+        assert_eq!(names.len(), VIOMMUS.len());
+    }
+
     #[test]
     fn command_line_places_each_device() {
         let qemu = Emulator { binary: "qemu".into(), firmware: vec!["/fw".into()], version: String::new() };
-        let cmd = qemu_command(&qemu, Accel::Tcg, true, Path::new("bz"), Path::new("rd"), Path::new("disk"), "");
+        let cmd = qemu_command(&qemu, &INTEL, Accel::Tcg, true, &test_guest());
         let args: Vec<_> = cmd.get_args().map(|a| a.to_string_lossy().into_owned()).collect();
         assert_eq!(args[..2], ["-L", "/fw"]);
         let port = args.iter().position(|a| a.starts_with("pcie-root-port,id=rp09,")).unwrap();
         assert_eq!(args[port + 2], "igb,bus=rp09,addr=0x0");
         let cmdline = args.iter().find(|a| a.starts_with("console=")).unwrap();
         assert!(cmdline.contains("vfio_pci.enable_sriov=1") && cmdline.contains("printk.time=1"), "{cmdline}");
+        assert!(cmdline.contains(INTEL.cmdline), "the vIOMMU's guest arguments: {cmdline}");
         assert!(args.contains(&"pci-testdev,membar=0x2000000000,addr=0x03".to_owned()), "{args:?}");
         assert!(args.contains(&"nvme,serial=vfiotest,drive=vfiotest-disk,addr=0x07".to_owned()));
         let iommu = args.iter().position(|a| a.starts_with("intel-iommu")).unwrap();
@@ -212,9 +269,9 @@ mod tests {
         assert!(iommu < first_dev);
         let icount = args.iter().position(|a| a == "-icount").unwrap();
         assert!(args[icount + 1].contains("sleep=off"), "idle waits take no wall time");
-        let plain = qemu_command(&qemu, Accel::Tcg, false, Path::new("bz"), Path::new("rd"), Path::new("disk"), "");
+        let plain = qemu_command(&qemu, &INTEL, Accel::Tcg, false, &test_guest());
         assert!(!plain.get_args().any(|a| a == "-icount"));
-        let kvm = qemu_command(&qemu, Accel::Kvm, true, Path::new("bz"), Path::new("rd"), Path::new("disk"), "");
+        let kvm = qemu_command(&qemu, &INTEL, Accel::Kvm, true, &test_guest());
         assert!(!kvm.get_args().any(|a| a == "-icount"), "icount is TCG's");
     }
 }

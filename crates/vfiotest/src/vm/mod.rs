@@ -47,6 +47,9 @@ pub struct VmArgs {
     /// How QEMU runs the guest; `auto` tries KVM with a short probe and falls back to TCG.
     #[arg(long, value_enum, default_value_t = Accel::Tcg)]
     accel: Accel,
+    /// The emulated IOMMU every device sits behind.
+    #[arg(long, value_name = "NAME", default_value = "intel", value_parser = machine::Viommu::named)]
+    viommu: machine::Viommu,
     /// Only these guest devices (default: the whole topology; see --topology).
     #[arg(long = "device", value_name = "BDF")]
     devices: Vec<String>,
@@ -199,7 +202,7 @@ fn run_kernel(
     let initrd = work.path.join("initramfs.cpio");
     initramfs::build(Path::new("/bin/busybox"), me_bytes, &bdfs, &guest_run_args(args), &initrd)?;
 
-    let launch = Launch { qemu, kernel, initrd: &initrd };
+    let launch = Launch { qemu, viommu: &args.viommu, kernel, initrd: &initrd };
     let accel = match args.accel {
         Accel::Auto => probe_kvm(&launch),
         accel => accel,
@@ -386,6 +389,7 @@ enum BootEnd {
 /// What a boot runs: the emulator, the guest kernel and the initramfs.
 struct Launch<'a> {
     qemu: &'a qemu::Emulator,
+    viommu: &'a machine::Viommu,
     kernel: &'a Path,
     initrd: &'a Path,
 }
@@ -404,7 +408,8 @@ fn spawn_qemu(
     fs::File::create(&disk)
         .and_then(|f| f.set_len(machine::DISK_BYTES))
         .map_err(|e| Fatal::fail(format!("{}: {e}", disk.display())))?;
-    let qemu = machine::qemu_command(launch.qemu, accel, icount, launch.kernel, launch.initrd, &disk, cmdline);
+    let guest = machine::Guest { kernel: launch.kernel, initrd: launch.initrd, disk: &disk, extra_cmdline: cmdline };
+    let qemu = machine::qemu_command(launch.qemu, launch.viommu, accel, icount, &guest);
     // If we die without a chance to clean up (SIGKILL), the kernel kills QEMU too.
     let mut cmd = Command::new("setpriv");
     cmd.args(["--pdeathsig", "KILL", "--"]).arg(qemu.get_program()).args(qemu.get_args());
