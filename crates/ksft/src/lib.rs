@@ -17,7 +17,7 @@ mod tap;
 
 pub use filter::{Filter, Filters};
 pub use runner::{Program, Prologue, Refusal, Summary, list_tests, run_child, run_programs};
-pub use tap::{Tap, TapLine, parse_line};
+pub use tap::{Tap, TapLine, parse_line, result_line};
 
 use std::collections::BTreeMap;
 use std::fmt;

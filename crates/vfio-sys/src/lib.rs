@@ -13,6 +13,7 @@
 pub mod align;
 pub mod ioctl;
 pub mod mm;
+pub mod swap;
 pub mod uapi;
 
 pub use rustix::io::Errno;

@@ -4,6 +4,7 @@
 #![deny(unsafe_code)]
 
 pub mod bench;
+pub mod guest;
 pub mod programs;
 pub mod setup;
 pub mod vm;

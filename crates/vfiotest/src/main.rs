@@ -47,6 +47,16 @@ enum Command {
         /// Devices, e.g. 0000:00:03.0.
         bdfs: Vec<String>,
     },
+    /// The emulated machine's /init (it runs as that when the kernel starts it).
+    #[command(hide = true)]
+    GuestInit,
+    /// The emulated machine's proof that setup can't take a disk in use (`vfiotest vm --device
+    /// BDF -- setup-proof`).
+    #[command(hide = true)]
+    SetupProof {
+        /// The nvme whose disk is tried.
+        bdf: String,
+    },
 }
 
 #[derive(Args, Clone, Debug)]
@@ -110,6 +120,11 @@ struct ListArgs {
 fn main() -> ExitCode {
     // A panic is a bug in vfiotest; say so in one line instead of a backtrace.
     std::panic::set_hook(Box::new(|info| eprintln!("vfiotest: internal error: {info}")));
+    // The kernel starts the emulated machine's init as PID 1, with no arguments. (Not by its
+    // name: the harness re-runs this binary, /init there, for each test.)
+    if rustix::process::getpid().is_init() {
+        vfiotest::guest::init::main();
+    }
     let code = match parse().and_then(dispatch) {
         Ok(code) => code,
         Err(fatal) => {
@@ -184,6 +199,8 @@ fn dispatch((cli, filters): (Cli, Filters)) -> Result<i32, Fatal> {
         Command::BenchReport(args) => bench::report_main(&args),
         Command::Setup { bdfs, force } => setup::setup(&parse_bdfs(&bdfs)?, force),
         Command::Cleanup { bdfs } => setup::cleanup(&parse_bdfs(&bdfs)?),
+        Command::GuestInit => vfiotest::guest::init::main(),
+        Command::SetupProof { bdf } => Ok(vfiotest::guest::setup_proof::main(bdf.parse()?)),
     }
 }
 

@@ -117,6 +117,11 @@ impl Host {
         fs::canonicalize(self.sys.join("bus/pci/devices").join(bdf.to_string())).ok()
     }
 
+    /// The block devices (disks and partitions) that sit below `bdf` in the device tree.
+    pub fn block_devices(&self, bdf: Bdf) -> Vec<String> {
+        self.children(bdf, "block")
+    }
+
     /// The class devices (`class/block`, `class/net`) that sit below `bdf` in the device tree.
     fn children(&self, bdf: Bdf, class: &str) -> Vec<String> {
         let Some(device) = self.device_path(bdf) else { return Vec::new() };

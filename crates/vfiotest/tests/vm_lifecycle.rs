@@ -6,6 +6,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use rustix::process::{Pid, Signal, kill_process};
+use vfiotest::guest::protocol::GuestMark;
 
 /// Processes whose command line mentions `needle`.
 fn processes_mentioning(needle: &str) -> Vec<String> {
@@ -30,9 +31,11 @@ fn stop_during_run(signal: Signal, expected_code: i32) {
     let marker = format!("run-{}/initramfs.cpio", vm.id());
     let mut stderr = BufReader::new(vm.stderr.take().expect("piped")).lines();
     let started = Instant::now();
+    // The guest's Begin mark, as the runner shows it: the suite is running.
+    let begun = format!("[vm] {}", GuestMark::Begin.note());
     for line in stderr.by_ref() {
         let line = line.expect("stderr is text");
-        if line.starts_with("[vm] begin") {
+        if line.starts_with(&begun) {
             break;
         }
         assert!(started.elapsed() < Duration::from_secs(600), "the guest never began the suite");

@@ -1,13 +1,13 @@
-//! Reading the guest's serial console: markers from our init, TAP from vfiotest, and signs
-//! that the kernel died.
+//! Reading the guest: the results port (the init's marks and the suite's TAP) and the kernel's
+//! console (signs that the kernel died), which arrive on separate channels, so a kernel message
+//! can never split or pose as a TAP line.
 
 use std::time::Instant;
 
 use ksft::{Status, TapLine, parse_line};
-use serde::Serialize;
 
-/// Lines our init prints start with this.
-pub const MARK: &str = "vfiotest-vm: ";
+use crate::guest::protocol::GuestMark;
+use serde::Serialize;
 
 /// Kernel messages that mean the run can't be trusted.
 const FATAL_PATTERNS: &[&str] = &[
@@ -21,14 +21,15 @@ const FATAL_PATTERNS: &[&str] = &[
     "detected stalls on CPUs",
 ];
 
-/// Kernel printk lines and QEMU's own messages: logged, not shown as the suite's output.
-fn is_kernel_message(line: &str) -> bool {
-    if line.starts_with("[qemu] ") {
-        return true;
-    }
-    line.strip_prefix('[')
-        .and_then(|rest| rest.split_once(']'))
-        .is_some_and(|(stamp, _)| stamp.trim().chars().all(|c| c.is_ascii_digit() || c == '.'))
+/// Which of the guest's channels a line came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// The kernel's console (the first serial port).
+    Console,
+    /// QEMU's own messages (its stderr).
+    Qemu,
+    /// The results port (the second serial port): the init's marks and the suite's output.
+    Results,
 }
 
 /// One test's verdict.
@@ -132,23 +133,31 @@ impl Console {
         }
     }
 
-    /// Takes one console line (without its newline), arriving now.
+    /// Takes one line of the kernel's console (without its newline): a fatal kernel message,
+    /// or chatter for the log.
+    pub fn feed_console(&mut self, raw: &str) -> Event {
+        let line = raw.trim_end_matches('\r').trim();
+        if !FATAL_PATTERNS.iter().any(|p| line.contains(p)) {
+            return Event::Log;
+        }
+        if self.fatal.is_none() {
+            self.fatal = Some(line.to_owned());
+        }
+        Event::Fatal(line.to_owned())
+    }
+
+    /// Takes one line of the results port (without its newline), arriving now.
     pub fn feed(&mut self, raw: &str) -> Event {
         self.feed_at(raw, Instant::now())
     }
 
-    /// Takes one console line (without its newline) that arrived at `at`.
+    /// Takes one line of the results port (without its newline) that arrived at `at`: one of
+    /// the init's marks, or the suite's output.
     pub fn feed_at(&mut self, raw: &str, at: Instant) -> Event {
         self.now = at;
         let line = raw.trim_end_matches('\r');
-        if FATAL_PATTERNS.iter().any(|p| line.contains(p)) {
-            if self.fatal.is_none() {
-                self.fatal = Some(line.trim().to_owned());
-            }
-            return Event::Fatal(line.trim().to_owned());
-        }
-        if let Some(note) = line.strip_prefix(MARK) {
-            return self.marker(note);
+        if let Some(mark) = GuestMark::parse(line) {
+            return self.marker(mark);
         }
         if self.phase != Phase::Testing {
             return Event::Log;
@@ -192,33 +201,27 @@ impl Console {
                 }
                 Event::Tap
             }
-            Some(_) => Event::Tap,
-            // Kernel messages carry a "[    1.234567]" timestamp; anything else is the suite's
-            // own output (upstream tests print plain lines too).
-            None if is_kernel_message(line) => Event::Log,
-            None => Event::Tap,
+            // Anything else is the suite's own output (upstream tests print plain lines too).
+            Some(_) | None => Event::Tap,
         }
     }
 
-    fn marker(&mut self, note: &str) -> Event {
-        if note == "begin" {
-            self.phase = Phase::Testing;
-            self.program_started = Some(self.now);
-            return Event::Note(note.to_owned());
+    fn marker(&mut self, mark: GuestMark) -> Event {
+        match &mark {
+            GuestMark::Begin => {
+                self.phase = Phase::Testing;
+                self.program_started = Some(self.now);
+            }
+            GuestMark::ProbeOk => return Event::ProbeOk,
+            GuestMark::LeftBehind(what) => self.left_behind.push(what.clone()),
+            GuestMark::End(code) => {
+                self.phase = Phase::Finished;
+                self.exit_code = Some(*code);
+                return Event::Finished(*code);
+            }
+            GuestMark::Booted(_) | GuestMark::Setup(_) => {}
         }
-        if note == "probe-ok" {
-            return Event::ProbeOk;
-        }
-        if let Some(what) = note.strip_prefix("left behind: ") {
-            self.left_behind.push(what.to_owned());
-        }
-        if let Some(code) = note.strip_prefix("end exit=") {
-            self.phase = Phase::Finished;
-            let code = code.trim().parse().unwrap_or(ksft::KSFT_FAIL);
-            self.exit_code = Some(code);
-            return Event::Finished(code);
-        }
-        Event::Note(note.to_owned())
+        Event::Note(mark.note())
     }
 
     fn record(&mut self, verdict: Status, name: String, reason: String) {
@@ -258,12 +261,12 @@ mod tests {
         let mut c = Console::new("vfio_dma_mapping_mmio_test");
         let events = feed_all(
             &mut c,
-            "[    0.000000] Linux version 7.3.4\r\nok 9 not-a-test-yet\nvfiotest-vm: begin\nTAP version 13\n1..2\n\
+            "vfiotest-vm: booted 7.3.4\r\nok 9 not-a-test-yet\nvfiotest-vm: begin\nTAP version 13\n1..2\n\
              #  RUN           f.v.map_full_bar ...\nok 1 f.v.map_full_bar\nok 2 f.v.map_partial_bar # SKIP BAR too small (size=0x800)\n\
              # Totals: pass:1 fail:0 xfail:0 xpass:0 skip:1 error:0\nvfiotest-vm: end exit=0\n",
         );
-        assert_eq!(events[0], Event::Log);
-        assert_eq!(events[1], Event::Log, "TAP-like lines before begin are boot noise");
+        assert_eq!(events[0], Event::Note("booted 7.3.4".into()));
+        assert_eq!(events[1], Event::Log, "TAP-like lines before begin are not the suite's");
         assert_eq!(events.last(), Some(&Event::Finished(0)));
         assert_eq!(c.results.len(), 2);
         assert_eq!(c.results[1].verdict, Status::Skip);
@@ -294,7 +297,10 @@ mod tests {
         let mut c = Console::new("p");
         c.feed("vfiotest-vm: begin");
         assert_eq!(c.feed("Vendor: 1b36, Device: 0005"), Event::Tap);
-        assert_eq!(c.feed("[   10.123456] vfio-pci 0000:00:03.0: resetting"), Event::Log);
+        assert_eq!(c.feed_console("[   10.123456] vfio-pci 0000:00:03.0: resetting"), Event::Log);
+        assert_eq!(c.feed_console("ok 1 f.v.t"), Event::Log, "the console never carries results");
+        assert!(c.results.is_empty());
+        assert_eq!(c.feed("# BUG: in a test's own words"), Event::Tap, "the results port can't kill the run");
     }
 
     #[test]
@@ -365,10 +371,10 @@ mod tests {
     #[test]
     fn kernel_death_is_fatal() {
         let mut c = Console::new("p");
-        let e = c.feed("[   12.3] BUG: kernel NULL pointer dereference, address: 0000000000000008");
+        let e = c.feed_console("[   12.3] BUG: kernel NULL pointer dereference, address: 0000000000000008");
         assert!(matches!(e, Event::Fatal(_)));
         assert!(c.fatal.as_deref().unwrap().contains("NULL pointer"));
-        assert!(matches!(c.feed("[   12.4] Kernel panic - not syncing: Fatal exception"), Event::Fatal(_)));
+        assert!(matches!(c.feed_console("[   12.4] Kernel panic - not syncing: Fatal exception"), Event::Fatal(_)));
         assert!(c.fatal.as_deref().unwrap().contains("NULL pointer"), "the first one is kept");
     }
 }

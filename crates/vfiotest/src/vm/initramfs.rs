@@ -1,4 +1,5 @@
-//! The guest's initramfs: busybox, this very binary, and an init that runs the suite.
+//! The guest's initramfs: this very binary as `/init` (also `/bin/vfiotest`), and the payload
+//! it runs, as JSON. Nothing else: no shell, no busybox.
 
 use std::io::Cursor;
 use std::path::Path;
@@ -6,42 +7,31 @@ use std::path::Path;
 use cpio::NewcBuilder;
 
 use crate::Fatal;
-
-const INIT: &str = include_str!("init.sh");
-const SETUP_PROOF: &str = include_str!("setup_proof.sh");
+use crate::guest::protocol::{PAYLOAD_PATH, Payload};
 
 const DIR: u32 = 0o040_755;
 const EXEC: u32 = 0o100_755;
 const FILE: u32 = 0o100_644;
+const SYMLINK: u32 = 0o120_777;
+const CHAR_DEVICE: u32 = 0o020_600;
 
-/// Packs a newc cpio archive with `/init`, `/bin/busybox`, `/bin/vfiotest` (the static binary's
-/// bytes, which the caller has already read to check them) and the run's settings in
-/// `/etc/vfiotest.env`.
-pub fn build(busybox: &Path, vfiotest: Vec<u8>, bdfs: &[&str], run_args: &[String], out: &Path) -> Result<(), Fatal> {
-    for arg in run_args {
-        if arg.chars().any(|c| c.is_whitespace() || "'\"$`\\;&|<>".contains(c)) {
-            return Err(Fatal::fail(format!(
-                "run argument {arg:?} can't be passed to the guest: no spaces or shell characters"
-            )));
-        }
-    }
-    let env = format!("VFIOTEST_BDFS=\"{}\"\nVFIOTEST_ARGS=\"{}\"\n", bdfs.join(" "), run_args.join(" "));
-    let entries: Vec<(&str, u32, Vec<u8>)> = vec![
-        ("bin", DIR, Vec::new()),
-        ("etc", DIR, Vec::new()),
-        ("dev", DIR, Vec::new()),
-        ("proc", DIR, Vec::new()),
-        ("sys", DIR, Vec::new()),
-        ("tmp", DIR, Vec::new()),
-        ("init", EXEC, INIT.as_bytes().to_vec()),
-        ("bin/setup-proof", EXEC, SETUP_PROOF.as_bytes().to_vec()),
-        ("etc/vfiotest.env", FILE, env.into_bytes()),
-        ("bin/busybox", EXEC, std::fs::read(busybox).map_err(|e| Fatal::fail(format!("{}: {e}", busybox.display())))?),
-        ("bin/vfiotest", EXEC, vfiotest),
-    ];
-    let inputs = entries
+/// Packs a newc cpio archive with `/init` (the static binary's bytes, which the caller has
+/// already read to check them), `/bin/vfiotest` pointing at it, the payload, and
+/// `/dev/console`, which the kernel opens for init before anything is mounted.
+pub fn build(vfiotest: Vec<u8>, payload: &Payload, out: &Path) -> Result<(), Fatal> {
+    let json = serde_json::to_vec_pretty(payload).map_err(|e| Fatal::fail(format!("the payload: {e}")))?;
+    let payload_path = PAYLOAD_PATH.trim_start_matches('/');
+    let mut entries: Vec<(NewcBuilder, Vec<u8>)> = ["bin", "etc", "etc/vfiotest", "dev", "proc", "sys", "tmp", "run"]
         .into_iter()
-        .map(|(name, mode, data)| (NewcBuilder::new(name).mode(mode).uid(0).gid(0).nlink(1), Cursor::new(data)));
+        .map(|dir| (NewcBuilder::new(dir).mode(DIR), Vec::new()))
+        .collect();
+    entries.extend([
+        (NewcBuilder::new("dev/console").mode(CHAR_DEVICE).rdev_major(5).rdev_minor(1), Vec::new()),
+        (NewcBuilder::new("init").mode(EXEC), vfiotest),
+        (NewcBuilder::new("bin/vfiotest").mode(SYMLINK), b"/init".to_vec()),
+        (NewcBuilder::new(payload_path).mode(FILE), json),
+    ]);
+    let inputs = entries.into_iter().map(|(entry, data)| (entry.uid(0).gid(0).nlink(1), Cursor::new(data)));
     let file = std::fs::File::create(out).map_err(|e| Fatal::fail(format!("{}: {e}", out.display())))?;
     cpio::write_cpio(inputs, std::io::BufWriter::new(file))
         .and_then(|mut w| std::io::Write::flush(&mut w))
@@ -85,19 +75,22 @@ mod tests {
     }
 
     #[test]
-    fn archive_holds_init_and_settings() {
+    fn archive_holds_init_and_payload() {
+        use crate::guest::protocol::GuestCommand;
         let dir = std::env::temp_dir().join(format!("vfiotest-initramfs-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        let (bb, out) = (dir.join("busybox"), dir.join("initrd"));
-        std::fs::write(&bb, b"bb").unwrap();
-        build(&bb, b"me".to_vec(), &["0000:00:03.0"], &["-t".into(), "map_full_bar".into()], &out).unwrap();
+        let out = dir.join("initrd");
+        let args = vec!["-t".to_owned(), "a b".to_owned()];
+        let payload = Payload { bdfs: vec!["0000:00:03.0".into()], command: GuestCommand::Run { args } };
+        build(b"me".to_vec(), &payload, &out).unwrap();
         let bytes = std::fs::read(&out).unwrap();
         let text = String::from_utf8_lossy(&bytes);
         assert!(text.contains("070701"), "newc magic");
-        assert!(text.contains("VFIOTEST_BDFS=\"0000:00:03.0\""));
-        assert!(text.contains("VFIOTEST_ARGS=\"-t map_full_bar\""));
-        assert!(text.contains("TRAILER!!!"));
-        assert!(build(&bb, b"me".to_vec(), &[], &["a b".into()], &out).is_err(), "spaces can't cross");
+        for name in ["init", "bin/vfiotest", "dev/console", "etc/vfiotest/payload.json", "TRAILER!!!"] {
+            assert!(text.contains(name), "{name}");
+        }
+        assert!(text.contains("\"a b\""), "arguments travel whole, spaces and all");
+        assert!(!text.contains("busybox"));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -163,19 +163,21 @@ const HUGEPAGES: &str = "hugepagesz=1G hugepages=1 hugepagesz=2M hugepages=64";
 /// Guest RAM. Room for 1 GiB and 2 MiB hugetlb pages besides the kernel.
 pub const MEMORY: &str = "4G";
 
-/// What one machine boots: its kernel and initramfs, the nvme's disk, and what its kernel
-/// command line adds to ours.
+/// What one machine boots: its kernel and initramfs, the nvme's disk, where its results port
+/// goes (the second serial port: TAP and the init's marks), and what its kernel command line
+/// adds to ours.
 #[derive(Debug, Clone, Copy)]
 pub struct Guest<'a> {
     pub kernel: &'a Path,
     pub initrd: &'a Path,
     pub disk: &'a Path,
+    pub results: &'a Path,
     pub extra_cmdline: &'a str,
 }
 
 /// The QEMU command that boots `guest` on the default topology behind `viommu`.
 pub fn qemu_command(qemu: &Emulator, viommu: &Viommu, accel: Accel, icount: bool, guest: &Guest) -> Command {
-    let Guest { kernel, initrd, disk, extra_cmdline } = *guest;
+    let Guest { kernel, initrd, disk, results, extra_cmdline } = *guest;
     let mut cmd = Command::new(&qemu.binary);
     cmd.args(qemu.firmware_args());
     match accel {
@@ -186,7 +188,10 @@ pub fn qemu_command(qemu: &Emulator, viommu: &Viommu, accel: Accel, icount: bool
         cmd.args(["-icount", ICOUNT]);
     }
     cmd.args(["-m", MEMORY, "-smp", "2", "-nodefaults", "-no-reboot", "-nic", "none"])
-        .args(["-display", "none", "-vga", "none", "-serial", "stdio", "-monitor", "none"])
+        .args(["-display", "none", "-vga", "none", "-monitor", "none"])
+        // ttyS0 is the kernel's console, ttyS1 the results port (guest::protocol).
+        .args(["-serial", "stdio", "-serial", "chardev:vfiotest-results", "-chardev"])
+        .arg(format!("file,id=vfiotest-results,path={}", results.display()))
         // Room above 4 GiB for the 128 GiB BAR.
         .args(["-global", "q35-pcihost.pci-hole64-size=512G"])
         // The vIOMMU comes first so every device behind it is translated.
@@ -239,7 +244,13 @@ mod tests {
     }
 
     fn test_guest() -> Guest<'static> {
-        Guest { kernel: Path::new("bz"), initrd: Path::new("rd"), disk: Path::new("disk"), extra_cmdline: "" }
+        Guest {
+            kernel: Path::new("bz"),
+            initrd: Path::new("rd"),
+            disk: Path::new("disk"),
+            results: Path::new("/dev/fd/9"),
+            extra_cmdline: "",
+        }
     }
 
     #[test]
@@ -267,6 +278,9 @@ mod tests {
         let iommu = args.iter().position(|a| a.starts_with("intel-iommu")).unwrap();
         let first_dev = args.iter().position(|a| a.starts_with("pci-testdev")).unwrap();
         assert!(iommu < first_dev);
+        let serials: Vec<&String> = args.windows(2).filter(|w| w[0] == "-serial").map(|w| &w[1]).collect();
+        assert_eq!(serials, ["stdio", "chardev:vfiotest-results"], "ttyS0 the console, ttyS1 the results");
+        assert!(args.contains(&"file,id=vfiotest-results,path=/dev/fd/9".to_owned()));
         let icount = args.iter().position(|a| a == "-icount").unwrap();
         assert!(args[icount + 1].contains("sleep=off"), "idle waits take no wall time");
         let plain = qemu_command(&qemu, &INTEL, Accel::Tcg, false, &test_guest());

@@ -28,9 +28,10 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use ksft::{KSFT_FAIL, KSFT_PASS, KSFT_SKIP};
 
+use crate::guest::protocol::{GuestCommand, Payload, Switches};
 use crate::programs::ProgramSpec;
 use crate::{Fatal, cache_dir};
-use console::{Console, Event};
+use console::{Console, Event, Source};
 use machine::{Accel, TOPOLOGY};
 
 /// Options of `vfiotest vm`.
@@ -200,7 +201,7 @@ fn run_kernel(
     }
     let work = WorkDir::new(&cache)?;
     let initrd = work.path.join("initramfs.cpio");
-    initramfs::build(Path::new("/bin/busybox"), me_bytes, &bdfs, &guest_run_args(args), &initrd)?;
+    initramfs::build(me_bytes, &payload(args, &bdfs), &initrd)?;
 
     let launch = Launch { qemu, viommu: &args.viommu, kernel, initrd: &initrd };
     let accel = match args.accel {
@@ -254,18 +255,26 @@ fn run_kernel(
     Ok(code)
 }
 
-/// What `vfiotest run` gets in the guest: the user's arguments, and `--require all` when the
-/// machine is ours as built (our kernel, its command line untouched): it has every feature, so
-/// a kernel config change that drops one fails the suite instead of skipping tests. A user's
-/// own kernel or command line may lack features on purpose; the user can pass `--require`.
-fn guest_run_args(args: &VmArgs) -> Vec<String> {
-    let mut run_args = args.run_args.clone();
-    let ours = args.kernel.is_empty() && args.append.is_none();
-    let asked = run_args.iter().any(|a| a.starts_with("--require"));
-    if ours && !asked && !is_bench(args) {
-        run_args.extend(["--require".into(), "all".into()]);
-    }
-    run_args
+/// What the guest runs on `bdfs`: the bench, the setup proof, or `vfiotest run` with the
+/// user's arguments and `--require all` when the machine is ours as built (our kernel, its
+/// command line untouched): it has every feature, so a kernel config change that drops one
+/// fails the suite instead of skipping tests. A user's own kernel or command line may lack
+/// features on purpose; the user can pass `--require`.
+fn payload(args: &VmArgs, bdfs: &[&str]) -> Payload {
+    let bdfs = bdfs.iter().map(|b| b.to_string()).collect();
+    let command = match args.run_args.first().map(String::as_str) {
+        Some("bench") => GuestCommand::Bench { args: args.run_args[1..].to_vec() },
+        Some("setup-proof") => GuestCommand::SetupProof,
+        _ => {
+            let mut run_args = args.run_args.clone();
+            let ours = args.kernel.is_empty() && args.append.is_none();
+            if ours && !run_args.iter().any(|a| a.starts_with("--require")) {
+                run_args.extend(["--require".into(), "all".into()]);
+            }
+            GuestCommand::Run { args: run_args }
+        }
+    };
+    Payload { bdfs, command }
 }
 
 /// The program names the guest's arguments start with.
@@ -399,7 +408,7 @@ fn spawn_qemu(
     accel: Accel,
     icount: bool,
     cmdline: &str,
-) -> Result<(Qemu, mpsc::Receiver<String>), Fatal> {
+) -> Result<(Qemu, mpsc::Receiver<(Source, String)>), Fatal> {
     catch_stop_signals()?;
     // Each machine gets its own nvme disk beside the initramfs, gone with the run's directory.
     static DISKS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
@@ -408,7 +417,22 @@ fn spawn_qemu(
     fs::File::create(&disk)
         .and_then(|f| f.set_len(machine::DISK_BYTES))
         .map_err(|e| Fatal::fail(format!("{}: {e}", disk.display())))?;
-    let guest = machine::Guest { kernel: launch.kernel, initrd: launch.initrd, disk: &disk, extra_cmdline: cmdline };
+    // The results port goes into a pipe of ours: QEMU opens its write end by /dev/fd/N, which
+    // it inherits; we close ours once it runs, so the read end ends when QEMU does. Machines
+    // start from several threads: one at a time, so no QEMU inherits another's write end.
+    static SPAWNING: Mutex<()> = Mutex::new(());
+    let _one_at_a_time = SPAWNING.lock().unwrap_or_else(|p| p.into_inner());
+    let (results, results_writer) = std::io::pipe().map_err(|e| Fatal::fail(format!("pipe: {e}")))?;
+    rustix::io::fcntl_setfd(&results_writer, rustix::io::FdFlags::empty())
+        .map_err(|e| Fatal::fail(format!("fcntl(F_SETFD): {e}")))?;
+    let results_path = PathBuf::from(format!("/dev/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&results_writer)));
+    let guest = machine::Guest {
+        kernel: launch.kernel,
+        initrd: launch.initrd,
+        disk: &disk,
+        results: &results_path,
+        extra_cmdline: cmdline,
+    };
     let qemu = machine::qemu_command(launch.qemu, launch.viommu, accel, icount, &guest);
     // If we die without a chance to clean up (SIGKILL), the kernel kills QEMU too.
     let mut cmd = Command::new("setpriv");
@@ -419,17 +443,22 @@ fn spawn_qemu(
         .stderr(Stdio::piped())
         .spawn()
         .map_err(|e| Fatal::fail(format!("starting {}: {e}", launch.qemu.binary.display())))?;
+    drop(results_writer);
     let (tx, rx) = mpsc::channel();
     let stdout = child.stdout.take().expect("piped");
     let stderr = child.stderr.take().expect("piped");
-    // The serial console is stdout; QEMU's own messages (stderr) are kept apart so they can't
-    // be taken for the suite's output.
-    let streams = [(Box::new(stdout) as Box<dyn std::io::Read + Send>, ""), (Box::new(stderr), QEMU_PREFIX)];
-    for (stream, prefix) in streams {
+    // The kernel's console is QEMU's stdout, its own messages its stderr, the results port our
+    // pipe: three channels, never mixed.
+    let streams = [
+        (Box::new(stdout) as Box<dyn std::io::Read + Send>, Source::Console),
+        (Box::new(stderr), Source::Qemu),
+        (Box::new(results), Source::Results),
+    ];
+    for (stream, source) in streams {
         let tx = tx.clone();
         thread::spawn(move || {
             for line in BufReader::new(stream).split(b'\n').map_while(Result::ok) {
-                if tx.send(format!("{prefix}{}", String::from_utf8_lossy(&line))).is_err() {
+                if tx.send((source, String::from_utf8_lossy(&line).into_owned())).is_err() {
                     break;
                 }
             }
@@ -446,7 +475,7 @@ fn probe_kvm(launch: &Launch) -> Accel {
         return Accel::Tcg;
     }
     eprintln!("[vm] probing KVM (up to {} s)", PROBE_TIMEOUT.as_secs());
-    let Ok((mut qemu, lines)) = spawn_qemu(launch, Accel::Kvm, false, "vfiotest.probe") else {
+    let Ok((mut qemu, lines)) = spawn_qemu(launch, Accel::Kvm, false, Switches::PROBE) else {
         return Accel::Tcg;
     };
     let deadline = Instant::now() + PROBE_TIMEOUT;
@@ -464,7 +493,7 @@ fn probe_kvm(launch: &Launch) -> Accel {
 /// Reads console lines until QEMU exits, the probe answers, or a timeout passes.
 fn follow(
     qemu: &mut Qemu,
-    lines: &mpsc::Receiver<String>,
+    lines: &mpsc::Receiver<(Source, String)>,
     deadline: Instant,
     silence: Duration,
     console: &mut Console,
@@ -473,9 +502,13 @@ fn follow(
     let mut last_output = Instant::now();
     loop {
         match lines.recv_timeout(Duration::from_millis(100)) {
-            Ok(line) => {
+            Ok((source, line)) => {
                 last_output = Instant::now();
-                let event = console.feed(&line);
+                let (event, line) = match source {
+                    Source::Results => (console.feed(&line), line),
+                    Source::Console => (console.feed_console(&line), line),
+                    Source::Qemu => (Event::Log, format!("{QEMU_PREFIX}{line}")),
+                };
                 on_line(&line, &event);
                 if event == Event::ProbeOk {
                     return BootEnd::ProbeOk;
@@ -576,7 +609,7 @@ fn boot(
     let started = Instant::now();
     let units = machine.as_ref().map(|m| {
         let list: Vec<String> = m.units.iter().map(usize::to_string).collect();
-        format!("vfiotest.units={}", list.join(","))
+        Switches::units_word(&list.join(","))
     });
     let cmdline = [args.append.as_deref(), units.as_deref()].into_iter().flatten().collect::<Vec<_>>().join(" ");
     let (mut qemu, lines) = spawn_qemu(launch, accel, icount, &cmdline)?;

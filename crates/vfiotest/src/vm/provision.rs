@@ -16,8 +16,6 @@ struct Need {
 const RUN: &[Need] = &[
     // Runs QEMU with a parent-death signal, so it can't outlive us.
     Need { path: "/usr/bin/setpriv", package: "util-linux" },
-    // The static build: the dynamic `busybox` package would not run in the initramfs.
-    Need { path: "/bin/busybox", package: "busybox-static" },
 ];
 
 /// What building the guest kernel from Debian's source package needs.
@@ -39,9 +37,6 @@ pub fn ensure(build_kernel: bool) -> Result<(), Fatal> {
     let mut missing: Vec<&str> = RUN.iter().filter(|n| !Path::new(n.path).exists()).map(|n| n.package).collect();
     if build_kernel {
         missing.extend(KERNEL_BUILD.iter().filter(|n| !Path::new(n.path).exists()).map(|n| n.package));
-    }
-    if Path::new("/bin/busybox").exists() && !busybox_is_static() {
-        missing.push("busybox-static");
     }
     missing.dedup();
     install(&missing)
@@ -78,10 +73,6 @@ fn install(missing: &[&str]) -> Result<(), Fatal> {
         }
     }
     Ok(())
-}
-
-fn busybox_is_static() -> bool {
-    std::fs::read("/bin/busybox").is_ok_and(|b| super::initramfs::is_static_elf(&b))
 }
 
 fn apt_install(packages: &[&str]) -> Result<bool, Fatal> {
