@@ -4,12 +4,11 @@
 #![deny(unsafe_code)]
 
 pub mod bench;
+pub mod cache;
 pub mod guest;
 pub mod programs;
 pub mod setup;
 pub mod vm;
-
-use std::path::PathBuf;
 
 use ksft::{KSFT_FAIL, KSFT_SKIP};
 
@@ -38,13 +37,4 @@ impl<E: std::error::Error> From<E> for Fatal {
     fn from(e: E) -> Self {
         Self::fail(e.to_string())
     }
-}
-
-/// Where the vm runner keeps its downloads and builds, outside the repository.
-pub fn cache_dir() -> PathBuf {
-    std::env::var_os("VFIOTEST_CACHE")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("XDG_CACHE_HOME").map(|d| PathBuf::from(d).join("vfiotest")))
-        .or_else(|| std::env::var_os("HOME").map(|d| PathBuf::from(d).join(".cache/vfiotest")))
-        .unwrap_or_else(|| PathBuf::from("/var/cache/vfiotest"))
 }

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::Fatal;
+use crate::cache::Cache;
 
 /// The first non-security mirror in the machine's apt sources (deb822 `.sources` files first,
 /// then the one-line `sources.list`).
@@ -37,12 +38,12 @@ fn mirror_in(deb822: &str, one_line: &str) -> Option<String> {
 
 /// Downloads `packages` (their candidate versions in `suite`) into `dest`, and returns the
 /// paths of the `.deb` files, in the order asked. Already downloaded files are reused.
-pub fn download(cache: &Path, suite: &str, packages: &[&str], dest: &Path) -> Result<Vec<PathBuf>, Fatal> {
+pub fn download(cache: &Cache, suite: &str, packages: &[&str], dest: &Path) -> Result<Vec<PathBuf>, Fatal> {
     let found = |dir: &Path| -> Option<Vec<PathBuf>> { packages.iter().map(|p| find_deb(dir, p)).collect() };
     if let Some(debs) = found(dest) {
         return Ok(debs);
     }
-    let state = cache.join(format!("apt-{suite}"));
+    let state = cache.apt_state(suite);
     for dir in [state.join("lists/partial"), state.join("cache/archives/partial"), dest.to_path_buf()] {
         fs::create_dir_all(&dir).map_err(|e| Fatal::fail(format!("{}: {e}", dir.display())))?;
     }

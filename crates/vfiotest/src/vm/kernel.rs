@@ -10,6 +10,7 @@ use rustix::fs::{FlockOperation, flock};
 use sha2::{Digest, Sha256};
 
 use crate::Fatal;
+use crate::cache::Cache;
 
 /// The build script and config fragment, embedded so the binary alone can build its kernel.
 const BUILD_SCRIPT: &str = include_str!("../../../../vm/build-kernel.sh");
@@ -18,13 +19,13 @@ const BASE: &str = include_str!("../../../../vm/guest-base.config");
 const FRAGMENT: &str = include_str!("../../../../vm/guest.config");
 
 /// Where the kernel built from the current script and fragment lives.
-pub fn cached_path(cache: &Path) -> PathBuf {
+pub fn cached_path(cache: &Cache) -> PathBuf {
     let mut hash = Sha256::new();
     hash.update(BUILD_SCRIPT);
     hash.update(BASE);
     hash.update(FRAGMENT);
     let key: String = hash.finalize().iter().take(6).map(|b| format!("{b:02x}")).collect();
-    cache.join("kernels").join(format!("linux-7.3-{key}")).join("bzImage")
+    cache.kernel(&key)
 }
 
 /// Where an x86 boot image keeps its setup header's magic, "HdrS" (Documentation/arch/x86/boot.rst).
@@ -55,15 +56,16 @@ fn not_a_bzimage(path: &Path) -> Fatal {
 const BUILD_SPACE: u64 = 8 << 30;
 
 /// Fails with one line naming the cache and the space needed if the build can't fit.
-fn ensure_space(cache: &Path) -> Result<(), Fatal> {
-    let stat = rustix::fs::statvfs(cache).map_err(|e| Fatal::fail(format!("statvfs {}: {e}", cache.display())))?;
+fn ensure_space(cache: &Cache) -> Result<(), Fatal> {
+    let root = cache.root();
+    let stat = rustix::fs::statvfs(root).map_err(|e| Fatal::fail(format!("statvfs {}: {e}", root.display())))?;
     let free = stat.f_bavail * stat.f_frsize;
     match free >= BUILD_SPACE {
         true => Ok(()),
         false => Err(Fatal::fail(format!(
             "building the guest kernel needs {} GiB free in {}, which has {:.1} GiB",
             BUILD_SPACE >> 30,
-            cache.display(),
+            root.display(),
             free as f64 / f64::from(1u32 << 30)
         ))),
     }
@@ -122,14 +124,14 @@ fn minutes(seconds: f64) -> String {
 
 /// Returns the cached kernel, building it first if needed (about 5 minutes on 2 cores).
 /// Concurrent callers wait for one build.
-pub fn ensure(cache: &Path) -> Result<PathBuf, Fatal> {
+pub fn ensure(cache: &Cache) -> Result<PathBuf, Fatal> {
     let bzimage = cached_path(cache);
     if bzimage.exists() {
         return Ok(bzimage);
     }
     let dir = bzimage.parent().expect("a kernel path has a directory");
     fs::create_dir_all(dir).map_err(|e| Fatal::fail(format!("{}: {e}", dir.display())))?;
-    let lock_path = cache.join("kernel.lock");
+    let lock_path = cache.kernel_lock();
     let lock = File::create(&lock_path).map_err(|e| Fatal::fail(format!("{}: {e}", lock_path.display())))?;
     if flock(&lock, FlockOperation::NonBlockingLockExclusive).is_err() {
         eprintln!("[kernel] another vfiotest is building the kernel; waiting for it");
@@ -140,7 +142,7 @@ pub fn ensure(cache: &Path) -> Result<PathBuf, Fatal> {
         return Ok(bzimage);
     }
     ensure_space(cache)?;
-    let src_cache = cache.join("kernel-src");
+    let src_cache = cache.kernel_src();
     let deb = super::apt::download(cache, "trixie-backports", &["linux-source-7.3"], &src_cache)?.remove(0);
     let fragment = dir.join("guest.config");
     fs::write(&fragment, format!("{BASE}{FRAGMENT}"))

@@ -28,9 +28,10 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use ksft::{KSFT_FAIL, KSFT_PASS, KSFT_SKIP};
 
+use crate::Fatal;
+use crate::cache::Cache;
 use crate::guest::protocol::{GuestCommand, Payload, Switches};
 use crate::programs::ProgramSpec;
-use crate::{Fatal, cache_dir};
 use console::{Console, Event, Source};
 use machine::{Accel, TOPOLOGY};
 
@@ -108,7 +109,7 @@ pub fn main(args: &VmArgs) -> Result<i32, Fatal> {
             "several --kernel are for comparing them: `vfiotest vm --kernel A --kernel B -- bench`",
         ));
     }
-    let cache = cache_dir();
+    let cache = Cache::locate();
     let build_kernel = args.kernel.is_empty() && !kernel::cached_path(&cache).exists();
     provision::ensure(build_kernel)?;
     let kernels = match args.kernel.as_slice() {
@@ -163,7 +164,7 @@ fn bench_path(args: &VmArgs, index: usize, kernels: usize) -> Result<PathBuf, Fa
             _ => path.with_extension(format!("{index}.json")),
         });
     }
-    let dir = cache_dir().join("bench");
+    let dir = Cache::locate().bench();
     fs::create_dir_all(&dir).map_err(|e| Fatal::fail(format!("{}: {e}", dir.display())))?;
     let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
     let path = dir.join(format!("{stamp}-{index}.json"));
@@ -182,13 +183,13 @@ struct BenchContext {
 /// Boots `kernel` and runs the suite (or the bench) on it.
 fn run_kernel(
     args: &VmArgs,
-    cache: &Path,
+    cache: &Cache,
     qemu: &qemu::Emulator,
     kernel: &Path,
     bdfs: &[&str],
     bench: Option<&BenchContext>,
 ) -> Result<i32, Fatal> {
-    let cache = cache.to_path_buf();
+    let cache = cache.clone();
     let bdfs = bdfs.to_vec();
 
     let me = std::env::current_exe().map_err(|e| Fatal::fail(format!("finding this executable: {e}")))?;
@@ -318,8 +319,8 @@ const KEPT_LOGS: usize = 20;
 
 /// This run's own console log, `consoles/<unix time>-<pid>.log` (runs at once don't share one),
 /// with `last-console.log` pointing at it. The oldest logs beyond [`KEPT_LOGS`] go.
-fn console_log(cache: &Path, machine: Option<usize>) -> Result<PathBuf, Fatal> {
-    let dir = cache.join("consoles");
+fn console_log(cache: &Cache, machine: Option<usize>) -> Result<PathBuf, Fatal> {
+    let dir = cache.consoles();
     fs::create_dir_all(&dir).map_err(|e| Fatal::fail(format!("{}: {e}", dir.display())))?;
     let mut old: Vec<PathBuf> =
         fs::read_dir(&dir).into_iter().flatten().filter_map(|e| e.ok()).map(|e| e.path()).collect();
@@ -330,7 +331,7 @@ fn console_log(cache: &Path, machine: Option<usize>) -> Result<PathBuf, Fatal> {
     let since_epoch = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
     let suffix = machine.map(|m| format!("-vm{}", m + 1)).unwrap_or_default();
     let path = dir.join(format!("{}-{}{suffix}.log", since_epoch.as_secs(), std::process::id()));
-    let last = cache.join("last-console.log");
+    let last = cache.last_console();
     let _ = fs::remove_file(&last);
     let _ = std::os::unix::fs::symlink(&path, &last);
     Ok(path)
@@ -357,8 +358,8 @@ struct WorkDir {
 }
 
 impl WorkDir {
-    fn new(cache: &Path) -> Result<Self, Fatal> {
-        let path = cache.join(format!("run-{}", std::process::id()));
+    fn new(cache: &Cache) -> Result<Self, Fatal> {
+        let path = cache.run_dir(std::process::id());
         fs::create_dir_all(&path).map_err(|e| Fatal::fail(format!("{}: {e}", path.display())))?;
         Ok(Self { path })
     }
@@ -590,7 +591,7 @@ fn boot(
     args: &VmArgs,
     launch: &Launch,
     accel: Accel,
-    cache: &Path,
+    cache: &Cache,
     program: &str,
     icount: bool,
     machine: Option<Machine>,

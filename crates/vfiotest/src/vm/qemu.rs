@@ -12,6 +12,7 @@ use std::process::Command;
 
 use super::{apt, provision};
 use crate::Fatal;
+use crate::cache::Cache;
 
 const SUITE: &str = "bookworm-backports";
 /// The emulator and what it needs at run time: its firmware (`qemu-system-data`, `seabios`)
@@ -54,17 +55,12 @@ impl Emulator {
     }
 }
 
-/// Where the unpacked QEMU lives.
-fn root(cache: &Path) -> PathBuf {
-    cache.join("qemu-bookworm-backports")
-}
-
 /// The cached QEMU 10, downloading and unpacking it (and installing its libraries) first if
 /// needed.
-pub fn ensure(cache: &Path) -> Result<Emulator, Fatal> {
-    let root = root(cache);
+pub fn ensure(cache: &Cache) -> Result<Emulator, Fatal> {
+    let root = cache.qemu(SUITE);
     let ready = root.join(".unpacked");
-    let debs = cache.join("debs");
+    let debs = cache.debs();
     if !ready.exists() {
         let files = apt::download(cache, SUITE, PACKAGES, &debs)?;
         let _ = fs::remove_dir_all(&root);

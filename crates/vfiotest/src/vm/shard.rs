@@ -6,9 +6,10 @@
 //! machines share nothing, so the hugetlb pool, debugfs and the 1 GiB page are each
 //! machine's own. The shares are balanced by what each program took last time.
 
+use crate::cache::Cache;
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use ksft::{Status, TapLine, parse_line};
 
@@ -48,8 +49,8 @@ fn key(program: &str, icount: bool) -> String {
 
 impl History {
     /// The history in `cache`, empty if there is none or it can't be read.
-    pub fn load(cache: &Path) -> Self {
-        let path = cache.join("program-durations.json");
+    pub fn load(cache: &Cache) -> Self {
+        let path = cache.program_durations();
         let seconds =
             std::fs::read_to_string(&path).ok().and_then(|t| serde_json::from_str(&t).ok()).unwrap_or_default();
         Self { path, seconds, prior: serde_json::from_str(PRIOR).unwrap_or_default() }
@@ -324,7 +325,7 @@ mod tests {
     fn history_averages_per_clock_and_scales_what_only_ran_on_the_other() {
         let dir = std::env::temp_dir().join(format!("vfiotest-history-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        let mut history = History::load(&dir);
+        let mut history = History::load(&Cache::at(&dir));
         assert_eq!(history.estimate("p", 10, true, false), 10.0 * GUESS_PER_TEST_S);
         history.record([("p".to_owned(), false, 4.0)]);
         history.record([("p".to_owned(), false, 2.0)]);
@@ -333,8 +334,8 @@ mod tests {
         assert!(near(history.estimate("p", 10, true, false), 3.0 * ICOUNT_SLOWDOWN), "computing: icount slows it");
         assert!(near(history.estimate("p", 10, true, true), 3.0 / WAIT_SPEEDUP), "waiting: icount speeds it up");
         history.record([("p".to_owned(), true, 5.0)]);
-        assert_eq!(History::load(&dir).estimate("p", 10, true, false), 5.0, "saved, by clock");
-        assert_eq!(History::load(&dir).estimate("p", 10, false, false), 3.0);
+        assert_eq!(History::load(&Cache::at(&dir)).estimate("p", 10, true, false), 5.0, "saved, by clock");
+        assert_eq!(History::load(&Cache::at(&dir)).estimate("p", 10, false, false), 3.0);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
