@@ -8,6 +8,7 @@ pub mod cache;
 pub mod guest;
 pub mod programs;
 pub mod setup;
+pub mod suite;
 pub mod vm;
 
 use ksft::{KSFT_FAIL, KSFT_SKIP};

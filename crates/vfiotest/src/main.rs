@@ -5,10 +5,11 @@
 use std::io::Write;
 use std::process::ExitCode;
 
-use clap::{ArgAction, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
-use ksft::{Filter, Filters, KSFT_PASS, KSFT_SKIP};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
+use ksft::{Filters, KSFT_PASS, KSFT_SKIP};
 use vfio::Bdf;
 use vfio::sysfs::Sysfs;
+use vfiotest::suite::{RunArgs, filters_in_order, resolve_targets};
 use vfiotest::{Fatal, bench, programs, setup, vm};
 
 #[derive(Parser)]
@@ -57,58 +58,6 @@ enum Command {
         /// The nvme whose disk is tried.
         bdf: String,
     },
-}
-
-#[derive(Args, Clone, Debug)]
-pub struct RunArgs {
-    /// Program names to run (else all of them), then the devices to run on (else
-    /// $VFIO_SELFTESTS_BDF).
-    #[arg(value_name = "PROGRAM|BDF")]
-    targets: Vec<String>,
-    /// Include tests named NAME.
-    #[arg(short = 't', value_name = "NAME", action = ArgAction::Append)]
-    test: Vec<String>,
-    /// Exclude tests named NAME.
-    #[arg(short = 'T', value_name = "NAME", action = ArgAction::Append)]
-    no_test: Vec<String>,
-    /// Include fixture NAME.
-    #[arg(short = 'f', value_name = "NAME", action = ArgAction::Append)]
-    fixture: Vec<String>,
-    /// Exclude fixture NAME.
-    #[arg(short = 'F', value_name = "NAME", action = ArgAction::Append)]
-    no_fixture: Vec<String>,
-    /// Include variant NAME.
-    #[arg(short = 'v', value_name = "NAME", action = ArgAction::Append)]
-    variant: Vec<String>,
-    /// Exclude variant NAME.
-    #[arg(short = 'V', value_name = "NAME", action = ArgAction::Append)]
-    no_variant: Vec<String>,
-    /// Run only fixture.variant.test.
-    #[arg(short = 'r', value_name = "NAME", action = ArgAction::Append)]
-    run: Vec<String>,
-    /// List every test (upstream's table, on stderr) and exit 4, as kselftest_harness does.
-    #[arg(short = 'l')]
-    list: bool,
-    /// Enable debug prints. Accepted for kselftest_harness compatibility: none of the ported
-    /// tests prints debug messages, upstream's included.
-    #[arg(short = 'd')]
-    debug: bool,
-    /// Features this kernel must have, comma-separated, or `all`: a test that would SKIP for
-    /// want of one FAILs instead, naming it. Features: iommufd, container, cdev, dma-buf,
-    /// hugetlb-2m, hugetlb-1g, iommu-pgtables, sr-iov, irq-remap (see the README).
-    #[arg(long, value_name = "FEATURES", env = "VFIOTEST_REQUIRE")]
-    require: Option<String>,
-    /// Make the DMA drivers fake a fault (`driver-wedge`: every copy wedges the engine and its
-    /// recovery fails), to show that the tests fail when a driver does.
-    #[arg(long, value_name = "FAULT", hide = true)]
-    inject_fault: Option<String>,
-    /// Only these programs of the run, by their index in it (the vm runner's share of the
-    /// programs for one of several machines).
-    #[arg(long, value_delimiter = ',', hide = true)]
-    units: Vec<usize>,
-    /// The filters in command-line order (first match wins), rebuilt from the options above.
-    #[arg(skip)]
-    filters: Filters,
 }
 
 #[derive(Args)]
@@ -165,28 +114,6 @@ fn parse() -> Result<(Cli, Filters), Fatal> {
     Ok((cli, filters))
 }
 
-/// kselftest filters are decided by the first match, so their command-line order matters.
-fn filters_in_order(m: &clap::ArgMatches) -> Filters {
-    type MakeFilter = fn(String) -> Filter;
-    let kinds: [(&str, MakeFilter); 7] = [
-        ("test", |n| Filter::Test(true, n)),
-        ("no_test", |n| Filter::Test(false, n)),
-        ("fixture", |n| Filter::Fixture(true, n)),
-        ("no_fixture", |n| Filter::Fixture(false, n)),
-        ("variant", |n| Filter::Variant(true, n)),
-        ("no_variant", |n| Filter::Variant(false, n)),
-        ("run", Filter::Run),
-    ];
-    let mut indexed = Vec::new();
-    for (id, make) in kinds {
-        if let (Some(values), Some(indices)) = (m.get_many::<String>(id), m.indices_of(id)) {
-            indexed.extend(indices.zip(values.cloned().map(make)));
-        }
-    }
-    indexed.sort_by_key(|(i, _)| *i);
-    Filters(indexed.into_iter().map(|(_, f)| f).collect())
-}
-
 fn dispatch((cli, filters): (Cli, Filters)) -> Result<i32, Fatal> {
     match cli.command {
         Command::Run(mut args) => {
@@ -202,29 +129,6 @@ fn dispatch((cli, filters): (Cli, Filters)) -> Result<i32, Fatal> {
         Command::GuestInit => vfiotest::guest::init::main(),
         Command::SetupProof { bdf } => Ok(vfiotest::guest::setup_proof::main(bdf.parse()?)),
     }
-}
-
-/// Splits `run`'s positional arguments into the program names they start with (none: all
-/// programs) and the devices.
-fn resolve_targets(targets: &[String]) -> Result<(Vec<&'static str>, Vec<Bdf>), Fatal> {
-    let program_named = |t: &String| programs::PROGRAMS.iter().find(|p| p.name == t).map(|p| p.name);
-    let names: Vec<&'static str> = targets.iter().map_while(program_named).collect();
-    let rest = &targets[names.len()..];
-    let mut bdfs = rest
-        .iter()
-        .map(|t| {
-            t.parse::<Bdf>().map_err(|e| match t.contains(':') {
-                true => Fatal::fail(e.to_string()),
-                false => Fatal::fail(format!("{t:?} is neither a test program (see `vfiotest list`) nor a BDF")),
-            })
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    if bdfs.is_empty()
-        && let Ok(env) = std::env::var("VFIO_SELFTESTS_BDF")
-    {
-        bdfs = env.split_whitespace().map(|s| s.parse::<Bdf>()).collect::<Result<_, _>>()?;
-    }
-    Ok((names, bdfs))
 }
 
 fn run(args: &RunArgs) -> Result<i32, Fatal> {
@@ -302,35 +206,5 @@ mod tests {
     #[test]
     fn cli_is_well_formed() {
         Cli::command().debug_assert();
-    }
-
-    #[test]
-    fn filters_keep_command_line_order() {
-        let m = Cli::command().get_matches_from(["vfiotest", "run", "-T", "foo", "-v", "bla", "-t", "x"]);
-        let (_, sub) = m.subcommand().unwrap();
-        assert_eq!(
-            filters_in_order(sub).0,
-            [Filter::Test(false, "foo".into()), Filter::Variant(true, "bla".into()), Filter::Test(true, "x".into())]
-        );
-    }
-
-    #[test]
-    fn targets_split_into_programs_and_devices() {
-        let args = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-        let (p, b) = resolve_targets(&args(&["vfio_dma_mapping_mmio_test", "0000:00:03.0"])).unwrap();
-        assert_eq!(p, ["vfio_dma_mapping_mmio_test"]);
-        assert_eq!(b.len(), 1);
-        let two = ["vfio_p2p_dma_test", "vfio_dma_buf_test", "0000:00:03.0", "0000:00:05.0"];
-        let (p, b) = resolve_targets(&args(&two)).unwrap();
-        assert_eq!((p, b.len()), (vec!["vfio_p2p_dma_test", "vfio_dma_buf_test"], 2));
-        let (p, b) = resolve_targets(&args(&["0000:00:03.0"])).unwrap();
-        assert!(p.is_empty() && b.len() == 1, "no program named: all of them");
-        let err = resolve_targets(&args(&["0000:00:03.0", "vfio_dma_buf_test"])).unwrap_err();
-        assert!(err.message.contains("neither a test program"), "programs come first: {}", err.message);
-        let err = resolve_targets(&args(&["nonsense"])).unwrap_err();
-        assert_eq!(err.message, "\"nonsense\" is neither a test program (see `vfiotest list`) nor a BDF");
-        assert_eq!(err.code, ksft::KSFT_FAIL);
-        let err = resolve_targets(&args(&["0000:00:zz.0"])).unwrap_err();
-        assert!(err.message.starts_with("invalid BDF"), "{}", err.message);
     }
 }

@@ -7,6 +7,7 @@
 //! hang ends the run as a failure with the console's tail.
 
 mod apt;
+pub mod config;
 pub mod console;
 mod initramfs;
 mod kernel;
@@ -25,69 +26,17 @@ use std::sync::{Arc, Mutex, OnceLock, mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use clap::Args;
 use ksft::{KSFT_FAIL, KSFT_PASS, KSFT_SKIP};
 
 use crate::Fatal;
 use crate::cache::Cache;
-use crate::guest::protocol::{GuestCommand, Payload, Switches};
+use crate::guest::protocol::{Payload, Switches};
 use crate::programs::ProgramSpec;
+use config::{Action, VmConfig, Work};
 use console::{Console, Event, Source};
 use machine::{Accel, TOPOLOGY};
 
-/// Options of `vfiotest vm`.
-#[derive(Args, Debug)]
-pub struct VmArgs {
-    /// Guest kernel to boot; by default Linux 7.3 is built from Debian's source (once, cached).
-    /// With `-- bench`, give it twice or more (a kernel before and after a patch): each runs the
-    /// same bench in turn, and a ratio table compares each with the first.
-    #[arg(long, value_name = "BZIMAGE")]
-    kernel: Vec<PathBuf>,
-    /// The QEMU binary; by default QEMU 10 from Debian's bookworm-backports (fetched once, cached).
-    #[arg(long, value_name = "PATH")]
-    qemu: Option<PathBuf>,
-    /// How QEMU runs the guest; `auto` tries KVM with a short probe and falls back to TCG.
-    #[arg(long, value_enum, default_value_t = Accel::Tcg)]
-    accel: Accel,
-    /// The emulated IOMMU every device sits behind.
-    #[arg(long, value_name = "NAME", default_value = "intel", value_parser = machine::Viommu::named)]
-    viommu: machine::Viommu,
-    /// Only these guest devices (default: the whole topology; see --topology).
-    #[arg(long = "device", value_name = "BDF")]
-    devices: Vec<String>,
-    /// Print the topology and exit.
-    #[arg(long)]
-    topology: bool,
-    /// Install what is missing and build the guest kernel, then exit without booting.
-    #[arg(long)]
-    prepare: bool,
-    /// Give up after this many seconds in all.
-    #[arg(long, value_name = "SECONDS", default_value_t = 1800)]
-    timeout: u64,
-    /// Call the guest hung after this many seconds without console output.
-    #[arg(long, value_name = "SECONDS", default_value_t = 300)]
-    silence: u64,
-    /// Write every verdict to this file as JSON (for `-- bench`: the bench's results).
-    #[arg(long, value_name = "FILE")]
-    results: Option<PathBuf>,
-    /// Show the whole guest console, not just the suite's output.
-    #[arg(long)]
-    verbose: bool,
-    /// Add to the guest kernel's command line, e.g. `intremap=off` to boot without interrupt
-    /// remapping, or a module parameter such as `vfio_iommu_type1.allow_unsafe_interrupts=1`.
-    #[arg(long, value_name = "ARGS", allow_hyphen_values = true)]
-    append: Option<String>,
-    /// Run the programs on up to N machines at once (each TCG machine keeps one host core
-    /// busy); by default as many as the host has cores.
-    #[arg(long, value_name = "N")]
-    jobs: Option<usize>,
-    /// At the end, list the N tests that took longest.
-    #[arg(long, value_name = "N")]
-    slowest: Option<usize>,
-    /// Arguments for `vfiotest run` in the guest: a program name and kselftest filters.
-    #[arg(last = true, value_name = "RUN ARGS")]
-    run_args: Vec<String>,
-}
+pub use config::VmArgs;
 
 /// Marks QEMU's own stderr lines in the console log.
 const QEMU_PREFIX: &str = "[qemu] ";
@@ -96,48 +45,45 @@ const QEMU_PREFIX: &str = "[qemu] ";
 const PROBE_TIMEOUT: Duration = Duration::from_secs(60);
 
 pub fn main(args: &VmArgs) -> Result<i32, Fatal> {
-    if args.topology {
+    let config = VmConfig::parse(args)?;
+    if let Action::Topology = config.action {
         for d in TOPOLOGY {
             println!("{}  {:<45} {}", d.bdf, d.qemu, d.role);
         }
         return Ok(KSFT_PASS);
     }
-    let bdfs = select_devices(&args.devices)?;
-    let bench = is_bench(args);
-    if args.kernel.len() > 1 && !bench {
-        return Err(Fatal::fail(
-            "several --kernel are for comparing them: `vfiotest vm --kernel A --kernel B -- bench`",
-        ));
-    }
     let cache = Cache::locate();
-    let build_kernel = args.kernel.is_empty() && !kernel::cached_path(&cache).exists();
+    let build_kernel = config.kernels.is_empty() && !kernel::cached_path(&cache).exists();
     provision::ensure(build_kernel)?;
-    let kernels = match args.kernel.as_slice() {
+    let kernels = match config.kernels.as_slice() {
         [] => vec![kernel::ensure(&cache)?],
         given => given.iter().map(|k| kernel::check_bzimage(k)).collect::<Result<Vec<_>, _>>()?,
     };
-    let qemu = match &args.qemu {
+    let qemu = match &config.qemu {
         Some(path) => qemu::Emulator::at(path)?,
         None => qemu::ensure(&cache)?,
     };
     eprintln!("[vm] {} ({})", qemu.version, qemu.binary.display());
-    if args.prepare {
-        for kernel in &kernels {
-            println!("kernel: {}", kernel.display());
+    let work = match &config.action {
+        Action::Boot(work) => work,
+        Action::Topology | Action::Prepare => {
+            for kernel in &kernels {
+                println!("kernel: {}", kernel.display());
+            }
+            println!("qemu: {}", qemu.binary.display());
+            return Ok(KSFT_PASS);
         }
-        println!("qemu: {}", qemu.binary.display());
-        return Ok(KSFT_PASS);
-    }
-    if !bench {
-        return run_kernel(args, &cache, &qemu, &kernels[0], &bdfs, None);
+    };
+    if !work.is_bench() {
+        return run_kernel(&config, work, &cache, &qemu, &kernels[0], None);
     }
     // Each kernel's bench in turn, each kept; then each compared with the first.
     let mut saved = Vec::new();
     let mut code = KSFT_PASS;
     for (i, kernel) in kernels.iter().enumerate() {
-        let path = bench_path(args, i, kernels.len())?;
+        let path = bench_path(&config, i, kernels.len())?;
         let context = BenchContext { path: path.clone(), qemu: qemu.version.clone() };
-        code = code.max(run_kernel(args, &cache, &qemu, kernel, &bdfs, Some(&context))?);
+        code = code.max(run_kernel(&config, work, &cache, &qemu, kernel, Some(&context))?);
         saved.push(path);
     }
     if let [first, rest @ ..] = saved.as_slice() {
@@ -150,15 +96,10 @@ pub fn main(args: &VmArgs) -> Result<i32, Fatal> {
     Ok(code)
 }
 
-/// Whether the guest runs the bench rather than the suite.
-fn is_bench(args: &VmArgs) -> bool {
-    args.run_args.first().is_some_and(|a| a == "bench")
-}
-
 /// Where a bench run's JSON goes: `--results FILE` for a single kernel (`FILE` with the
 /// kernel's number before its extension for several), else the cache's `bench/`.
-fn bench_path(args: &VmArgs, index: usize, kernels: usize) -> Result<PathBuf, Fatal> {
-    if let Some(path) = &args.results {
+fn bench_path(config: &VmConfig, index: usize, kernels: usize) -> Result<PathBuf, Fatal> {
+    if let Some(path) = &config.results {
         return Ok(match kernels {
             1 => path.clone(),
             _ => path.with_extension(format!("{index}.json")),
@@ -182,16 +123,13 @@ struct BenchContext {
 
 /// Boots `kernel` and runs the suite (or the bench) on it.
 fn run_kernel(
-    args: &VmArgs,
+    config: &VmConfig,
+    work: &Work,
     cache: &Cache,
     qemu: &qemu::Emulator,
     kernel: &Path,
-    bdfs: &[&str],
     bench: Option<&BenchContext>,
 ) -> Result<i32, Fatal> {
-    let cache = cache.clone();
-    let bdfs = bdfs.to_vec();
-
     let me = std::env::current_exe().map_err(|e| Fatal::fail(format!("finding this executable: {e}")))?;
     let me_bytes = fs::read(&me).map_err(|e| Fatal::fail(format!("{}: {e}", me.display())))?;
     if !initramfs::is_static_elf(&me_bytes) {
@@ -200,24 +138,21 @@ fn run_kernel(
             me.display()
         )));
     }
-    let work = WorkDir::new(&cache)?;
-    let initrd = work.path.join("initramfs.cpio");
-    initramfs::build(me_bytes, &payload(args, &bdfs), &initrd)?;
+    let scratch = WorkDir::new(cache)?;
+    let initrd = scratch.path.join("initramfs.cpio");
+    let bdfs = config.bdfs.iter().map(|b| b.to_string()).collect();
+    initramfs::build(me_bytes, &Payload { bdfs, command: work.command.clone() }, &initrd)?;
 
-    let launch = Launch { qemu, viommu: &args.viommu, kernel, initrd: &initrd };
-    let accel = match args.accel {
+    let launch = Launch { qemu, viommu: &config.viommu, kernel, initrd: &initrd };
+    let accel = match config.accel {
         Accel::Auto => probe_kvm(&launch),
         accel => accel,
     };
-    // What the run's TAP is named by: its program when it runs one alone.
-    let program = match programs_named(&args.run_args)[..] {
-        [one] => one,
-        _ => "vfiotest",
-    };
-    let mut history = shard::History::load(&cache);
-    let plan = plan_machines(args, &bdfs, &history);
+    let program = work.label();
+    let mut history = shard::History::load(cache);
+    let plan = plan_machines(config, work, &history);
     let runs = match plan.as_slice() {
-        [only] => vec![boot(args, &launch, accel, &cache, program, only.icount, None)?],
+        [only] => vec![boot(config, &launch, accel, cache, program, only.icount, None)?],
         shares => {
             eprintln!("[vm] {} machines at once, programs split by their last durations", shares.len());
             let programs = shares.iter().map(|s| s.units.len()).sum();
@@ -227,10 +162,10 @@ fn run_kernel(
                     .iter()
                     .enumerate()
                     .map(|(machine, share)| {
-                        let (launch, merger, cache) = (&launch, &merger, &cache);
+                        let (launch, merger) = (&launch, &merger);
                         scope.spawn(move || {
                             let machine = Machine { index: machine, units: &share.units, merger };
-                            boot(args, launch, accel, cache, program, share.icount, Some(machine))
+                            boot(config, launch, accel, cache, program, share.icount, Some(machine))
                         })
                     })
                     .collect();
@@ -240,10 +175,10 @@ fn run_kernel(
             runs.into_iter().collect::<Result<Vec<_>, _>>()?
         }
     };
-    let code = finish(args, accel, &runs, bench)?;
+    let code = finish(config, accel, &runs, bench)?;
     // Only whole programs say what a program takes: a run with kselftest filters doesn't. Each
     // machine ran in the order of the plan, with its share's clock (icount is TCG's).
-    if args.run_args.iter().all(|a| !a.starts_with('-')) {
+    if work.whole_programs {
         history.record(plan.iter().zip(&runs).flat_map(|(share, run)| {
             let icount = share.icount && accel != Accel::Kvm;
             run.console
@@ -256,48 +191,15 @@ fn run_kernel(
     Ok(code)
 }
 
-/// What the guest runs on `bdfs`: the bench, the setup proof, or `vfiotest run` with the
-/// user's arguments and `--require all` when the machine is ours as built (our kernel, its
-/// command line untouched): it has every feature, so a kernel config change that drops one
-/// fails the suite instead of skipping tests. A user's own kernel or command line may lack
-/// features on purpose; the user can pass `--require`.
-fn payload(args: &VmArgs, bdfs: &[&str]) -> Payload {
-    let bdfs = bdfs.iter().map(|b| b.to_string()).collect();
-    let command = match args.run_args.first().map(String::as_str) {
-        Some("bench") => GuestCommand::Bench { args: args.run_args[1..].to_vec() },
-        Some("setup-proof") => GuestCommand::SetupProof,
-        _ => {
-            let mut run_args = args.run_args.clone();
-            let ours = args.kernel.is_empty() && args.append.is_none();
-            if ours && !run_args.iter().any(|a| a.starts_with("--require")) {
-                run_args.extend(["--require".into(), "all".into()]);
-            }
-            GuestCommand::Run { args: run_args }
-        }
-    };
-    Payload { bdfs, command }
-}
-
-/// The program names the guest's arguments start with.
-fn programs_named(run_args: &[String]) -> Vec<&'static str> {
-    run_args.iter().map_while(|a| crate::programs::PROGRAMS.iter().find(|p| p.name == a).map(|p| p.name)).collect()
-}
-
 /// The programs of this run split over the machines, each with its clock: one share (all of
 /// it) unless several machines are worth booting.
-fn plan_machines(args: &VmArgs, bdfs: &[&str], history: &shard::History) -> Vec<shard::Share> {
-    let jobs = args.jobs.unwrap_or_else(|| thread::available_parallelism().map_or(1, |n| n.get()));
-    let bdfs: Vec<vfio::Bdf> = bdfs.iter().filter_map(|b| b.parse().ok()).collect();
-    let only = programs_named(&args.run_args);
-    // The bench measures time: one machine, its clock real.
-    if is_bench(args) {
-        return vec![shard::Share { units: Vec::new(), icount: false }];
+fn plan_machines(config: &VmConfig, work: &Work, history: &shard::History) -> Vec<shard::Share> {
+    let bdfs: Vec<vfio::Bdf> = config.bdfs.iter().filter_map(|b| b.parse().ok()).collect();
+    // The bench measures time: one machine, its clock real. The setup proof is one program.
+    if !work.is_suite() {
+        return vec![shard::Share { units: Vec::new(), icount: !work.is_bench() }];
     }
-    // A bare filter or program argument the guest will reject: one machine says so.
-    if args.run_args.first().is_some_and(|a| !a.starts_with('-')) && only.is_empty() {
-        return vec![shard::Share { units: Vec::new(), icount: true }];
-    }
-    let catalogue = crate::programs::catalogue(&only, &bdfs);
+    let catalogue = crate::programs::catalogue(&work.programs, &bdfs);
     let units: Vec<shard::Unit> = catalogue
         .iter()
         .map(|p| {
@@ -306,7 +208,7 @@ fn plan_machines(args: &VmArgs, bdfs: &[&str], history: &shard::History) -> Vec<
             shard::Unit { plain_s: estimate(false), icount_s: estimate(true) }
         })
         .collect();
-    let mut plan = shard::plan(&units, jobs);
+    let mut plan = shard::plan(&units, config.jobs);
     if let [only] = plan.as_mut_slice() {
         // One machine runs everything: the guest needs no share named.
         only.units.clear();
@@ -335,21 +237,6 @@ fn console_log(cache: &Cache, machine: Option<usize>) -> Result<PathBuf, Fatal> 
     let _ = fs::remove_file(&last);
     let _ = std::os::unix::fs::symlink(&path, &last);
     Ok(path)
-}
-
-fn select_devices(wanted: &[String]) -> Result<Vec<&'static str>, Fatal> {
-    if wanted.is_empty() {
-        return Ok(TOPOLOGY.iter().map(|d| d.bdf).collect());
-    }
-    wanted
-        .iter()
-        .map(|w| {
-            TOPOLOGY.iter().find(|d| d.bdf == w).map(|d| d.bdf).ok_or_else(|| {
-                let all: Vec<_> = TOPOLOGY.iter().map(|d| d.bdf).collect();
-                Fatal::fail(format!("{w} is not in the emulated machine; it has {}", all.join(", ")))
-            })
-        })
-        .collect()
 }
 
 /// A per-run scratch directory, removed when the run ends.
@@ -588,7 +475,7 @@ struct Run {
 }
 
 fn boot(
-    args: &VmArgs,
+    config: &VmConfig,
     launch: &Launch,
     accel: Accel,
     cache: &Cache,
@@ -612,67 +499,62 @@ fn boot(
         let list: Vec<String> = m.units.iter().map(usize::to_string).collect();
         Switches::units_word(&list.join(","))
     });
-    let cmdline = [args.append.as_deref(), units.as_deref()].into_iter().flatten().collect::<Vec<_>>().join(" ");
+    let cmdline = [config.append.as_deref(), units.as_deref()].into_iter().flatten().collect::<Vec<_>>().join(" ");
     let (mut qemu, lines) = spawn_qemu(launch, accel, icount, &cmdline)?;
     let mut tail = VecDeque::new();
     let mut verdict_at = None;
     let mut bench_json = None;
-    let verbose = args.verbose;
-    let end = follow(
-        &mut qemu,
-        &lines,
-        started + Duration::from_secs(args.timeout),
-        Duration::from_secs(args.silence),
-        &mut console,
-        &mut |line, event| {
-            let _ = writeln!(log, "{line}");
-            // The bench's JSON is kept for its file, not shown.
-            if let Some(json) = line.trim_end_matches('\r').strip_prefix(crate::bench::JSON_MARKER) {
-                bench_json = Some(json.to_owned());
-                return;
-            }
-            if tail.len() == 40 {
-                tail.pop_front();
-            }
-            tail.push_back(line.to_owned());
-            match event {
-                Event::Tap => {
-                    let mut stdout = std::io::stdout().lock();
-                    match &machine {
-                        Some(m) => m.merger.lock().unwrap_or_else(|p| p.into_inner()).line(m.index, line, &mut stdout),
-                        None => {
-                            let _ = writeln!(stdout, "{line}");
-                            let _ = stdout.flush();
-                        }
-                    }
-                }
-                Event::Note(note) => eprintln!("{tag} {note} ({:.1} s)", started.elapsed().as_secs_f64()),
-                Event::Finished(code) => {
-                    verdict_at = Some(started.elapsed());
-                    if machine.is_some() {
-                        eprintln!("{tag} finished, exit {code} ({:.1} s)", started.elapsed().as_secs_f64());
-                    }
-                }
-                Event::Fatal(text) => eprintln!("{tag} guest kernel: {text}"),
-                Event::Log | Event::ProbeOk => {
-                    if verbose {
-                        eprintln!("{line}");
+    let verbose = config.verbose;
+    let end = follow(&mut qemu, &lines, started + config.timeout, config.silence, &mut console, &mut |line, event| {
+        let _ = writeln!(log, "{line}");
+        // The bench's JSON is kept for its file, not shown.
+        if let Some(json) = line.trim_end_matches('\r').strip_prefix(crate::bench::JSON_MARKER) {
+            bench_json = Some(json.to_owned());
+            return;
+        }
+        if tail.len() == 40 {
+            tail.pop_front();
+        }
+        tail.push_back(line.to_owned());
+        match event {
+            Event::Tap => {
+                let mut stdout = std::io::stdout().lock();
+                match &machine {
+                    Some(m) => m.merger.lock().unwrap_or_else(|p| p.into_inner()).line(m.index, line, &mut stdout),
+                    None => {
+                        let _ = writeln!(stdout, "{line}");
+                        let _ = stdout.flush();
                     }
                 }
             }
-        },
-    );
+            Event::Note(note) => eprintln!("{tag} {note} ({:.1} s)", started.elapsed().as_secs_f64()),
+            Event::Finished(code) => {
+                verdict_at = Some(started.elapsed());
+                if machine.is_some() {
+                    eprintln!("{tag} finished, exit {code} ({:.1} s)", started.elapsed().as_secs_f64());
+                }
+            }
+            Event::Fatal(text) => eprintln!("{tag} guest kernel: {text}"),
+            Event::Log | Event::ProbeOk => {
+                if verbose {
+                    eprintln!("{line}");
+                }
+            }
+        }
+    });
     Ok(Run { console, end, tail, boot_to_verdict: verdict_at, log_path, bench_json })
 }
 
 /// What went wrong with a machine's run as a whole, if anything.
-fn problem(args: &VmArgs, run: &Run) -> Option<String> {
+fn problem(config: &VmConfig, run: &Run) -> Option<String> {
     let console = &run.console;
     match (&console.fatal, &run.end, console.exit_code) {
         (Some(fatal), _, _) => Some(format!("the guest kernel failed: {fatal}")),
         (None, BootEnd::Signal(signal), _) => Some(format!("stopped by signal {signal} ({})", signal_name(*signal))),
-        (None, BootEnd::Timeout, _) => Some(format!("the run took longer than {} s", args.timeout)),
-        (None, BootEnd::Silent, _) => Some(format!("the guest hung: no console output for {} s", args.silence)),
+        (None, BootEnd::Timeout, _) => Some(format!("the run took longer than {} s", config.timeout.as_secs())),
+        (None, BootEnd::Silent, _) => {
+            Some(format!("the guest hung: no console output for {} s", config.silence.as_secs()))
+        }
         (None, _, None) => Some("the guest stopped before the suite finished".to_owned()),
         _ if !console.left_behind.is_empty() => {
             Some(format!("the suite left state behind: {}", console.left_behind.join("; ")))
@@ -697,17 +579,17 @@ fn save_bench(run: &Run, context: &BenchContext, accel: Accel) -> Result<(), Fat
     Ok(())
 }
 
-fn finish(args: &VmArgs, accel: Accel, runs: &[Run], bench_context: Option<&BenchContext>) -> Result<i32, Fatal> {
+fn finish(config: &VmConfig, accel: Accel, runs: &[Run], bench_context: Option<&BenchContext>) -> Result<i32, Fatal> {
     let bench = bench_context.is_some();
     if let (Some(context), [run]) = (bench_context, runs) {
         save_bench(run, context, accel)?;
     }
     let results: Vec<&console::TestResult> = runs.iter().flat_map(|run| &run.console.results).collect();
-    if let Some(path) = args.results.as_ref().filter(|_| !bench) {
+    if let Some(path) = config.results.as_ref().filter(|_| !bench) {
         let json = serde_json::to_string_pretty(&results).expect("results serialize");
         fs::write(path, json + "\n").map_err(|e| Fatal::fail(format!("{}: {e}", path.display())))?;
     }
-    if let Some((run, problem)) = runs.iter().find_map(|run| problem(args, run).map(|p| (run, p))) {
+    if let Some((run, problem)) = runs.iter().find_map(|run| problem(config, run).map(|p| (run, p))) {
         eprintln!(
             "[vm] ---- guest console, last {} lines (all of it: {}) ----",
             run.tail.len(),
@@ -724,7 +606,7 @@ fn finish(args: &VmArgs, accel: Accel, runs: &[Run], bench_context: Option<&Benc
         };
         return Err(Fatal { code, message: problem });
     }
-    if let Some(n) = args.slowest {
+    if let Some(n) = config.slowest {
         eprintln!("[vm] the {n} slowest tests:");
         for r in console::slowest(results.iter().copied(), n) {
             eprintln!("[vm] {:>8.2} s  {}  {}", r.duration_s, r.program, r.test);

@@ -1,0 +1,275 @@
+//! `vfiotest vm`'s command line, parsed once into what the stages need: nothing below
+//! [`super::main`] sees [`VmArgs`]. The guest's arguments are parsed here too, with the parser
+//! `vfiotest run` itself uses, so the host knows the programs and filters without guessing.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+
+use super::machine::{self, Accel, TOPOLOGY, Viommu};
+use crate::Fatal;
+use crate::guest::protocol::GuestCommand;
+use crate::suite::{RunArgs, resolve_targets};
+
+/// Options of `vfiotest vm`.
+#[derive(Args, Debug)]
+pub struct VmArgs {
+    /// Guest kernel to boot; by default Linux 7.3 is built from Debian's source (once, cached).
+    /// With `-- bench`, give it twice or more (a kernel before and after a patch): each runs the
+    /// same bench in turn, and a ratio table compares each with the first.
+    #[arg(long, value_name = "BZIMAGE")]
+    kernel: Vec<PathBuf>,
+    /// The QEMU binary; by default QEMU 10 from Debian's bookworm-backports (fetched once, cached).
+    #[arg(long, value_name = "PATH")]
+    qemu: Option<PathBuf>,
+    /// How QEMU runs the guest; `auto` tries KVM with a short probe and falls back to TCG.
+    #[arg(long, value_enum, default_value_t = Accel::Tcg)]
+    accel: Accel,
+    /// The emulated IOMMU every device sits behind.
+    #[arg(long, value_name = "NAME", default_value = "intel", value_parser = machine::Viommu::named)]
+    viommu: machine::Viommu,
+    /// Only these guest devices (default: the whole topology; see --topology).
+    #[arg(long = "device", value_name = "BDF")]
+    devices: Vec<String>,
+    /// Print the topology and exit.
+    #[arg(long)]
+    topology: bool,
+    /// Install what is missing and build the guest kernel, then exit without booting.
+    #[arg(long)]
+    prepare: bool,
+    /// Give up after this many seconds in all.
+    #[arg(long, value_name = "SECONDS", default_value_t = 1800)]
+    timeout: u64,
+    /// Call the guest hung after this many seconds without console output.
+    #[arg(long, value_name = "SECONDS", default_value_t = 300)]
+    silence: u64,
+    /// Write every verdict to this file as JSON (for `-- bench`: the bench's results).
+    #[arg(long, value_name = "FILE")]
+    results: Option<PathBuf>,
+    /// Show the whole guest console, not just the suite's output.
+    #[arg(long)]
+    verbose: bool,
+    /// Add to the guest kernel's command line, e.g. `intremap=off` to boot without interrupt
+    /// remapping, or a module parameter such as `vfio_iommu_type1.allow_unsafe_interrupts=1`.
+    #[arg(long, value_name = "ARGS", allow_hyphen_values = true)]
+    append: Option<String>,
+    /// Run the programs on up to N machines at once (each TCG machine keeps one host core
+    /// busy); by default as many as the host has cores.
+    #[arg(long, value_name = "N")]
+    jobs: Option<usize>,
+    /// At the end, list the N tests that took longest.
+    #[arg(long, value_name = "N")]
+    slowest: Option<usize>,
+    /// Arguments for `vfiotest run` in the guest: a program name and kselftest filters.
+    #[arg(last = true, value_name = "RUN ARGS")]
+    run_args: Vec<String>,
+}
+
+/// What `vfiotest vm` was asked to do.
+#[derive(Debug)]
+pub struct VmConfig {
+    /// Print the topology, prepare, or boot.
+    pub action: Action,
+    /// The kernels to boot; empty for ours (built from Debian's source, cached).
+    pub kernels: Vec<PathBuf>,
+    /// Another QEMU than ours.
+    pub qemu: Option<PathBuf>,
+    pub accel: Accel,
+    pub viommu: Viommu,
+    /// The guest devices the payload runs on.
+    pub bdfs: Vec<&'static str>,
+    /// What the guest kernel's command line gets besides ours.
+    pub append: Option<String>,
+    /// The whole run's limit, and how long the guest may stay silent.
+    pub timeout: Duration,
+    pub silence: Duration,
+    /// Where the verdicts (or the bench's results) go as JSON.
+    pub results: Option<PathBuf>,
+    pub verbose: bool,
+    pub slowest: Option<usize>,
+    /// Machines at once, at most.
+    pub jobs: usize,
+}
+
+/// What the run does.
+#[derive(Debug)]
+pub enum Action {
+    /// Print the emulated machine's devices.
+    Topology,
+    /// Install and build what a boot needs, and stop.
+    Prepare,
+    /// Boot and run this in the guest.
+    Boot(Work),
+}
+
+/// What the guest runs, decided on the host.
+#[derive(Debug, Clone)]
+pub struct Work {
+    /// The payload's command.
+    pub command: GuestCommand,
+    /// The programs a run names (none: all of them); empty for the bench and the proof.
+    pub programs: Vec<&'static str>,
+    /// Whether the run takes whole programs (no kselftest filters): then what each took is
+    /// worth keeping for planning.
+    pub whole_programs: bool,
+}
+
+impl Work {
+    /// Whether the guest runs the bench: one machine, its clock real.
+    pub fn is_bench(&self) -> bool {
+        matches!(self.command, GuestCommand::Bench { .. })
+    }
+
+    /// Whether the guest runs the suite (not the bench or the setup proof).
+    pub fn is_suite(&self) -> bool {
+        matches!(self.command, GuestCommand::Run { .. })
+    }
+
+    /// What the run's TAP is named by: its program when it runs one alone.
+    pub fn label(&self) -> &'static str {
+        match self.programs[..] {
+            [one] => one,
+            _ => "vfiotest",
+        }
+    }
+}
+
+impl VmConfig {
+    /// Checks and types `args`.
+    ///
+    /// # Errors
+    /// A device the machine lacks, several kernels without the bench, guest arguments that
+    /// `vfiotest run` would refuse: one line each.
+    pub fn parse(args: &VmArgs) -> Result<Self, Fatal> {
+        let action = match () {
+            _ if args.topology => Action::Topology,
+            _ if args.prepare => Action::Prepare,
+            _ => Action::Boot(work(args)?),
+        };
+        if let Action::Boot(work) = &action
+            && args.kernel.len() > 1
+            && !work.is_bench()
+        {
+            return Err(Fatal::fail(
+                "several --kernel are for comparing them: `vfiotest vm --kernel A --kernel B -- bench`",
+            ));
+        }
+        Ok(Self {
+            action,
+            kernels: args.kernel.clone(),
+            qemu: args.qemu.clone(),
+            accel: args.accel,
+            viommu: args.viommu,
+            bdfs: select_devices(&args.devices)?,
+            append: args.append.clone(),
+            timeout: Duration::from_secs(args.timeout),
+            silence: Duration::from_secs(args.silence),
+            results: args.results.clone(),
+            verbose: args.verbose,
+            slowest: args.slowest,
+            jobs: args.jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
+        })
+    }
+
+    /// Whether the machine is ours as built: our kernel, its command line untouched.
+    pub fn is_ours(&self) -> bool {
+        self.kernels.is_empty() && self.append.is_none()
+    }
+}
+
+/// The guest's work from `-- RUN ARGS`: the bench, the setup proof, or `vfiotest run` with the
+/// user's arguments and `--require all` when the machine is ours as built: it has every
+/// feature, so a kernel config change that drops one fails the suite instead of skipping
+/// tests. A user's own kernel or command line may lack features on purpose; the user can pass
+/// `--require`.
+fn work(args: &VmArgs) -> Result<Work, Fatal> {
+    let plain = |command| Work { command, programs: Vec::new(), whole_programs: false };
+    match args.run_args.first().map(String::as_str) {
+        Some("bench") => return Ok(plain(GuestCommand::Bench { args: args.run_args[1..].to_vec() })),
+        Some("setup-proof") => return Ok(plain(GuestCommand::SetupProof)),
+        _ => {}
+    }
+    let run = RunArgs::parse_from(&args.run_args)?;
+    let (programs, bdfs) = resolve_targets(&run.targets)?;
+    if !bdfs.is_empty() {
+        return Err(Fatal::fail("name the guest's devices with --device, not after `--`"));
+    }
+    let mut guest_args = args.run_args.clone();
+    let ours = args.kernel.is_empty() && args.append.is_none();
+    if ours && run.require.is_none() {
+        guest_args.extend(["--require".into(), "all".into()]);
+    }
+    let whole_programs = run.filters.0.is_empty();
+    Ok(Work { command: GuestCommand::Run { args: guest_args }, programs, whole_programs })
+}
+
+fn select_devices(wanted: &[String]) -> Result<Vec<&'static str>, Fatal> {
+    if wanted.is_empty() {
+        return Ok(TOPOLOGY.iter().map(|d| d.bdf).collect());
+    }
+    wanted
+        .iter()
+        .map(|w| {
+            TOPOLOGY.iter().find(|d| d.bdf == w).map(|d| d.bdf).ok_or_else(|| {
+                let all: Vec<_> = TOPOLOGY.iter().map(|d| d.bdf).collect();
+                Fatal::fail(format!("{w} is not in the emulated machine; it has {}", all.join(", ")))
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        vm: VmArgs,
+    }
+
+    fn parse(args: &[&str]) -> Result<VmConfig, Fatal> {
+        VmConfig::parse(&Cli::try_parse_from(std::iter::once("vm").chain(args.iter().copied())).unwrap().vm)
+    }
+
+    fn work(args: &[&str]) -> Work {
+        match parse(args).unwrap().action {
+            Action::Boot(work) => work,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_guests_arguments_are_parsed_as_vfiotest_run_parses_them() {
+        let w = work(&["--", "vfio_dma_buf_test", "vfio_p2p_dma_test", "-t", "to_bar"]);
+        assert_eq!(w.programs, ["vfio_dma_buf_test", "vfio_p2p_dma_test"]);
+        assert!(!w.whole_programs, "a filter: not a whole program's time");
+        assert_eq!(w.label(), "vfiotest");
+        let GuestCommand::Run { args } = &w.command else { panic!() };
+        assert_eq!(args[args.len() - 2..], ["--require", "all"], "our machine requires every feature");
+        let w = work(&["--", "vfio_dma_mapping_mmio_test"]);
+        assert!(w.whole_programs && w.label() == "vfio_dma_mapping_mmio_test");
+        let w = work(&["--kernel", "/bz", "--", "vfio_dma_mapping_mmio_test"]);
+        let GuestCommand::Run { args } = &w.command else { panic!() };
+        assert!(!args.contains(&"--require".to_owned()), "a user's kernel may lack features");
+        assert!(work(&["--", "bench", "--memory", "bar"]).is_bench());
+        assert_eq!(work(&["--", "setup-proof"]).command, GuestCommand::SetupProof);
+    }
+
+    #[test]
+    fn bad_guest_arguments_fail_on_the_host() {
+        let e = parse(&["--", "nonsense"]).unwrap_err();
+        assert!(e.message.contains("neither a test program"), "{}", e.message);
+        let e = parse(&["--", "0000:00:03.0"]).unwrap_err();
+        assert!(e.message.contains("--device"), "{}", e.message);
+        let e = parse(&["--", "--no-such-option"]).unwrap_err();
+        assert!(!e.message.contains('\n'), "{}", e.message);
+        let e = parse(&["--device", "0000:00:1f.0"]).unwrap_err();
+        assert!(e.message.contains("not in the emulated machine"), "{}", e.message);
+        let e = parse(&["--kernel", "a", "--kernel", "b"]).unwrap_err();
+        assert!(e.message.contains("-- bench"), "{}", e.message);
+        assert!(matches!(parse(&["--topology"]).unwrap().action, Action::Topology));
+    }
+}
