@@ -140,6 +140,26 @@ impl Accel {
 /// cleanly (see the README).
 const TCG: &str = "tcg,thread=single";
 
+/// The guest's clock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Clock {
+    /// Real time.
+    Real,
+    /// Counting instructions, idle time skipped (see [`ICOUNT`]); TCG only.
+    Icount,
+}
+
+impl Clock {
+    /// The clock a machine really gets under `accel`: KVM runs on real time whatever was
+    /// planned.
+    pub fn under(self, accel: Accel) -> Self {
+        match accel {
+            Accel::Kvm => Self::Real,
+            Accel::Tcg | Accel::Auto => self,
+        }
+    }
+}
+
 /// With `icount`, the guest's clock under TCG counts instructions, and jumps to the next timer
 /// when every vCPU is idle (`sleep=off`). A test that waits on a device (the edu's 100 ms DMA timer, the
 /// igb's link-up delays, a 50 ms "no MSI" wait) then takes no wall time for the wait, and the
@@ -176,7 +196,7 @@ pub struct Guest<'a> {
 }
 
 /// The QEMU command that boots `guest` on the default topology behind `viommu`.
-pub fn qemu_command(qemu: &Emulator, viommu: &Viommu, accel: Accel, icount: bool, guest: &Guest) -> Command {
+pub fn qemu_command(qemu: &Emulator, viommu: &Viommu, accel: Accel, clock: Clock, guest: &Guest) -> Command {
     let Guest { kernel, initrd, disk, results, extra_cmdline } = *guest;
     let mut cmd = Command::new(&qemu.binary);
     cmd.args(qemu.firmware_args());
@@ -184,7 +204,7 @@ pub fn qemu_command(qemu: &Emulator, viommu: &Viommu, accel: Accel, icount: bool
         Accel::Kvm => cmd.args(["-accel", "kvm", "-cpu", "host", "-machine", "q35,kernel-irqchip=split"]),
         _ => cmd.args(["-accel", TCG, "-cpu", TCG_CPU, "-machine", "q35"]),
     };
-    if icount && accel != Accel::Kvm {
+    if clock.under(accel) == Clock::Icount {
         cmd.args(["-icount", ICOUNT]);
     }
     cmd.args(["-m", MEMORY, "-smp", "2", "-nodefaults", "-no-reboot", "-nic", "none"])
@@ -265,7 +285,7 @@ mod tests {
     #[test]
     fn command_line_places_each_device() {
         let qemu = Emulator { binary: "qemu".into(), firmware: vec!["/fw".into()], version: String::new() };
-        let cmd = qemu_command(&qemu, &INTEL, Accel::Tcg, true, &test_guest());
+        let cmd = qemu_command(&qemu, &INTEL, Accel::Tcg, Clock::Icount, &test_guest());
         let args: Vec<_> = cmd.get_args().map(|a| a.to_string_lossy().into_owned()).collect();
         assert_eq!(args[..2], ["-L", "/fw"]);
         let port = args.iter().position(|a| a.starts_with("pcie-root-port,id=rp09,")).unwrap();
@@ -283,9 +303,9 @@ mod tests {
         assert!(args.contains(&"file,id=vfiotest-results,path=/dev/fd/9".to_owned()));
         let icount = args.iter().position(|a| a == "-icount").unwrap();
         assert!(args[icount + 1].contains("sleep=off"), "idle waits take no wall time");
-        let plain = qemu_command(&qemu, &INTEL, Accel::Tcg, false, &test_guest());
+        let plain = qemu_command(&qemu, &INTEL, Accel::Tcg, Clock::Real, &test_guest());
         assert!(!plain.get_args().any(|a| a == "-icount"));
-        let kvm = qemu_command(&qemu, &INTEL, Accel::Kvm, true, &test_guest());
+        let kvm = qemu_command(&qemu, &INTEL, Accel::Kvm, Clock::Icount, &test_guest());
         assert!(!kvm.get_args().any(|a| a == "-icount"), "icount is TCG's");
     }
 }

@@ -1,17 +1,19 @@
-//! Running the suite on several emulated machines at once.
+//! Planning a run over several emulated machines.
 //!
 //! A TCG guest runs on one host thread, so a second core sits idle unless a second machine
 //! runs beside it. Each machine boots the same kernel, initramfs and topology and runs a share
 //! of the programs (`vfiotest.units=` on its command line names them by catalogue index); the
 //! machines share nothing, so the hugetlb pool, debugfs and the 1 GiB page are each
-//! machine's own. The shares are balanced by what each program took last time.
+//! machine's own. The shares are balanced by what each program took before: here, else in the
+//! committed prior.
 
-use crate::cache::Cache;
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::PathBuf;
 
-use ksft::{Status, TapLine, parse_line};
+use super::config::{VmConfig, Work};
+use super::machine::Clock;
+use crate::cache::Cache;
+use crate::programs::ProgramSpec;
 
 /// What a program is guessed to take per test when it has never run here: about the average
 /// of the whole suite.
@@ -39,11 +41,11 @@ pub struct History {
 /// (`vm/refresh-durations.sh`): the planner's knowledge before this machine has any.
 const PRIOR: &str = include_str!("../../../../vm/program-durations.json");
 
-/// The history's key for `program` on a machine with icount or without.
-fn key(program: &str, icount: bool) -> String {
-    match icount {
-        true => format!("{program} @icount"),
-        false => program.to_owned(),
+/// The history's key for `program` on a machine with `clock`.
+fn key(program: &str, clock: Clock) -> String {
+    match clock {
+        Clock::Icount => format!("{program} @icount"),
+        Clock::Real => program.to_owned(),
     }
 }
 
@@ -60,13 +62,18 @@ impl History {
     /// without: what it took there (here, else in the prior); else what it took on the other
     /// kind, scaled by what it mostly does (`waits`: icount skips its idle time; else icount
     /// slows its computing); else a guess.
-    pub fn estimate(&self, program: &str, tests: usize, icount: bool, waits: bool) -> f64 {
-        let seen = |icount| {
-            let key = key(program, icount);
+    pub fn estimate(&self, program: &str, tests: usize, clock: Clock, waits: bool) -> f64 {
+        let other = match clock {
+            Clock::Icount => Clock::Real,
+            Clock::Real => Clock::Icount,
+        };
+        let icount = clock == Clock::Icount;
+        let seen = |clock| {
+            let key = key(program, clock);
             self.seconds.get(&key).or_else(|| self.prior.get(&key)).copied()
         };
         let icount_speedup = if waits { WAIT_SPEEDUP } else { 1.0 / ICOUNT_SLOWDOWN };
-        match (seen(icount), seen(!icount)) {
+        match (seen(clock), seen(other)) {
             (Some(here), _) => here,
             (None, Some(there)) if icount => there / icount_speedup,
             (None, Some(there)) => there * icount_speedup,
@@ -79,9 +86,9 @@ impl History {
     /// saves the history (best effort: it only balances later runs). A program's time varies
     /// by a tenth from run to run on a shared host, so the history keeps an average: half the
     /// last value, half the new one.
-    pub fn record(&mut self, took: impl IntoIterator<Item = (String, bool, f64)>) {
-        for (program, icount, seconds) in took {
-            let key = key(&program, icount);
+    pub fn record(&mut self, took: impl IntoIterator<Item = (String, Clock, f64)>) {
+        for (program, clock, seconds) in took {
+            let key = key(&program, clock);
             let average = self.seconds.get(&key).map_or(seconds, |last| (last + seconds) / 2.0);
             self.seconds.insert(key, average);
         }
@@ -103,13 +110,21 @@ impl Unit {
     fn prefers_icount(&self) -> bool {
         self.icount_s < self.plain_s
     }
+
+    /// What it takes on a machine with `clock`.
+    fn cost(&self, clock: Clock) -> f64 {
+        match clock {
+            Clock::Icount => self.icount_s,
+            Clock::Real => self.plain_s,
+        }
+    }
 }
 
 /// One machine's share of a run: its units (by catalogue index, in order) and its clock.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Share {
     pub units: Vec<usize>,
-    pub icount: bool,
+    pub clock: Clock,
 }
 
 /// Splits units (programs, by catalogue index) into at most `jobs` shares that end at about
@@ -124,10 +139,13 @@ pub fn plan(units: &[Unit], jobs: usize) -> Vec<Share> {
     let shares = jobs.min(units.len() / 2).max(1);
     if shares == 1 {
         let (plain, icount): (f64, f64) = units.iter().fold((0.0, 0.0), |(p, i), u| (p + u.plain_s, i + u.icount_s));
-        return vec![Share { units: (0..units.len()).collect(), icount: icount < plain }];
+        let clock = if icount < plain { Clock::Icount } else { Clock::Real };
+        return vec![Share { units: (0..units.len()).collect(), clock }];
     }
-    let clocks: Vec<bool> = (0..shares).map(|m| m == 0 && units.iter().any(Unit::prefers_icount)).collect();
-    let cost = |m: usize, u: &Unit| if clocks[m] { u.icount_s } else { u.plain_s };
+    let icount_first = units.iter().any(Unit::prefers_icount);
+    let clocks: Vec<Clock> =
+        (0..shares).map(|m| if m == 0 && icount_first { Clock::Icount } else { Clock::Real }).collect();
+    let cost = |m: usize, u: &Unit| u.cost(clocks[m]);
     let best = |u: &Unit| u.plain_s.min(u.icount_s);
     let mut order: Vec<usize> = (0..units.len()).collect();
     order.sort_by(|&a, &b| best(&units[b]).total_cmp(&best(&units[a])).then(a.cmp(&b)));
@@ -160,120 +178,40 @@ pub fn plan(units: &[Unit], jobs: usize) -> Vec<Share> {
                 let lonely = plan.remove(short);
                 let lonely_clock = clocks.remove(short);
                 plan[0].extend(lonely);
-                clocks[0] |= lonely_clock;
+                if lonely_clock == Clock::Icount {
+                    clocks[0] = Clock::Icount;
+                }
             }
         }
         plan.iter_mut().for_each(|s| s.sort_unstable());
     }
-    plan.into_iter().zip(clocks).map(|(units, icount)| Share { units, icount }).collect()
+    plan.into_iter().zip(clocks).map(|(units, clock)| Share { units, clock }).collect()
 }
 
-/// Joins the machines' multi-program TAP into one document: one plan for all programs, then
-/// each program's block whole, its result renumbered in the order it is written. One machine
-/// at a time streams its block live, so a user sees progress (and the first verdict) at once;
-/// the others' lines wait until that block ends.
-pub struct Merger {
-    machines: Vec<MachineTap>,
-    /// The machine whose block is being written as it arrives.
-    live: Option<usize>,
-    written: usize,
-}
-
-/// What one machine has sent that isn't written yet.
-#[derive(Default)]
-struct MachineTap {
-    /// Lines of the block in progress.
-    open: Vec<String>,
-    /// Blocks that ended, each with its result line (status, name, reason) last.
-    ended: Vec<(Vec<String>, (Status, String, String))>,
-}
-
-impl Merger {
-    /// A merger for `machines` machines running `programs` programs in all; writes the header.
-    pub fn new(machines: usize, programs: usize, out: &mut dyn Write) -> Self {
-        let _ = writeln!(out, "TAP version 13\n1..{programs}");
-        let _ = out.flush();
-        Self { machines: (0..machines).map(|_| MachineTap::default()).collect(), live: None, written: 0 }
+/// The programs of this run split over the machines, each with its clock: one share (all of
+/// it) unless several machines are worth booting.
+pub fn machines(config: &VmConfig, work: &Work, history: &History) -> Vec<Share> {
+    let bdfs: Vec<vfio::Bdf> = config.bdfs.iter().filter_map(|b| b.parse().ok()).collect();
+    // The bench measures time: one machine, its clock real. The setup proof is one program.
+    if !work.is_suite() {
+        let clock = if work.is_bench() { Clock::Real } else { Clock::Icount };
+        return vec![Share { units: Vec::new(), clock }];
     }
-
-    /// Takes one TAP line from `machine`.
-    pub fn line(&mut self, machine: usize, line: &str, out: &mut dyn Write) {
-        let top_level = !line.starts_with('#');
-        match parse_line(line) {
-            // Each machine's own header and plan give way to the merged one.
-            Some(TapLine::Version | TapLine::Plan(_)) if top_level => {}
-            Some(TapLine::Result { status, name, reason, .. }) if top_level => {
-                let block = std::mem::take(&mut self.machines[machine].open);
-                match self.live == Some(machine) {
-                    // The live block ends here, right after its own lines.
-                    true => {
-                        self.write_block(block, (status, name, reason), out);
-                        self.live = None;
-                    }
-                    false => self.machines[machine].ended.push((block, (status, name, reason))),
-                }
-                self.write_ready(out);
-            }
-            _ => {
-                self.machines[machine].open.push(line.to_owned());
-                if self.live.is_none() {
-                    self.live = Some(machine);
-                }
-                self.write_ready(out);
-            }
-        }
-        let _ = out.flush();
+    let catalogue = crate::programs::catalogue(&work.programs, &bdfs);
+    let units: Vec<Unit> = catalogue
+        .iter()
+        .map(|p| {
+            let waits = ProgramSpec::of(&p.name).is_none_or(|spec| spec.waits);
+            let estimate = |clock| history.estimate(&p.name, p.tests.len(), clock, waits);
+            Unit { plain_s: estimate(Clock::Real), icount_s: estimate(Clock::Icount) }
+        })
+        .collect();
+    let mut plan = plan(&units, config.jobs);
+    if let [only] = plan.as_mut_slice() {
+        // One machine runs everything: the guest needs no share named.
+        only.units.clear();
     }
-
-    /// Writes the live machine's lines as they come. When no block is live: every block that
-    /// ended meanwhile, then the next block in progress becomes live. (A machine only collects
-    /// ended blocks while another is live.)
-    fn write_ready(&mut self, out: &mut dyn Write) {
-        if self.live.is_none() {
-            for machine in 0..self.machines.len() {
-                for (lines, result) in std::mem::take(&mut self.machines[machine].ended) {
-                    self.write_block(lines, result, out);
-                }
-            }
-            self.live = self.machines.iter().position(|m| !m.open.is_empty());
-        }
-        if let Some(live) = self.live {
-            for line in self.machines[live].open.drain(..) {
-                let _ = writeln!(out, "{line}");
-            }
-        }
-    }
-
-    fn write_block(
-        &mut self,
-        lines: Vec<String>,
-        (status, name, reason): (Status, String, String),
-        out: &mut dyn Write,
-    ) {
-        for line in lines {
-            let _ = writeln!(out, "{line}");
-        }
-        self.written += 1;
-        let ok = if status.is_ok() { "ok" } else { "not ok" };
-        let directive = match (status, reason.is_empty()) {
-            (Status::Skip, _) => " # SKIP".to_owned(),
-            (_, false) => format!(" # {reason}"),
-            (_, true) => String::new(),
-        };
-        let _ = writeln!(out, "{ok} {} {name}{directive}", self.written);
-    }
-
-    /// Writes what is left (a machine cut short), so nothing is lost.
-    pub fn flush(&mut self, out: &mut dyn Write) {
-        self.live = None;
-        self.write_ready(out);
-        for machine in &mut self.machines {
-            for line in machine.open.drain(..) {
-                let _ = writeln!(out, "{line}");
-            }
-        }
-        let _ = out.flush();
-    }
+    plan
 }
 
 #[cfg(test)]
@@ -286,7 +224,7 @@ mod tests {
 
     /// What each share takes at its machine's speed.
     fn loads(plan: &[Share], units: &[Unit]) -> Vec<f64> {
-        let cost = |s: &Share, u: &Unit| if s.icount { u.icount_s } else { u.plain_s };
+        let cost = |s: &Share, u: &Unit| u.cost(s.clock);
         plan.iter().map(|s| s.units.iter().map(|&i| cost(s, &units[i])).sum()).collect()
     }
 
@@ -295,7 +233,7 @@ mod tests {
         let units = computing(&[20.0, 1.0, 1.0, 17.0, 6.0, 6.0, 7.0, 21.0, 3.0, 5.0]);
         let plan = plan(&units, 2);
         assert_eq!(plan.len(), 2);
-        assert!(plan.iter().all(|s| !s.icount), "nothing is faster with icount: {plan:?}");
+        assert!(plan.iter().all(|s| s.clock == Clock::Real), "nothing is faster with icount: {plan:?}");
         let mut all: Vec<usize> = plan.iter().flat_map(|s| s.units.clone()).collect();
         all.sort_unstable();
         assert_eq!(all, (0..units.len()).collect::<Vec<_>>());
@@ -311,14 +249,14 @@ mod tests {
             units[waiting] = Unit { plain_s: 30.0, icount_s: 6.0 };
         }
         let plan = plan(&units, 2);
-        assert!(plan[0].icount && !plan[1].icount, "{plan:?}");
+        assert!(plan[0].clock == Clock::Icount && plan[1].clock == Clock::Real, "{plan:?}");
         assert!(plan[0].units.contains(&2) && plan[0].units.contains(&5), "both waiting ones with icount: {plan:?}");
         // 12 s of waiting with icount; 38 s of computing is 60.8 s with icount or 38 s without.
         let loads = loads(&plan, &units);
         assert!(loads.iter().all(|&l| l <= 30.0), "{loads:?}");
         // One machine: the clock that makes the whole faster.
-        assert!(super::plan(&units[..3], 1)[0].icount, "20 s + 6 s with icount beats 20 s + 30 s");
-        assert!(!super::plan(&[units[0], units[1], units[3]], 1)[0].icount, "all computing");
+        assert_eq!(super::plan(&units[..3], 1)[0].clock, Clock::Icount, "20 s + 6 s with icount beats 20 s + 30 s");
+        assert_eq!(super::plan(&[units[0], units[1], units[3]], 1)[0].clock, Clock::Real, "all computing");
     }
 
     #[test]
@@ -326,16 +264,22 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("vfiotest-history-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let mut history = History::load(&Cache::at(&dir));
-        assert_eq!(history.estimate("p", 10, true, false), 10.0 * GUESS_PER_TEST_S);
-        history.record([("p".to_owned(), false, 4.0)]);
-        history.record([("p".to_owned(), false, 2.0)]);
-        assert_eq!(history.estimate("p", 10, false, false), 3.0);
+        assert_eq!(history.estimate("p", 10, Clock::Icount, false), 10.0 * GUESS_PER_TEST_S);
+        history.record([("p".to_owned(), Clock::Real, 4.0)]);
+        history.record([("p".to_owned(), Clock::Real, 2.0)]);
+        assert_eq!(history.estimate("p", 10, Clock::Real, false), 3.0);
         let near = |a: f64, b: f64| (a - b).abs() < 1e-9;
-        assert!(near(history.estimate("p", 10, true, false), 3.0 * ICOUNT_SLOWDOWN), "computing: icount slows it");
-        assert!(near(history.estimate("p", 10, true, true), 3.0 / WAIT_SPEEDUP), "waiting: icount speeds it up");
-        history.record([("p".to_owned(), true, 5.0)]);
-        assert_eq!(History::load(&Cache::at(&dir)).estimate("p", 10, true, false), 5.0, "saved, by clock");
-        assert_eq!(History::load(&Cache::at(&dir)).estimate("p", 10, false, false), 3.0);
+        assert!(
+            near(history.estimate("p", 10, Clock::Icount, false), 3.0 * ICOUNT_SLOWDOWN),
+            "computing: icount slows it"
+        );
+        assert!(
+            near(history.estimate("p", 10, Clock::Icount, true), 3.0 / WAIT_SPEEDUP),
+            "waiting: icount speeds it up"
+        );
+        history.record([("p".to_owned(), Clock::Icount, 5.0)]);
+        assert_eq!(History::load(&Cache::at(&dir)).estimate("p", 10, Clock::Icount, false), 5.0, "saved, by clock");
+        assert_eq!(History::load(&Cache::at(&dir)).estimate("p", 10, Clock::Real, false), 3.0);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
@@ -346,7 +290,7 @@ mod tests {
         let prior: BTreeMap<String, f64> = serde_json::from_str(PRIOR).expect("vm/program-durations.json is JSON");
         let bdfs: Vec<vfio::Bdf> = super::super::machine::TOPOLOGY.iter().map(|d| d.bdf.parse().unwrap()).collect();
         for program in crate::programs::catalogue(&[], &bdfs) {
-            let known = [false, true].iter().any(|&icount| prior.contains_key(&key(&program.name, icount)));
+            let known = [Clock::Real, Clock::Icount].iter().any(|&c| prior.contains_key(&key(&program.name, c)));
             assert!(known, "{} is not in vm/program-durations.json (run vm/refresh-durations.sh)", program.name);
         }
         assert!(prior.values().all(|s| s.is_finite() && *s > 0.0));
@@ -359,54 +303,5 @@ mod tests {
         let lopsided = plan(&computing(&[100.0, 1.0, 1.0, 1.0]), 2);
         assert!(lopsided.iter().all(|s| s.units.len() >= 2), "{lopsided:?}");
         assert_eq!(plan(&computing(&[1.0; 8]), 1)[0].units, (0..8).collect::<Vec<_>>());
-    }
-
-    #[test]
-    fn merged_tap_streams_one_machine_and_holds_the_others_whole() {
-        let mut out = Vec::new();
-        let mut merger = Merger::new(2, 3, &mut out);
-        let feed = |merger: &mut Merger, out: &mut Vec<u8>, machine, line| merger.line(machine, line, out);
-        feed(&mut merger, &mut out, 1, "TAP version 13");
-        feed(&mut merger, &mut out, 0, "TAP version 13");
-        feed(&mut merger, &mut out, 0, "1..2");
-        // Machine 0 starts a block first: it streams.
-        feed(&mut merger, &mut out, 0, "# selftests: vfio: p1");
-        feed(&mut merger, &mut out, 1, "1..1");
-        feed(&mut merger, &mut out, 1, "# selftests: vfio: p2");
-        feed(&mut merger, &mut out, 0, "# 1..1");
-        assert!(String::from_utf8_lossy(&out).ends_with("# selftests: vfio: p1\n# 1..1\n"), "streamed at once");
-        // Machine 1's block ends while machine 0's is live: held whole.
-        feed(&mut merger, &mut out, 1, "# 1..0 # SKIP no PF");
-        feed(&mut merger, &mut out, 1, "ok 1 selftests: vfio: p2 # SKIP");
-        assert!(!String::from_utf8_lossy(&out).contains("p2"), "held until p1 ends");
-        feed(&mut merger, &mut out, 0, "# ok 1 t");
-        feed(&mut merger, &mut out, 0, "ok 1 selftests: vfio: p1");
-        feed(&mut merger, &mut out, 0, "# selftests: vfio: p3");
-        feed(&mut merger, &mut out, 0, "not ok 2 selftests: vfio: p3 # exit=1");
-        assert_eq!(
-            String::from_utf8(out).unwrap(),
-            "TAP version 13\n1..3\n# selftests: vfio: p1\n# 1..1\n# ok 1 t\nok 1 selftests: vfio: p1\n\
-             # selftests: vfio: p2\n# 1..0 # SKIP no PF\nok 2 selftests: vfio: p2 # SKIP\n\
-             # selftests: vfio: p3\nnot ok 3 selftests: vfio: p3 # exit=1\n"
-        );
-
-        // A live machine other than the first: its result follows its own lines, then what
-        // the first machine held.
-        let mut out = Vec::new();
-        let mut merger = Merger::new(2, 2, &mut out);
-        for (machine, line) in [
-            (1, "# selftests: vfio: b"),
-            (0, "# selftests: vfio: a"),
-            (0, "ok 1 selftests: vfio: a"),
-            (1, "# b's line"),
-            (1, "ok 1 selftests: vfio: b"),
-        ] {
-            merger.line(machine, line, &mut out);
-        }
-        assert_eq!(
-            String::from_utf8(out).unwrap(),
-            "TAP version 13\n1..2\n# selftests: vfio: b\n# b's line\nok 1 selftests: vfio: b\n\
-             # selftests: vfio: a\nok 2 selftests: vfio: a\n"
-        );
     }
 }

@@ -1,0 +1,131 @@
+//! What a run comes to: a machine's run that went wrong as a whole (a dead kernel, a signal, a
+//! timeout, a hang, state left behind), the verdicts written out, and the exit code.
+
+use std::fs;
+
+use ksft::{KSFT_FAIL, KSFT_PASS, KSFT_SKIP};
+
+use super::bench_run::{BenchContext, save_bench};
+use super::boot::{BootEnd, Run};
+use super::config::VmConfig;
+use super::console;
+use super::machine::Accel;
+use super::signals::signal_name;
+use crate::Fatal;
+
+/// What went wrong with a machine's run as a whole, if anything.
+pub(super) fn problem(config: &VmConfig, run: &Run) -> Option<String> {
+    let console = &run.console;
+    match (&console.fatal, &run.end, console.exit_code) {
+        (Some(fatal), _, _) => Some(format!("the guest kernel failed: {fatal}")),
+        (None, BootEnd::Signal(signal), _) => Some(format!("stopped by signal {signal} ({})", signal_name(*signal))),
+        (None, BootEnd::Timeout, _) => Some(format!("the run took longer than {} s", config.timeout.as_secs())),
+        (None, BootEnd::Silent, _) => {
+            Some(format!("the guest hung: no console output for {} s", config.silence.as_secs()))
+        }
+        (None, _, None) => Some("the guest stopped before the suite finished".to_owned()),
+        _ if !console.left_behind.is_empty() => {
+            Some(format!("the suite left state behind: {}", console.left_behind.join("; ")))
+        }
+        _ => None,
+    }
+}
+
+pub(super) fn finish(
+    config: &VmConfig,
+    accel: Accel,
+    runs: &[Run],
+    bench_context: Option<&BenchContext>,
+) -> Result<i32, Fatal> {
+    let bench = bench_context.is_some();
+    if let (Some(context), [run]) = (bench_context, runs) {
+        save_bench(run, context, accel)?;
+    }
+    let results: Vec<&console::TestResult> = runs.iter().flat_map(|run| &run.console.results).collect();
+    if let Some(path) = config.results.as_ref().filter(|_| !bench) {
+        let json = serde_json::to_string_pretty(&results).expect("results serialize");
+        fs::write(path, json + "\n").map_err(|e| Fatal::fail(format!("{}: {e}", path.display())))?;
+    }
+    if let Some((run, problem)) = runs.iter().find_map(|run| problem(config, run).map(|p| (run, p))) {
+        eprintln!(
+            "[vm] ---- guest console, last {} lines (all of it: {}) ----",
+            run.tail.len(),
+            run.log_path.display()
+        );
+        for line in &run.tail {
+            eprintln!("{line}");
+        }
+        eprintln!("[vm] ----");
+        // A stopped run exits as the shell reports a death by that signal: 128 + its number.
+        let code = match run.end {
+            BootEnd::Signal(signal) => signal_exit_code(signal),
+            _ => KSFT_FAIL,
+        };
+        return Err(Fatal { code, message: problem });
+    }
+    if let Some(n) = config.slowest {
+        eprintln!("[vm] the {n} slowest tests:");
+        for r in console::slowest(results.iter().copied(), n) {
+            eprintln!("[vm] {:>8.2} s  {}  {}", r.duration_s, r.program, r.test);
+        }
+    }
+    let mut tally = ksft::Summary::default();
+    runs.iter().for_each(|run| tally.merge(run.console.tally()));
+    let (pass, skip, fail) = (tally.pass, tally.skip, tally.fail);
+    let expected = match tally.xfail + tally.xpass {
+        0 => String::new(),
+        _ => format!(", xfail {}, xpass {}", tally.xfail, tally.xpass),
+    };
+    // Every machine finished (else a problem was reported above).
+    let codes: Vec<i32> = runs.iter().filter_map(|run| run.console.exit_code).collect();
+    let guest_code = match codes.iter().all(|&c| c == KSFT_PASS) {
+        true => KSFT_PASS,
+        false => codes.iter().copied().find(|&c| c != KSFT_PASS).unwrap_or(KSFT_FAIL),
+    };
+    let accel = accel.label();
+    let verdict_at = runs.iter().filter_map(|run| run.boot_to_verdict).max();
+    let machines = match runs.len() {
+        1 => String::new(),
+        n => format!(", {n} machines"),
+    };
+    let timing = verdict_at.map(|d| format!(", boot→verdict {:.1} s", d.as_secs_f64())).unwrap_or_default();
+    match bench {
+        true => eprintln!("[vm] bench done (guest exit {guest_code}, {accel}{timing})"),
+        false => eprintln!(
+            "[vm] {} tests: pass {pass}, skip {skip}, fail {fail}{expected} (guest exit {guest_code}, {accel}{machines}{timing})",
+            results.len()
+        ),
+    }
+    Ok(exit_code(fail, guest_code, results.is_empty() && !bench))
+}
+
+/// The run's exit code, the kselftest way: any failed test fails it; else the guest's own code
+/// (a skip stays a skip); a suite run that reported no test at all is a skip.
+fn exit_code(failed: u32, guest_code: i32, nothing_ran: bool) -> i32 {
+    match (failed, guest_code) {
+        (0, KSFT_PASS) if nothing_ran => KSFT_SKIP,
+        (0, code) => code,
+        _ => KSFT_FAIL,
+    }
+}
+
+/// What a run stopped by `signal` exits with, as the shell reports a death by it.
+fn signal_exit_code(signal: i32) -> i32 {
+    128 + signal
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_exit_code_is_kselftests() {
+        assert_eq!(exit_code(0, KSFT_PASS, false), KSFT_PASS);
+        assert_eq!(exit_code(0, KSFT_SKIP, false), KSFT_SKIP, "the guest's skip stays");
+        assert_eq!(exit_code(0, KSFT_PASS, true), KSFT_SKIP, "no test at all");
+        assert_eq!(exit_code(2, KSFT_PASS, false), KSFT_FAIL, "a failed test, whatever the guest said");
+        assert_eq!(exit_code(0, KSFT_FAIL, false), KSFT_FAIL, "the guest failed outside any test");
+        assert_eq!(signal_exit_code(15), 143);
+        assert_eq!(signal_exit_code(2), 130);
+    }
+}
