@@ -17,7 +17,10 @@ mod tap;
 
 pub use filter::{Filter, Filters};
 pub use runner::{Program, Prologue, Refusal, Summary, list_tests, run_child, run_programs};
-pub use tap::{Tap, TapLine, parse_line, result_line};
+pub use tap::{
+    Tap, TapLine, parse_line, program_exit_code, program_header, program_named, program_result_line, result_line,
+    run_marker, running,
+};
 
 use std::collections::BTreeMap;
 use std::fmt;

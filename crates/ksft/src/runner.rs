@@ -191,7 +191,13 @@ impl FromIterator<Status> for Summary {
 /// One program prints exactly what its C counterpart prints: TAP on `out`, the harness's and
 /// the tests' diagnostics on `err`. Several print as the kselftest runner does: an outer plan
 /// with one result per program, each program's output (stderr merged) indented by `# `.
-pub fn run_programs(programs: &[Program], filters: &Filters, out: &mut dyn Write, err: &mut dyn Write) -> i32 {
+pub fn run_programs(
+    collection: &str,
+    programs: &[Program],
+    filters: &Filters,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> i32 {
     if let [program] = programs {
         let mut tap = Tap::with_stderr(out, err);
         return match program.run_prologue(&mut tap) {
@@ -204,14 +210,12 @@ pub fn run_programs(programs: &[Program], filters: &Filters, out: &mut dyn Write
     tap.line(format!("1..{}", programs.len()));
     let mut failed = false;
     for (number, program) in programs.iter().enumerate() {
-        tap.msg(format!("selftests: vfio: {}", program.name));
+        tap.msg(crate::tap::program_header(collection, &program.name));
         let teardown = match program.run_prologue(&mut tap.nested()) {
             Ok(teardown) => teardown,
             Err(refusal) => {
-                let line = match refuse(&refusal, &mut tap.nested()) {
-                    KSFT_SKIP => format!("ok {} selftests: vfio: {} # SKIP", number + 1, program.name),
-                    code => format!("not ok {} selftests: vfio: {} # exit={code}", number + 1, program.name),
-                };
+                let code = refuse(&refusal, &mut tap.nested());
+                let line = crate::tap::program_result_line(number + 1, collection, &program.name, code);
                 failed |= matches!(refusal, Refusal::Fail(_));
                 tap.line(line);
                 continue;
@@ -221,10 +225,7 @@ pub fn run_programs(programs: &[Program], filters: &Filters, out: &mut dyn Write
         drop(teardown);
         // A program whose tests all skipped still exits 0, and the kselftest runner marks only
         // exit code 4 as SKIP.
-        let line = match summary.exit_code() {
-            KSFT_FAIL => format!("not ok {} selftests: vfio: {} # exit={KSFT_FAIL}", number + 1, program.name),
-            _ => format!("ok {} selftests: vfio: {}", number + 1, program.name),
-        };
+        let line = crate::tap::program_result_line(number + 1, collection, &program.name, summary.exit_code());
         failed |= summary.exit_code() == KSFT_FAIL;
         tap.line(line);
     }
@@ -269,7 +270,7 @@ fn run_program(program: &Program, filters: &Filters, tap: &mut Tap<'_>) -> Summa
     let mut summary = Summary::default();
     for (number, test) in enabled.iter().enumerate() {
         let name = test.full_name();
-        tap.msg(format!(" RUN           {name} ..."));
+        tap.msg(crate::tap::run_marker(&name));
         let (status, reason) = run_in_child(&program.name, test, tap);
         tap.msg(format!("         {:>4}  {name}", if status.is_ok() { "OK" } else { "FAIL" }));
         summary.add(status);

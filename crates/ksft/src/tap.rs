@@ -108,6 +108,46 @@ pub enum TapLine {
     Comment(String),
 }
 
+/// The runner's header for a program of a collection: `selftests: <collection>: <program>`.
+pub fn program_header(collection: &str, program: &str) -> String {
+    format!("selftests: {collection}: {program}")
+}
+
+/// The program a header or a program's result names, if `text` is one for `collection`.
+pub fn program_named<'a>(collection: &str, text: &'a str) -> Option<&'a str> {
+    text.strip_prefix("selftests: ")?.strip_prefix(collection)?.strip_prefix(": ")
+}
+
+/// How the kselftest runner reports a whole program by its exit code: `ok N selftests: C: P`,
+/// `ok N ... # SKIP` for exit 4, `not ok N ... # exit=CODE` for anything else but 0.
+pub fn program_result_line(number: usize, collection: &str, program: &str, code: i32) -> String {
+    let name = program_header(collection, program);
+    match code {
+        crate::KSFT_PASS => format!("ok {number} {name}"),
+        crate::KSFT_SKIP => format!("ok {number} {name} # SKIP"),
+        code => format!("not ok {number} {name} # exit={code}"),
+    }
+}
+
+/// The exit code a program's result line stands for (the inverse of [`program_result_line`]).
+pub fn program_exit_code(status: Status, reason: &str) -> i32 {
+    match status {
+        Status::Skip => crate::KSFT_SKIP,
+        Status::Fail => reason.strip_prefix("exit=").and_then(|c| c.trim().parse().ok()).unwrap_or(crate::KSFT_FAIL),
+        _ => crate::KSFT_PASS,
+    }
+}
+
+/// What the harness prints, after `# `, as a test starts.
+pub fn run_marker(test: &str) -> String {
+    format!(" RUN           {test} ...")
+}
+
+/// The test a comment (the text after `# `, nested ones included) says is starting.
+pub fn running(comment: &str) -> Option<&str> {
+    comment.trim_start_matches(['#', ' ']).strip_prefix("RUN")?.trim_start().strip_suffix(" ...")
+}
+
 /// A test's result line, as kselftest.h's `ksft_test_result_code()` writes it: a directive
 /// takes a reason (`unknown` if the test gave none); without one, a reason follows `#  `.
 pub fn result_line(number: usize, name: &str, status: Status, reason: Option<&str>) -> String {
@@ -260,5 +300,21 @@ mod tests {
         let mut merged = tally;
         merged.merge(no_failure);
         assert_eq!((merged.tests(), merged.xpass, merged.fail), (10, 2, 1));
+    }
+
+    #[test]
+    fn program_lines_round_trip() {
+        for code in [crate::KSFT_PASS, crate::KSFT_SKIP, crate::KSFT_FAIL, 139] {
+            let line = program_result_line(3, "vfio", "prog 0000:00:03.0", code);
+            let Some(TapLine::Result { status, number, name, reason }) = parse_line(&line) else { panic!("{line}") };
+            assert_eq!(number, 3);
+            assert_eq!(program_named("vfio", &name), Some("prog 0000:00:03.0"), "{line}");
+            assert_eq!(program_exit_code(status, &reason), code, "{line}");
+        }
+        assert_eq!(program_named("vfio", &program_header("vfio", "p")), Some("p"));
+        assert_eq!(program_named("net", &program_header("vfio", "p")), None);
+        assert_eq!(running(&run_marker("f.v.t")), Some("f.v.t"));
+        assert_eq!(running("#  RUN           f.v.t ..."), Some("f.v.t"), "nested");
+        assert_eq!(running(" RUNNING f.v.t"), None);
     }
 }

@@ -85,7 +85,7 @@ fn rust_main() -> i32 {
             (_, name) => Filter::Run(name),
         })
         .collect();
-    run_programs(&programs, &Filters(filters), &mut std::io::stdout(), &mut std::io::stderr())
+    run_programs("vfio", &programs, &Filters(filters), &mut std::io::stdout(), &mut std::io::stderr())
 }
 
 struct Output {

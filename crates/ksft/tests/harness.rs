@@ -54,7 +54,7 @@ fn main() {
 
     // Alone, a program keeps TAP on stdout and diagnostics on stderr, as a C selftest does.
     let (mut out, mut err) = (Vec::new(), Vec::new());
-    let code = run_programs(&programs[..1], &Filters::default(), &mut out, &mut err);
+    let code = run_programs("vfio", &programs[..1], &Filters::default(), &mut out, &mut err);
     let (out, err) = (String::from_utf8(out).unwrap(), String::from_utf8(err).unwrap());
     let expected = "\
 TAP version 13
@@ -94,7 +94,7 @@ not ok 5 other.panics
     // Two programs nest as the kselftest runner does, each child running its own program's test.
     let mut out = Vec::new();
     let filters = Filters(vec![Filter::Run("fx.one.pass".into())]);
-    assert_eq!(run_programs(&programs, &filters, &mut out, &mut Vec::new()), 0);
+    assert_eq!(run_programs("vfio", &programs, &filters, &mut out, &mut Vec::new()), 0);
     let out = String::from_utf8(out).unwrap();
     let nested = "\
 TAP version 13
@@ -131,11 +131,11 @@ ok 2 selftests: vfio: demo 2
             .with_prologue(|_| Err(Refusal::Skip("No driver found for device".into())))
     };
     let (mut out, mut err) = (Vec::new(), Vec::new());
-    assert_eq!(run_programs(&[unfit("demo")], &Filters::default(), &mut out, &mut err), 4);
+    assert_eq!(run_programs("vfio", &[unfit("demo")], &Filters::default(), &mut out, &mut err), 4);
     assert!(out.is_empty(), "no TAP from a program that can't run");
     assert_eq!(err, b"No driver found for device\n");
     let mut out = Vec::new();
-    assert_eq!(run_programs(&[unfit("a"), unfit("b")], &Filters::default(), &mut out, &mut Vec::new()), 0);
+    assert_eq!(run_programs("vfio", &[unfit("a"), unfit("b")], &Filters::default(), &mut out, &mut Vec::new()), 0);
     let out = String::from_utf8(out).unwrap();
     assert!(
         out.contains("# selftests: vfio: a\n# No driver found for device\nok 1 selftests: vfio: a # SKIP\n"),
@@ -148,10 +148,10 @@ ok 2 selftests: vfio: demo 2
             .with_prologue(|_| Err(Refusal::ExitSkip("SR-IOV may not be supported by the PF: 0000:00:03.0".into())))
     };
     let mut out = Vec::new();
-    assert_eq!(run_programs(&[exit_skip("demo")], &Filters::default(), &mut out, &mut Vec::new()), 4);
+    assert_eq!(run_programs("vfio", &[exit_skip("demo")], &Filters::default(), &mut out, &mut Vec::new()), 4);
     assert_eq!(String::from_utf8(out).unwrap(), "1..0 # SKIP SR-IOV may not be supported by the PF: 0000:00:03.0\n");
     let mut out = Vec::new();
-    assert_eq!(run_programs(&[exit_skip("a"), unfit("b")], &Filters::default(), &mut out, &mut Vec::new()), 0);
+    assert_eq!(run_programs("vfio", &[exit_skip("a"), unfit("b")], &Filters::default(), &mut out, &mut Vec::new()), 0);
     let out = String::from_utf8(out).unwrap();
     assert!(
         out.contains("# selftests: vfio: a\n# 1..0 # SKIP SR-IOV may not be supported by the PF: 0000:00:03.0\nok 1 selftests: vfio: a # SKIP\n"),
@@ -161,7 +161,10 @@ ok 2 selftests: vfio: demo 2
     // A prologue that fails fails the program; its teardown runs after the last test.
     let broken = Program::new("broken", Vec::new()).with_prologue(|_| Err(Refusal::Fail("VF not on vfio-pci".into())));
     let mut out = Vec::new();
-    assert_eq!(run_programs(&[broken.clone(), exit_skip("b")], &Filters::default(), &mut out, &mut Vec::new()), 1);
+    assert_eq!(
+        run_programs("vfio", &[broken.clone(), exit_skip("b")], &Filters::default(), &mut out, &mut Vec::new()),
+        1
+    );
     assert!(
         String::from_utf8(out).unwrap().contains("# VF not on vfio-pci\nnot ok 1 selftests: vfio: broken # exit=1\n")
     );
@@ -176,13 +179,13 @@ ok 2 selftests: vfio: demo 2
     let with_teardown = Program::new("demo", catalogue()[0].tests.clone())
         .with_prologue(move |_| Ok(Some(Box::new(Teardown(std::sync::Arc::clone(&flag))) as Box<dyn std::any::Any>)));
     let filters = Filters(vec![Filter::Test(true, "pass".into())]);
-    assert_eq!(run_programs(&[with_teardown], &filters, &mut Vec::new(), &mut Vec::new()), 0);
+    assert_eq!(run_programs("vfio", &[with_teardown], &filters, &mut Vec::new(), &mut Vec::new()), 0);
     assert!(torn_down.load(std::sync::atomic::Ordering::SeqCst), "the prologue's teardown ran");
 
     // Filters pick tests, and an all-pass run exits 0.
     let mut out = Vec::new();
     let filters = Filters(vec![Filter::Test(true, "pass".into()), Filter::Test(true, "skips".into())]);
-    assert_eq!(run_programs(&programs[..1], &filters, &mut out, &mut Vec::new()), 0);
+    assert_eq!(run_programs("vfio", &programs[..1], &filters, &mut out, &mut Vec::new()), 0);
     let out = String::from_utf8(out).unwrap();
     assert!(out.contains("1..2\n") && out.contains("# PASSED: 2 / 2 tests passed.\n"), "got:\n{out}");
     println!("harness: kselftest output, exit codes, timeout and filters all match");

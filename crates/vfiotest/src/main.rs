@@ -171,7 +171,13 @@ fn run(args: &RunArgs) -> Result<i32, Fatal> {
     for &bdf in &bdfs {
         sysfs.ensure_vfio_bound(bdf)?;
     }
-    Ok(ksft::run_programs(&catalogue, &args.filters, &mut std::io::stdout(), &mut std::io::stderr()))
+    Ok(ksft::run_programs(
+        programs::COLLECTION,
+        &catalogue,
+        &args.filters,
+        &mut std::io::stdout(),
+        &mut std::io::stderr(),
+    ))
 }
 
 fn print_tests(catalogue: &[ksft::Program]) -> Result<i32, Fatal> {

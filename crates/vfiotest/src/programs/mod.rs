@@ -20,6 +20,9 @@ use std::sync::Arc;
 use vfio::pci::{VFIO_PCI_CONFIG_REGION_INDEX, VFIO_PCI_MSI_IRQ_INDEX, VFIO_PCI_MSIX_IRQ_INDEX};
 use vfio::{BarMapping, Bdf, Device, Iommu, IommuMode, IovaAllocator, pgtable};
 
+/// The kselftest collection the programs belong to, as upstream's (`selftests: vfio: ...`).
+pub const COLLECTION: &str = "vfio";
+
 /// A test program: upstream's name and how to build its tests.
 pub struct ProgramSpec {
     /// The upstream name, e.g. `vfio_dma_mapping_mmio_test`.

@@ -7,6 +7,7 @@ use std::time::Instant;
 use ksft::{Status, TapLine, parse_line};
 
 use crate::guest::protocol::GuestMark;
+use crate::programs::COLLECTION;
 use serde::Serialize;
 
 /// Kernel messages that mean the run can't be trusted.
@@ -55,9 +56,6 @@ pub fn slowest<'a>(results: impl IntoIterator<Item = &'a TestResult>, n: usize) 
     tests.truncate(n);
     tests
 }
-
-/// What kselftest_harness prints as a test starts: `#  RUN           fixture.variant.test ...`.
-const RUN_MARK: &str = "#  RUN           ";
 
 /// The `test` of a result that is a whole program's verdict.
 pub const PROGRAM_VERDICT: &str = "(program)";
@@ -166,9 +164,8 @@ impl Console {
             Some(TapLine::Comment(text)) => {
                 // Nested output has one more "# " in front.
                 let said = text.trim_start_matches(['#', ' ']);
-                if let Some((_, running)) = line.split_once(RUN_MARK) {
+                if let Some(full) = ksft::running(&text) {
                     self.test_started = Some(self.now);
-                    let full = running.trim_end_matches(" ...");
                     self.test_name = full.rsplit('.').next().unwrap_or(full).to_owned();
                     self.test_messages.clear();
                 } else if let Some(message) =
@@ -177,7 +174,7 @@ impl Console {
                 {
                     self.test_messages.push(message.to_owned());
                 }
-                if let Some(program) = text.strip_prefix("selftests: vfio: ") {
+                if let Some(program) = ksft::program_named(COLLECTION, &text) {
                     self.nested = true;
                     self.program = program.to_owned();
                     self.program_started = Some(self.now);
@@ -190,7 +187,7 @@ impl Console {
                 Event::Tap
             }
             Some(TapLine::Result { status, name, reason, .. }) => {
-                match name.strip_prefix("selftests: vfio: ") {
+                match ksft::program_named(COLLECTION, &name) {
                     // A program's own verdict in multi-program output, e.g. a whole-program SKIP.
                     Some(program) if self.nested => {
                         self.program = program.to_owned();

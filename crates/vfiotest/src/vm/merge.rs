@@ -4,6 +4,8 @@ use std::io::Write;
 
 use ksft::{Status, TapLine, parse_line};
 
+use crate::programs::COLLECTION;
+
 /// Joins the machines' multi-program TAP into one document: one plan for all programs, then
 /// each program's block whole, its result renumbered in the order it is written. One machine
 /// at a time streams its block live, so a user sees progress (and the first verdict) at once;
@@ -90,13 +92,9 @@ impl Merger {
             let _ = writeln!(out, "{line}");
         }
         self.written += 1;
-        let ok = if status.is_ok() { "ok" } else { "not ok" };
-        let directive = match (status, reason.is_empty()) {
-            (Status::Skip, _) => " # SKIP".to_owned(),
-            (_, false) => format!(" # {reason}"),
-            (_, true) => String::new(),
-        };
-        let _ = writeln!(out, "{ok} {} {name}{directive}", self.written);
+        let code = ksft::program_exit_code(status, &reason);
+        let program = ksft::program_named(COLLECTION, &name).unwrap_or(&name);
+        let _ = writeln!(out, "{}", ksft::program_result_line(self.written, COLLECTION, program, code));
     }
 
     /// Writes what is left (a machine cut short), so nothing is lost.
