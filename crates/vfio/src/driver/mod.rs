@@ -167,7 +167,8 @@ macro_rules! drivers {
     };
 }
 
-drivers!(igb, edu);
+// The edu first: the P2P program's variants follow this order, as they did when it listed them.
+drivers!(edu, igb);
 
 /// The registered driver for the device at `bdf` (by its sysfs vendor and device IDs).
 pub fn lookup(bdf: Bdf) -> Option<&'static Registration> {

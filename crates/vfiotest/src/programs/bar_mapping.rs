@@ -11,7 +11,7 @@ use ksft::{Case, Outcome, Test, Verdict, ensure, ensure_eq, skip};
 use vfio::sysfs::Sysfs;
 use vfio::{BarMapping, Bdf, IommuMode, Probe, page_size};
 
-use super::{DeviceFixture, check_iopte, mode_variants_where};
+use super::{DeviceFixture, check_iopte, largest, mode_variants_where};
 
 const ONE_GIB: u64 = 1 << 30;
 const TWO_MIB: u64 = 2 << 20;
@@ -80,7 +80,7 @@ fn library_placement(t: &mut DeviceFixture) -> Outcome {
 /// and point at the BAR's physical address.
 fn huge_iopte(t: &mut DeviceFixture) -> Outcome {
     let bdf = t.device.bdf();
-    let Some(bar) = t.bars.iter().filter(|b| b.is_whole()).max_by_key(|b| b.region().size) else {
+    let Some(bar) = largest(t.bars.iter().filter(|b| b.is_whole()), |b| b.region().size) else {
         skip!("{bdf} has no mmappable BAR mapped whole");
     };
     let page = page_size() as u64;

@@ -12,7 +12,7 @@ use vfio::pgtable;
 use vfio::sysfs::{BarResource, Sysfs};
 use vfio::{BarSlice, Bdf, DmaBuf, Errno, IommuMode, Probe, Prot, page_size};
 
-use super::{DeviceFixture, check_iopte, mode_variants_where};
+use super::{DeviceFixture, check_iopte, largest, mode_variants_where};
 
 const EXPORT: &str = "vfio_dma_buf_export";
 const MAP: &str = "vfio_dma_buf_map";
@@ -35,12 +35,8 @@ impl ksft::Teardown for BufFixture {
 impl BufFixture {
     fn setup(dev: DeviceFixture) -> Result<Self, Verdict> {
         let page = page_size() as u64;
-        let mut largest: Option<(u32, BarResource)> = None;
-        for (bar, res) in memory_bars(dev.device.bdf())? {
-            if res.len >= page && largest.is_none_or(|(_, l)| res.len > l.len) {
-                largest = Some((bar, res));
-            }
-        }
+        let bars = memory_bars(dev.device.bdf())?.into_iter().filter(|(_, res)| res.len >= page);
+        let largest = largest(bars, |(_, res)| res.len);
         Ok(Self { dev, largest })
     }
 

@@ -10,7 +10,7 @@ use ksft::{Case, Outcome, Test, Verdict, ensure, skip};
 use vfio::align::round_up;
 use vfio::{BarMapping, Bdf, DmaRange, Iommu, IommuMode, IovaAllocator, MmapWindow, Prot, page_size};
 
-use super::{DeviceFixture, mode_variants};
+use super::{DeviceFixture, largest, mode_variants};
 
 const FIXTURE: &str = "vfio_dma_mapping_mmio_test";
 const ONE_GIB: u64 = 1 << 30;
@@ -31,15 +31,9 @@ impl MmioFixture {
     fn setup(bdf: Bdf, mode: IommuMode) -> Result<Self, Verdict> {
         let dev = DeviceFixture::open(bdf, mode)?;
         // The largest mapped BAR that is readable and writable, as the map asks for both.
-        let mut best: Option<usize> = None;
-        for (i, bar) in dev.bars.iter().enumerate() {
-            let r = bar.region();
-            if r.readable() && r.writable() && best.is_none_or(|b| r.size > dev.bars[b].region().size) {
-                best = Some(i);
-            }
-        }
-        match best {
-            Some(bar) => Ok(Self { dev, bar }),
+        let read_write = dev.bars.iter().enumerate().filter(|(_, b)| b.region().readable() && b.region().writable());
+        match largest(read_write, |(_, b)| b.region().size) {
+            Some((bar, _)) => Ok(Self { dev, bar }),
             None => skip!("No mappable BAR found on device {bdf}"),
         }
     }

@@ -6,7 +6,7 @@
 use ksft::{Case, Outcome, Test, Verdict, ensure, skip};
 use vfio::{Bdf, DmaRange, Errno, IommuMode, MmapWindow, Prot, page_size};
 
-use super::{DeviceFixture, mode_variants_by};
+use super::{DeviceFixture, largest, mode_variants_by};
 
 /// Where the read-only memory comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,7 +58,7 @@ impl PermFixture {
                     skip!("{} maps MMIO only from a dma-buf, never by its VA", variant.mode);
                 }
                 let dev = DeviceFixture::open(bdf, variant.mode)?;
-                let Some((index, bar)) = dev.bars.iter().enumerate().max_by_key(|(_, b)| b.region().size) else {
+                let Some((index, bar)) = largest(dev.bars.iter().enumerate(), |(_, b)| b.region().size) else {
                     skip!("No mappable BAR found on device {bdf}");
                 };
                 let area =

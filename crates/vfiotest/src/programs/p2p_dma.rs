@@ -7,14 +7,14 @@
 use std::sync::Arc;
 
 use ksft::{Case, Outcome, Test, Verdict, ensure, ensure_eq, skip};
-use vfio::driver::{self, Copied, DRIVER_MEMORY, DmaDriver};
+use vfio::driver::{self, Copied, DRIVER_MEMORY};
 use vfio::pci::PCI_COMMAND_MEMORY;
 use vfio::sysfs::Sysfs;
 use vfio::{
     BarMapping, BarSlice, Bdf, Device, DmaBuf, DmaBuffer, DmaMapping, Iommu, IommuMode, IovaAllocator, Probe, Prot,
 };
 
-use super::{ensure_nothing_mapped, mode_variants_by};
+use super::{Engine, ensure_nothing_mapped, mode_variants_by};
 
 /// ivshmem-plain's PCI IDs: its BAR2 is plain RAM, so what a DMA writes there reads back.
 const IVSHMEM: (u64, u64) = (0x1af4, 0x1110);
@@ -29,8 +29,7 @@ struct P2pVariant {
 }
 
 struct P2pFixture {
-    driver: Box<dyn DmaDriver>,
-    driver_memory: Arc<DmaBuffer>,
+    driver: Engine,
     /// Host memory the engine copies from or to.
     ram: DmaBuffer,
     /// The peer's BAR in the IOMMU, at `bar_iova`.
@@ -48,12 +47,8 @@ struct P2pFixture {
 /// The engine stops before the memory it uses goes; the BAR leaves the IOMMU before its mmap
 /// and its device; the devices leave the context before it closes.
 impl ksft::Teardown for P2pFixture {
-    fn teardown(mut self) -> Outcome {
-        self.driver.remove(&self.engine)?;
-        drop(self.driver);
-        let memory = Arc::try_unwrap(self.driver_memory)
-            .map_err(|_| Verdict::Fail("the driver kept its memory after remove()".into()))?;
-        memory.close()?;
+    fn teardown(self) -> Outcome {
+        self.driver.stop(&self.engine)?;
         self.ram.close()?;
         self.bar_mapping.unmap()?;
         if let Some(buf) = self.dma_buf {
@@ -88,9 +83,8 @@ impl P2pFixture {
         let shared = peer.map_bar(SHARED_BAR)?;
         let mut iovas = IovaAllocator::new(iommu.iova_ranges()?)?;
 
-        let mut driver = driver::probe(&engine).ok_or_else(|| Verdict::Fail(format!("no driver for {engine_bdf}")))?;
-        let driver_memory = Arc::new(DmaBuffer::new(&iommu, iovas.alloc(DRIVER_MEMORY as u64)?, DRIVER_MEMORY)?);
-        driver.init(&engine, Arc::clone(&driver_memory))?;
+        let driver = Engine::start(&engine, &iommu, iovas.alloc(DRIVER_MEMORY as u64)?)?
+            .ok_or_else(|| Verdict::Fail(format!("no driver for {engine_bdf}")))?;
         let ram = DmaBuffer::new(&iommu, iovas.alloc(SIZE as u64)?, SIZE)?;
 
         let bar_iova = iovas.alloc(SIZE as u64)?;
@@ -113,19 +107,20 @@ impl P2pFixture {
                 None => "its mmap",
             }
         );
-        Ok(Self { driver, driver_memory, ram, bar_mapping, bar_iova, dma_buf, shared, peer, engine, iommu })
+        Ok(Self { driver, ram, bar_mapping, bar_iova, dma_buf, shared, peer, engine, iommu })
     }
 
     /// Copies `SIZE` bytes by DMA from `src` to `dst`: done, or timed out with the engine
     /// recovered; a failed recovery is an error.
     fn copy(&mut self, src: u64, dst: u64) -> vfio::Result<Copied> {
-        self.driver.memcpy(&self.engine, src, dst, SIZE as u64)
+        self.driver.driver.memcpy(&self.engine, src, dst, SIZE as u64)
     }
 }
 
 pub fn tests(bdfs: &[Bdf]) -> Vec<Test> {
     let bdfs = bdfs.to_vec();
-    let engines = [("edu", "edu"), ("igb", "igb")];
+    // Every engine a driver here drives, in the registry's order.
+    let engines: Vec<(&str, &'static str)> = driver::REGISTRY.iter().map(|r| (r.name, r.name)).collect();
     let names = mode_variants_by(&engines, |mode, engine| P2pVariant { mode, engine });
     let variants: Vec<(&str, P2pVariant)> = names.iter().map(|(n, v)| (n.as_str(), *v)).collect();
     ksft::fixture(
@@ -179,7 +174,7 @@ impl P2pFixture {
         write(src, &want)?;
         dst.fill(0, SIZE, 0).map_err(|e| vfio::Error::sys(format!("clear {what}"), e))?;
         // The engine's driver, not `self.copy`: the windows stay borrowed meanwhile.
-        let copied = self.driver.memcpy(&self.engine, src_iova, dst_iova, SIZE as u64)?;
+        let copied = self.driver.driver.memcpy(&self.engine, src_iova, dst_iova, SIZE as u64)?;
         ensure_eq!(copied, Copied::Done, "a DMA copy of {SIZE} bytes to {what}");
         let got = read(dst)?;
         if let Some((count, first)) = mismatch(&got, &want) {

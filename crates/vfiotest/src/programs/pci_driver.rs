@@ -3,14 +3,13 @@
 //! IOVA must not disturb mapped memory, and the device's MSI must reach its eventfd.
 
 use std::any::Any;
-use std::sync::Arc;
 use std::time::Duration;
 
 use ksft::{Case, Outcome, Refusal, Tap, Test, Verdict, ensure, ensure_eq, skip};
-use vfio::driver::{self, Copied, DRIVER_MEMORY, DmaDriver};
+use vfio::driver::{self, Copied, DRIVER_MEMORY};
 use vfio::{Bdf, DmaBuffer, IommuMode};
 
-use super::{DeviceFixture, mode_variants};
+use super::{DeviceFixture, Engine, mode_variants};
 
 /// Memory for copies: src and dst halves. Upstream maps 1 GiB; no copy here exceeds 16 KiB
 /// (4 × the largest chunk of any driver), and pinning 1 GiB per test under TCG costs seconds
@@ -23,8 +22,7 @@ const MSI_WAIT: Duration = Duration::from_secs(10);
 const NO_MSI_WAIT: Duration = Duration::from_millis(50);
 
 struct DriverFixture {
-    driver: Box<dyn DmaDriver>,
-    driver_memory: Arc<DmaBuffer>,
+    engine: Engine,
     memcpy: DmaBuffer,
     size: u64,
     src_iova: u64,
@@ -36,18 +34,20 @@ struct DriverFixture {
 impl DriverFixture {
     fn setup(bdf: Bdf, mode: IommuMode) -> Result<Self, Verdict> {
         let mut dev = DeviceFixture::open(bdf, mode)?;
-        let Some(mut driver) = driver::probe(&dev.device) else {
+        if !driver::has_driver(bdf) {
             skip!("No driver found for device {bdf}");
-        };
+        }
         let memcpy = DmaBuffer::new(&dev.iommu, dev.iova.alloc(MEMCPY_REGION)?, MEMCPY_REGION as usize)?;
-        let driver_memory = Arc::new(DmaBuffer::new(&dev.iommu, dev.iova.alloc(DRIVER_MEMORY as u64)?, DRIVER_MEMORY)?);
+        let engine_iova = dev.iova.alloc(DRIVER_MEMORY as u64)?;
         // Any IOVA that overlaps no mapping.
         let unmapped_iova = dev.iova.alloc(1 << 30)?;
-        driver.init(&dev.device, Arc::clone(&driver_memory))?;
+        let engine = Engine::start(&dev.device, &dev.iommu, engine_iova)?
+            .ok_or_else(|| Verdict::Fail(format!("no driver for {bdf}")))?;
+        let driver = &engine.driver;
         // Four times the largest single copy exercises chunking; half the region at most.
         let size = (driver.max_memcpy_size() * 4).min(MEMCPY_REGION / 2);
         let src_iova = memcpy.iova();
-        Ok(Self { driver, driver_memory, memcpy, size, src_iova, dst_iova: src_iova + size, unmapped_iova, dev })
+        Ok(Self { engine, memcpy, size, src_iova, dst_iova: src_iova + size, unmapped_iova, dev })
     }
 
     fn fill(&self, src: u8, dst: u8) -> Outcome {
@@ -66,14 +66,14 @@ impl DriverFixture {
     }
 
     fn ensure_no_msi(&self) -> Outcome {
-        let fired = self.driver.msi_count(NO_MSI_WAIT)?;
-        ensure_eq!(fired, 0, "MSIs the {} raised without being asked", self.driver.name());
+        let fired = self.engine.driver.msi_count(NO_MSI_WAIT)?;
+        ensure_eq!(fired, 0, "MSIs the {} raised without being asked", self.engine.driver.name());
         Ok(())
     }
 
     fn copy_and_check(&mut self) -> Outcome {
         self.fill(b'x', b'y')?;
-        let copied = self.driver.memcpy(&self.dev.device, self.src_iova, self.dst_iova, self.size)?;
+        let copied = self.engine.driver.memcpy(&self.dev.device, self.src_iova, self.dst_iova, self.size)?;
         ensure_eq!(copied, Copied::Done, "a {:#x}-byte DMA copy between mapped IOVAs", self.size);
         let (_, dst_wrong) = self.differing(b'x', b'x')?;
         ensure_eq!(dst_wrong, 0, "bytes of dst that differ from src after a {:#x}-byte DMA copy", self.size);
@@ -86,12 +86,8 @@ impl DriverFixture {
 /// skips this; its child exits, and a device still copying meets unmapped IOVAs, not freed
 /// memory, because every buffer leaves the IOMMU before its pages are unmapped.)
 impl ksft::Teardown for DriverFixture {
-    fn teardown(mut self) -> Outcome {
-        self.driver.remove(&self.dev.device)?;
-        drop(self.driver);
-        let memory = Arc::try_unwrap(self.driver_memory)
-            .map_err(|_| Verdict::Fail("the driver kept its memory after remove()".into()))?;
-        memory.close()?;
+    fn teardown(self) -> Outcome {
+        self.engine.stop(&self.dev.device)?;
         self.memcpy.close()?;
         self.dev.teardown()
     }
@@ -125,8 +121,8 @@ pub fn tests(bdf: Bdf) -> Vec<Test> {
 
 fn init_remove(t: &mut DriverFixture) -> Outcome {
     for _ in 0..10 {
-        t.driver.remove(&t.dev.device)?;
-        t.driver.init(&t.dev.device, Arc::clone(&t.driver_memory))?;
+        t.engine.driver.remove(&t.dev.device)?;
+        t.engine.driver.init(&t.dev.device, t.engine.memory())?;
     }
     Ok(())
 }
@@ -141,7 +137,7 @@ fn memcpy_success(t: &mut DriverFixture) -> Outcome {
 /// upstream accepts either; a driver error, such as a failed reset or re-arm in the recovery,
 /// fails the test, as upstream's driver asserts each step.
 fn copy_that_faults(t: &mut DriverFixture, src: u64, dst: u64) -> Outcome {
-    let _done_or_recovered: Copied = t.driver.memcpy(&t.dev.device, src, dst, t.size)?;
+    let _done_or_recovered: Copied = t.engine.driver.memcpy(&t.dev.device, src, dst, t.size)?;
     Ok(())
 }
 
@@ -167,10 +163,10 @@ fn memcpy_to_unmapped_iova(t: &mut DriverFixture) -> Outcome {
 }
 
 fn send_msi(t: &mut DriverFixture) -> Outcome {
-    if !t.driver.send_msi()? {
+    if !t.engine.driver.send_msi()? {
         skip!("Driver does not support send_msi()\n");
     }
-    ensure_eq!(t.driver.msi_count(MSI_WAIT)?, 1, "MSIs seen after one send_msi()");
+    ensure_eq!(t.engine.driver.msi_count(MSI_WAIT)?, 1, "MSIs seen after one send_msi()");
     Ok(())
 }
 
@@ -178,8 +174,8 @@ fn mix_and_match(t: &mut DriverFixture) -> Outcome {
     for _ in 0..10 {
         t.copy_and_check()?;
         copy_that_faults(t, t.unmapped_iova, t.dst_iova)?;
-        if t.driver.send_msi()? {
-            ensure_eq!(t.driver.msi_count(MSI_WAIT)?, 1, "MSIs seen after one send_msi()");
+        if t.engine.driver.send_msi()? {
+            ensure_eq!(t.engine.driver.msi_count(MSI_WAIT)?, 1, "MSIs seen after one send_msi()");
         }
     }
     Ok(())
@@ -187,12 +183,12 @@ fn mix_and_match(t: &mut DriverFixture) -> Outcome {
 
 fn memcpy_storm(t: &mut DriverFixture) -> Outcome {
     let total: u64 = 250 << 30;
-    let size = t.driver.max_memcpy_size().min(MEMCPY_REGION / 2);
-    let count = (total / size).min(t.driver.max_memcpy_count());
+    let size = t.engine.driver.max_memcpy_size().min(MEMCPY_REGION / 2);
+    let count = (total / size).min(t.engine.driver.max_memcpy_count());
     println!("Kicking off {count} memcpys of size {size:#x}");
     t.fill(b'x', b'y')?;
-    t.driver.memcpy_start(t.src_iova, t.dst_iova, size, count)?;
-    ensure_eq!(t.driver.memcpy_wait(&t.dev.device)?, Copied::Done, "the storm of {count} copies");
+    t.engine.driver.memcpy_start(t.src_iova, t.dst_iova, size, count)?;
+    ensure_eq!(t.engine.driver.memcpy_wait(&t.dev.device)?, Copied::Done, "the storm of {count} copies");
     let copied =
         t.memcpy.window().read_bytes(t.size as usize, size as usize).map_err(|e| vfio::Error::sys("read back", e))?;
     ensure!(copied.iter().all(|&b| b == b'x'), "the storm's copies did not arrive");
