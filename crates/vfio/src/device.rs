@@ -162,11 +162,6 @@ impl Device {
         self.fd.as_fd()
     }
 
-    /// The group fd, in container modes.
-    pub fn group_fd(&self) -> Option<BorrowedFd<'_>> {
-        self.group.as_ref().map(|g| g.as_fd())
-    }
-
     /// The IOMMU context the device is attached to.
     pub fn iommu(&self) -> &Arc<Iommu> {
         &self.iommu

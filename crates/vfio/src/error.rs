@@ -257,8 +257,7 @@ impl<T> Context<T> for std::result::Result<T, Errno> {
 mod tests {
     use super::*;
 
-    /// What each kind of error makes of a test: the table DESIGN.md's "verdicts a user can
-    /// trust" asks for.
+    /// What each kind of error makes of a test: the README's rule for verdicts, as a table.
     #[cfg(feature = "ksft")]
     #[test]
     fn each_error_gives_its_verdict() {

@@ -119,14 +119,6 @@ impl Iommu {
         self.fd.as_fd()
     }
 
-    /// The IOAS id, for native iommufd.
-    pub fn ioas_id(&self) -> Option<u32> {
-        match self.target {
-            Target::Ioas(ioas) => Some(ioas),
-            Target::Container { .. } => None,
-        }
-    }
-
     /// What devices attach to.
     pub(crate) fn target(&self) -> Target {
         self.target

@@ -29,7 +29,7 @@ impl Fatal {
     }
 
     /// Exit 4 (skip) with `message`.
-    pub fn skip(message: impl Into<String>) -> Self {
+    pub fn exit_skip(message: impl Into<String>) -> Self {
         Self { code: KSFT_SKIP, message: message.into() }
     }
 }

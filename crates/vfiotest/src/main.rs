@@ -141,7 +141,9 @@ fn run(args: &RunArgs) -> Result<i32, Fatal> {
     }
     let (names, bdfs) = resolve_targets(&args.targets)?;
     if bdfs.is_empty() {
-        return Err(Fatal::skip("no device to test: pass BDFs (vfiotest run 0000:00:03.0) or set VFIO_SELFTESTS_BDF"));
+        return Err(Fatal::exit_skip(
+            "no device to test: pass BDFs (vfiotest run 0000:00:03.0) or set VFIO_SELFTESTS_BDF",
+        ));
     }
     let mut catalogue = programs::catalogue(&names, &bdfs);
     if !args.units.is_empty() {

@@ -100,7 +100,10 @@ fn largest_bar(bdf: Bdf, modes: &[IommuMode]) -> Result<Option<(u32, u64)>, Fata
             Err(e) => last = Some(e),
         }
     }
-    Err(Fatal::skip(format!("{bdf} opens in none of the modes: {}", last.map_or_else(String::new, |e| e.to_string()))))
+    Err(Fatal::exit_skip(format!(
+        "{bdf} opens in none of the modes: {}",
+        last.map_or_else(String::new, |e| e.to_string())
+    )))
 }
 
 /// `chosen`, or `all` when nothing was chosen.
@@ -118,7 +121,7 @@ pub fn main(args: &BenchArgs) -> Result<i32, Fatal> {
         None => std::env::var("VFIO_SELFTESTS_BDF")
             .ok()
             .and_then(|list| list.split_whitespace().next().map(str::to_owned))
-            .ok_or_else(|| Fatal::skip("no device to measure on: pass a BDF or set VFIO_SELFTESTS_BDF"))?
+            .ok_or_else(|| Fatal::exit_skip("no device to measure on: pass a BDF or set VFIO_SELFTESTS_BDF"))?
             .parse()?,
     };
     if !args.min_size.is_power_of_two() || args.samples == 0 || args.budget <= 0.0 {
@@ -142,7 +145,7 @@ pub fn main(args: &BenchArgs) -> Result<i32, Fatal> {
     };
     let cells = matrix::expand(&spec, &limits);
     if cells.is_empty() {
-        return Err(Fatal::skip("nothing to measure: no cell fits what the machine offers"));
+        return Err(Fatal::exit_skip("nothing to measure: no cell fits what the machine offers"));
     }
     eprintln!(
         "[bench] {} cells on {bdf}, {} samples each, {} s budget per cell",
@@ -182,7 +185,7 @@ pub fn table(measured: &[Measured]) -> String {
     );
     for m in measured {
         let c = &m.cell;
-        let spread = |s: &Option<stats::Summary>| match s {
+        let spread = |s: &Option<stats::Spread>| match s {
             Some(s) => (seconds(s.median), format!("({}–{})", seconds(s.min), seconds(s.max))),
             None => ("-".into(), String::new()),
         };
@@ -227,7 +230,7 @@ pub struct ReportArgs {
 
 /// Prints what a run says about alignment, the comparison with another run, and the plots.
 pub fn report_main(args: &ReportArgs) -> Result<i32, Fatal> {
-    let run = report::Run::load(&args.run).map_err(Fatal::fail)?;
+    let run = report::SavedBench::load(&args.run).map_err(Fatal::fail)?;
     println!("misaligned over aligned map cost, at the largest size measured both ways ({}):", run.kernel);
     for (memory, mode, alignment, size, ratio) in report::alignment_ratios(&run) {
         println!("  {:<11} {:<23} {:<8} {:>6}  {ratio:>10.1}x", memory.name(), mode, alignment.name(), human(size));
@@ -245,7 +248,7 @@ pub fn report_main(args: &ReportArgs) -> Result<i32, Fatal> {
         );
     }
     if let Some(before) = &args.against {
-        let before = report::Run::load(before).map_err(Fatal::fail)?;
+        let before = report::SavedBench::load(before).map_err(Fatal::fail)?;
         print!("{}", report::ratio_table(&before, &run));
     }
     if let Some(dir) = &args.svg {

@@ -31,12 +31,12 @@ pub struct Median {
 
 /// A bench run as the JSON has it.
 #[derive(Debug, Deserialize)]
-pub struct Run {
+pub struct SavedBench {
     pub kernel: String,
     pub cells: Vec<CellResult>,
 }
 
-impl Run {
+impl SavedBench {
     /// Reads a bench JSON file.
     ///
     /// # Errors
@@ -65,7 +65,7 @@ pub struct Ratio {
 }
 
 /// Cells measured in both runs, in `after`'s order, with `after / before` per median.
-pub fn ratios(before: &Run, after: &Run) -> Vec<Ratio> {
+pub fn ratios(before: &SavedBench, after: &SavedBench) -> Vec<Ratio> {
     let base: BTreeMap<Key, &CellResult> = before.cells.iter().map(|c| (key(c), c)).collect();
     let ratio = |a: Option<Median>, b: Option<Median>| Some(a?.median / b.filter(|b| b.median > 0.0)?.median);
     after
@@ -86,7 +86,7 @@ pub fn ratios(before: &Run, after: &Run) -> Vec<Ratio> {
 }
 
 /// The comparison as a table: below 1 is faster after.
-pub fn ratio_table(before: &Run, after: &Run) -> String {
+pub fn ratio_table(before: &SavedBench, after: &SavedBench) -> String {
     let mut out = format!("after ({}) / before ({}), medians; below 1 is faster after\n", after.kernel, before.kernel);
     let _ = writeln!(out, "{:<11} {:<8} {:<23} {:>6}  {:>9} {:>9}", "memory", "align", "mode", "size", "map", "unmap");
     let shown = |r: Option<f64>| r.map_or("-".to_owned(), |r| format!("{r:.3}"));
@@ -107,7 +107,7 @@ pub fn ratio_table(before: &Run, after: &Run) -> String {
 
 /// Within one run: for each memory and mode, the misaligned medians over the aligned ones at
 /// the largest size both have. The number the huge-pfnmap work is about.
-pub fn alignment_ratios(run: &Run) -> Vec<(Memory, String, Alignment, u64, f64)> {
+pub fn alignment_ratios(run: &SavedBench) -> Vec<(Memory, String, Alignment, u64, f64)> {
     let mut out = Vec::new();
     let measured = |c: &&CellResult| c.map.is_some();
     for misaligned in [Alignment::PageOff, Alignment::TwoMibOff] {
@@ -134,7 +134,7 @@ pub fn alignment_ratios(run: &Run) -> Vec<(Memory, String, Alignment, u64, f64)>
 /// How a series' cost grows with size: the least-squares slope of ln(median) over ln(size),
 /// from 1 MiB up (smaller sizes measure the syscall, not the mapping). 1 is linear in size,
 /// 0 is a cost that does not depend on it. One per memory, alignment and mode.
-pub fn slopes(run: &Run) -> Vec<Slope> {
+pub fn slopes(run: &SavedBench) -> Vec<Slope> {
     let mut series: BTreeMap<(Memory, Alignment, String), Vec<&CellResult>> = BTreeMap::new();
     for c in run.cells.iter().filter(|c| c.size >= 1 << 20) {
         series.entry((c.memory, c.alignment, c.mode.clone())).or_default().push(c);
@@ -183,7 +183,7 @@ fn slope(points: &[(f64, f64)]) -> Option<f64> {
 ///
 /// # Errors
 /// The drawing or the file failed.
-pub fn plot(run: &Run, dir: &Path) -> Result<Vec<std::path::PathBuf>, String> {
+pub fn plot(run: &SavedBench, dir: &Path) -> Result<Vec<std::path::PathBuf>, String> {
     std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let memories: Vec<Memory> =
         Memory::ALL.into_iter().filter(|m| run.cells.iter().any(|c| c.memory == *m && c.map.is_some())).collect();
@@ -200,7 +200,7 @@ pub fn plot(run: &Run, dir: &Path) -> Result<Vec<std::path::PathBuf>, String> {
 }
 
 fn draw(
-    run: &Run,
+    run: &SavedBench,
     memories: &[Memory],
     op: &str,
     pick: fn(&CellResult) -> Option<Median>,
@@ -294,14 +294,14 @@ mod tests {
 
     #[test]
     fn ratios_match_cells_by_memory_alignment_mode_and_size() {
-        let before = Run {
+        let before = SavedBench {
             kernel: "7.3.4".into(),
             cells: vec![
                 cell(Alignment::Aligned, "vfio_type1v2_iommu", 1 << 30, 1e-4, 4e-2),
                 cell(Alignment::Aligned, "iommufd", 1 << 30, 4e-5, 3e-5),
             ],
         };
-        let after = Run {
+        let after = SavedBench {
             kernel: "7.3.4+patch".into(),
             cells: vec![
                 cell(Alignment::Aligned, "vfio_type1v2_iommu", 1 << 30, 1e-4, 4e-4),
@@ -320,7 +320,7 @@ mod tests {
 
     #[test]
     fn alignment_ratio_is_taken_at_the_largest_size_both_have() {
-        let run = Run {
+        let run = SavedBench {
             kernel: "k".into(),
             cells: vec![
                 cell(Alignment::Aligned, "t", 1 << 20, 1e-4, 1e-4),
@@ -347,7 +347,7 @@ mod tests {
             })
             .chain([cell(Alignment::Aligned, "u", 1 << 20, 1.0, 1.0)])
             .collect();
-        let found = slopes(&Run { kernel: "k".into(), cells });
+        let found = slopes(&SavedBench { kernel: "k".into(), cells });
         let get = |a: Alignment, mode: &str| found.iter().find(|s| s.alignment == a && s.mode == mode).unwrap();
         let misaligned = get(Alignment::PageOff, "t");
         assert!((misaligned.map.unwrap() - 1.0).abs() < 1e-9 && misaligned.unmap.unwrap().abs() < 1e-9);
@@ -358,7 +358,7 @@ mod tests {
 
     #[test]
     fn a_run_plots_to_svg() {
-        let run = Run {
+        let run = SavedBench {
             kernel: "k".into(),
             cells: vec![
                 cell(Alignment::Aligned, "t", 4096, 1e-5, 1e-5),

@@ -12,7 +12,7 @@ use vfio::{
 };
 
 use super::matrix::{Alignment, Cell, Memory, human};
-use super::stats::{Summary, seconds};
+use super::stats::{Spread, seconds};
 
 const GIB: u64 = 1 << 30;
 const TWO_MIB: u64 = 2 << 20;
@@ -23,9 +23,9 @@ pub struct Measured {
     #[serde(flatten)]
     pub cell: Cell,
     /// Seconds per `VFIO_IOMMU_MAP_DMA` / `IOMMU_IOAS_MAP(_FILE)`.
-    pub map: Option<Summary>,
+    pub map: Option<Spread>,
     /// Seconds per unmap of the same range.
-    pub unmap: Option<Summary>,
+    pub unmap: Option<Spread>,
     /// The IOMMU page size at the first IOVA after the first map (Intel IOMMU debugfs), when
     /// the dump is small enough to read.
     pub iopte_bytes: Option<u64>,
@@ -45,14 +45,14 @@ pub struct Options {
 
 /// One mode's context with the device in it, and what the BAR looks like there. Fields drop
 /// in order: the BAR's mmap, the device, the context.
-struct Context {
+struct Testbed {
     bar: Option<BarMapping>,
     device: Device,
     iommu: Arc<Iommu>,
     iovas: IovaAllocator,
 }
 
-impl Context {
+impl Testbed {
     fn open(bdf: Bdf, bar: Option<u32>, mode: IommuMode) -> vfio::Result<Self> {
         let iommu = Iommu::open(mode)?;
         let device = Device::open(bdf, &iommu)?;
@@ -83,11 +83,11 @@ pub fn measure(
 ) -> Vec<Measured> {
     let started = Instant::now();
     let mut out: Vec<Measured> = Vec::new();
-    let mut context: Option<(IommuMode, Result<Context, String>)> = None;
+    let mut context: Option<(IommuMode, Result<Testbed, String>)> = None;
     for (n, &cell) in cells.iter().enumerate() {
         if context.as_ref().is_none_or(|(mode, _)| *mode != cell.mode) {
             drop(context.take()); // the last mode's context closes before the next opens
-            context = Some((cell.mode, Context::open(bdf, bar, cell.mode).map_err(|e| e.to_string())));
+            context = Some((cell.mode, Testbed::open(bdf, bar, cell.mode).map_err(|e| e.to_string())));
         }
         let ctx = context.as_mut().map(|(_, c)| c).expect("just opened");
         let measured = match ctx {
@@ -164,7 +164,7 @@ fn pinned_kib() -> Option<u64> {
     Some(field("VmPin:")? + field("VmLck:")?)
 }
 
-fn prepare(ctx: &Context, bar: Option<u32>, cell: Cell) -> vfio::Result<Source> {
+fn prepare(ctx: &Testbed, bar: Option<u32>, cell: Cell) -> vfio::Result<Source> {
     let size = cell.size as usize;
     let off = cell.alignment.offset() as usize;
     let sys = |what: String| move |e| vfio::Error::sys(what, e);
@@ -207,7 +207,7 @@ fn prepare(ctx: &Context, bar: Option<u32>, cell: Cell) -> vfio::Result<Source> 
     }
 }
 
-fn range<'a>(ctx: &'a Context, source: &'a Source, size: usize) -> Option<DmaRange<'a>> {
+fn range<'a>(ctx: &'a Testbed, source: &'a Source, size: usize) -> Option<DmaRange<'a>> {
     match source {
         Source::Range { window, at } => window.range(*at, size),
         Source::Bar { at } => ctx.bar.as_ref()?.range(*at, size),
@@ -216,7 +216,7 @@ fn range<'a>(ctx: &'a Context, source: &'a Source, size: usize) -> Option<DmaRan
     }
 }
 
-fn measure_cell(ctx: &mut Context, bar: Option<u32>, cell: Cell, options: &Options) -> vfio::Result<Measured> {
+fn measure_cell(ctx: &mut Testbed, bar: Option<u32>, cell: Cell, options: &Options) -> vfio::Result<Measured> {
     let source = prepare(ctx, bar, cell)?;
     let iova = ctx.iovas.alloc(cell.size)?;
     let (mut maps, mut unmaps) = (Vec::new(), Vec::new());
@@ -256,14 +256,7 @@ fn measure_cell(ctx: &mut Context, bar: Option<u32>, cell: Cell, options: &Optio
     if let Source::DmaBuf(buf) = source {
         buf.close()?;
     }
-    Ok(Measured {
-        cell,
-        map: Summary::of(&maps),
-        unmap: Summary::of(&unmaps),
-        iopte_bytes,
-        pinned_kib: pinned,
-        skipped,
-    })
+    Ok(Measured { cell, map: Spread::of(&maps), unmap: Spread::of(&unmaps), iopte_bytes, pinned_kib: pinned, skipped })
 }
 
 #[cfg(test)]
@@ -273,8 +266,8 @@ mod tests {
     fn measured(size: u64, map: f64, unmap: f64, skipped: Option<&str>) -> Measured {
         Measured {
             cell: Cell { memory: Memory::Bar, alignment: Alignment::PageOff, mode: IommuMode::VfioType1v2, size },
-            map: Summary::of(&[map]),
-            unmap: Summary::of(&[unmap]),
+            map: Spread::of(&[map]),
+            unmap: Spread::of(&[unmap]),
             iopte_bytes: None,
             pinned_kib: None,
             skipped: skipped.map(str::to_owned),

@@ -4,7 +4,7 @@ use serde::Serialize;
 
 /// A set of samples (seconds) summarized.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Summary {
+pub struct Spread {
     pub min: f64,
     pub median: f64,
     pub max: f64,
@@ -22,7 +22,7 @@ fn median(sorted: &[f64]) -> f64 {
     }
 }
 
-impl Summary {
+impl Spread {
     /// Summarizes `samples`; `None` if there are none.
     pub fn of(samples: &[f64]) -> Option<Self> {
         if samples.is_empty() {
@@ -56,21 +56,21 @@ mod tests {
 
     #[test]
     fn min_median_max_odd_and_even() {
-        let s = Summary::of(&[3.0, 1.0, 2.0]).unwrap();
+        let s = Spread::of(&[3.0, 1.0, 2.0]).unwrap();
         assert_eq!((s.min, s.median, s.max), (1.0, 2.0, 3.0));
-        let s = Summary::of(&[4.0, 1.0, 2.0, 3.0]).unwrap();
+        let s = Spread::of(&[4.0, 1.0, 2.0, 3.0]).unwrap();
         assert_eq!(s.median, 2.5);
         assert_eq!(s.samples, [4.0, 1.0, 2.0, 3.0], "in the order taken");
-        assert!(Summary::of(&[]).is_none());
+        assert!(Spread::of(&[]).is_none());
     }
 
     #[test]
     fn a_sample_far_from_the_rest_is_an_outlier_by_its_index() {
-        let s = Summary::of(&[1.00, 1.02, 0.98, 5.0, 1.01]).unwrap();
+        let s = Spread::of(&[1.00, 1.02, 0.98, 5.0, 1.01]).unwrap();
         assert_eq!(s.outliers, [3]);
-        assert!(Summary::of(&[1.00, 1.02, 0.98, 1.01]).unwrap().outliers.is_empty());
+        assert!(Spread::of(&[1.00, 1.02, 0.98, 1.01]).unwrap().outliers.is_empty());
         // Identical samples but one a hair off: not an outlier (25 % floor).
-        assert!(Summary::of(&[2e-6, 2e-6, 2e-6, 2.1e-6]).unwrap().outliers.is_empty());
+        assert!(Spread::of(&[2e-6, 2e-6, 2e-6, 2.1e-6]).unwrap().outliers.is_empty());
     }
 
     #[test]

@@ -4,7 +4,7 @@
 use std::fs;
 use std::path::PathBuf;
 
-use super::boot::Run;
+use super::boot::MachineRun;
 use super::config::VmConfig;
 use super::machine::Accel;
 use crate::Fatal;
@@ -37,7 +37,7 @@ pub(super) struct BenchContext {
 
 /// Keeps the bench's JSON from the console at `context.path`, with what only the host knows
 /// (the QEMU and the accelerator) added. Says where on stderr.
-pub(super) fn save_bench(run: &Run, context: &BenchContext, accel: Accel) -> Result<(), Fatal> {
+pub(super) fn save_bench(run: &MachineRun, context: &BenchContext, accel: Accel) -> Result<(), Fatal> {
     let Some(json) = &run.bench_json else { return Ok(()) };
     let mut value: serde_json::Value =
         serde_json::from_str(json).map_err(|e| Fatal::fail(format!("the bench's JSON: {e}")))?;

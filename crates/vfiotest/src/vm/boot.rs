@@ -23,7 +23,8 @@ use crate::guest::protocol::Switches;
 /// Marks QEMU's own stderr lines in the console log.
 pub(super) const QEMU_PREFIX: &str = "[qemu] ";
 
-/// How long a KVM probe boot may take before we call KVM broken (it can hang, see FACTS).
+/// How long a KVM probe boot may take before we call KVM broken: on some hosts KVM's
+/// emulation fails and the guest hangs instead of exiting.
 pub(super) const PROBE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// How many console logs of earlier runs are kept.
@@ -238,7 +239,7 @@ pub(super) struct Machine<'a> {
 }
 
 /// What one machine's boot left: its console, how it ended, its log.
-pub(super) struct Run {
+pub(super) struct MachineRun {
     pub(super) console: Console,
     pub(super) end: BootEnd,
     pub(super) tail: VecDeque<String>,
@@ -256,7 +257,7 @@ pub(super) fn boot(
     program: &str,
     clock: Clock,
     machine: Option<Machine>,
-) -> Result<Run, Fatal> {
+) -> Result<MachineRun, Fatal> {
     let mut console = Console::new(program);
     let log_path = console_log(cache, machine.as_ref().map(|m| m.index))?;
     let tag = machine.as_ref().map_or("[vm]".to_owned(), |m| format!("[vm {}]", m.index + 1));
@@ -316,5 +317,5 @@ pub(super) fn boot(
             }
         }
     });
-    Ok(Run { console, end, tail, boot_to_verdict: verdict_at, log_path, bench_json })
+    Ok(MachineRun { console, end, tail, boot_to_verdict: verdict_at, log_path, bench_json })
 }

@@ -145,7 +145,7 @@ const TCG: &str = "tcg,thread=single";
 pub enum Clock {
     /// Real time.
     Real,
-    /// Counting instructions, idle time skipped (see [`ICOUNT`]); TCG only.
+    /// Counting instructions, idle time skipped (QEMU's `-icount`); TCG only.
     Icount,
 }
 

@@ -82,9 +82,9 @@ pub fn main(args: &VmArgs) -> Result<i32, Fatal> {
         saved.push(path);
     }
     if let [first, rest @ ..] = saved.as_slice() {
-        let before = crate::bench::report::Run::load(first).map_err(Fatal::fail)?;
+        let before = crate::bench::report::SavedBench::load(first).map_err(Fatal::fail)?;
         for path in rest {
-            let after = crate::bench::report::Run::load(path).map_err(Fatal::fail)?;
+            let after = crate::bench::report::SavedBench::load(path).map_err(Fatal::fail)?;
             print!("{}", crate::bench::report::ratio_table(&before, &after));
         }
     }

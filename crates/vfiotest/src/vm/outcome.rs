@@ -6,7 +6,7 @@ use std::fs;
 use ksft::{KSFT_FAIL, KSFT_PASS, KSFT_SKIP};
 
 use super::bench_run::{BenchContext, save_bench};
-use super::boot::{BootEnd, Run};
+use super::boot::{BootEnd, MachineRun};
 use super::config::VmConfig;
 use super::console;
 use super::machine::Accel;
@@ -14,7 +14,7 @@ use super::signals::signal_name;
 use crate::Fatal;
 
 /// What went wrong with a machine's run as a whole, if anything.
-pub(super) fn problem(config: &VmConfig, run: &Run) -> Option<String> {
+pub(super) fn problem(config: &VmConfig, run: &MachineRun) -> Option<String> {
     let console = &run.console;
     match (&console.fatal, &run.end, console.exit_code) {
         (Some(fatal), _, _) => Some(format!("the guest kernel failed: {fatal}")),
@@ -34,7 +34,7 @@ pub(super) fn problem(config: &VmConfig, run: &Run) -> Option<String> {
 pub(super) fn finish(
     config: &VmConfig,
     accel: Accel,
-    runs: &[Run],
+    runs: &[MachineRun],
     bench_context: Option<&BenchContext>,
 ) -> Result<i32, Fatal> {
     let bench = bench_context.is_some();
