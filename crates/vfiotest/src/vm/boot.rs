@@ -282,9 +282,8 @@ pub(super) fn boot(
     let verbose = config.verbose;
     let end = follow(&mut qemu, &lines, started + config.timeout, config.silence, &mut console, &mut |line, event| {
         let _ = writeln!(log, "{line}");
-        // The bench's JSON is kept for its file, not shown.
-        if let Some(json) = line.trim_end_matches('\r').strip_prefix(crate::bench::JSON_MARKER) {
-            bench_json = Some(json.to_owned());
+        if let Event::BenchJson(json) = event {
+            bench_json = Some(json.clone());
             return;
         }
         if tail.len() == 40 {
@@ -310,7 +309,7 @@ pub(super) fn boot(
                 }
             }
             Event::Fatal(text) => eprintln!("{tag} guest kernel: {text}"),
-            Event::Log | Event::ProbeOk => {
+            Event::Log | Event::ProbeOk | Event::BenchJson(_) => {
                 if verbose {
                     eprintln!("{line}");
                 }

@@ -83,6 +83,8 @@ pub enum Event {
     ProbeOk,
     /// The kernel died or misbehaved fatally.
     Fatal(String),
+    /// The bench's results, as JSON: kept for their file, not shown.
+    BenchJson(String),
 }
 
 /// Follows the console line by line.
@@ -156,6 +158,9 @@ impl Console {
         let line = raw.trim_end_matches('\r');
         if let Some(mark) = GuestMark::parse(line) {
             return self.marker(mark);
+        }
+        if let Some(json) = line.strip_prefix(crate::bench::JSON_MARKER) {
+            return Event::BenchJson(json.to_owned());
         }
         if self.phase != Phase::Testing {
             return Event::Log;
@@ -356,6 +361,15 @@ mod tests {
         assert_eq!(got, [("f.v.slow", 2000), ("f.v.quick", 50), (PROGRAM_VERDICT, 2080)]);
         let slowest: Vec<_> = slowest(&c.results, 5).iter().map(|r| r.test.as_str()).collect();
         assert_eq!(slowest, ["f.v.slow", "f.v.quick"], "whole programs are not tests");
+    }
+
+    #[test]
+    fn the_benchs_json_is_an_event_of_its_own() {
+        let mut c = Console::new("bench");
+        c.feed("vfiotest-vm: begin");
+        let line = format!("{}{{\"cells\":[]}}", crate::bench::JSON_MARKER);
+        assert_eq!(c.feed(&line), Event::BenchJson("{\"cells\":[]}".into()));
+        assert!(c.results.is_empty());
     }
 
     #[test]
