@@ -23,15 +23,25 @@ use crate::{Backend, Error, IommuMode, Result};
 pub struct Iommu {
     mode: IommuMode,
     fd: OwnedFd,
-    /// What devices attach to through `fd`.
-    target: Target,
-    /// Whether `VFIO_SET_IOMMU` has succeeded here; it needs a group attached first.
-    type_set: Mutex<bool>,
-    /// Whether attaches from several threads are serialized (the default; see
-    /// [`Iommu::open_racing`]).
-    serialized: bool,
+    /// What devices attach to through `fd`, with what only a container keeps.
+    kind: Kind,
     /// What this context has mapped.
     mapped: Mutex<Mappings>,
+}
+
+/// A context's own side: a container's attach state, or an IOAS.
+#[derive(Debug)]
+enum Kind {
+    Container {
+        /// `VFIO_SET_IOMMU`'s type.
+        iommu_type: u32,
+        /// Whether `VFIO_SET_IOMMU` has succeeded here; it needs a group attached first.
+        type_set: Mutex<bool>,
+        /// Whether attaches from several threads are serialized (the default; see
+        /// [`Iommu::open_racing`]).
+        serialized: bool,
+    },
+    Ioas(u32),
 }
 
 /// `VFIO_CHECK_EXTENSION` said no to `kind`: a SKIP only if the type1 backend is provably
@@ -82,7 +92,7 @@ impl Iommu {
     }
 
     fn open_with(mode: IommuMode, serialized: bool) -> Result<Arc<Self>> {
-        let (fd, target) = match mode.backend() {
+        let (fd, kind) = match mode.backend() {
             Backend::Container { path, iommu_type: kind } => {
                 let fd = match mode.is_iommufd() {
                     true => node::open_iommufd()?,
@@ -97,16 +107,15 @@ impl Iommu {
                 if supported <= 0 {
                     return Err(no_iommu_type(mode, path, kind));
                 }
-                (fd, Target::Container { iommu_type: kind })
+                (fd, Kind::Container { iommu_type: kind, type_set: Mutex::new(false), serialized })
             }
             Backend::Iommufd => {
                 let fd = node::open_iommufd()?;
                 let ioas = sys::ioas_alloc(&fd).op(|| "IOMMU_IOAS_ALLOC".into())?;
-                (fd, Target::Ioas(ioas))
+                (fd, Kind::Ioas(ioas))
             }
         };
-        let (type_set, mapped) = (Mutex::new(false), Mutex::new(Mappings::default()));
-        Ok(Arc::new(Self { mode, fd, target, type_set, serialized, mapped }))
+        Ok(Arc::new(Self { mode, fd, kind, mapped: Mutex::new(Mappings::default()) }))
     }
 
     /// The mode this context was opened in.
@@ -121,20 +130,24 @@ impl Iommu {
 
     /// What devices attach to.
     pub(crate) fn target(&self) -> Target {
-        self.target
+        match self.kind {
+            Kind::Container { iommu_type, .. } => Target::Container { iommu_type },
+            Kind::Ioas(ioas) => Target::Ioas(ioas),
+        }
     }
 
     /// Attaches a VFIO group to this container and, the first time, sets the IOMMU type.
     pub(crate) fn attach_group(&self, group: BorrowedFd<'_>, group_no: u32) -> Result<()> {
-        let Target::Container { iommu_type: kind } = self.target else {
+        let Kind::Container { iommu_type: kind, type_set, serialized } = &self.kind else {
             return Err(Error::Invalid(format!("{} has no container", self.mode)));
         };
+        let (kind, serialized) = (*kind, *serialized);
         // Several devices (threads) may attach at once; only the first sets the type. The lock
         // also covers SET_CONTAINER: on an iommufd, the first one creates the compat IOAS and
         // publishes it before it is finalized, so another group racing through
         // GET_DEVICE_FD can find it and fail with ENOENT (seen on 7.3 under parallel init).
-        let lock = || self.type_set.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let serial = self.serialized.then(lock);
+        let lock = || type_set.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let serial = serialized.then(lock);
         sys::group_set_container(group, &self.fd).op(|| format!("VFIO_GROUP_SET_CONTAINER(group {group_no})"))?;
         let set = sys::set_iommu(&self.fd, kind);
         let mut type_set = serial.unwrap_or_else(lock);
@@ -143,7 +156,7 @@ impl Iommu {
             // The type stays set while any group is in the container; once the last one leaves,
             // the kernel unsets it and the next group must set it again. Racing, another
             // thread may have set it a moment ago, as upstream's selftests allow.
-            Err(vfio_sys::Errno::INVAL) if *type_set || !self.serialized => {}
+            Err(vfio_sys::Errno::INVAL) if *type_set || !serialized => {}
             Err(e) => {
                 let op = format!("VFIO_SET_IOMMU({}, type {kind})", self.mode);
                 return Err(Error::attach(op, e, self.mode.isolation_module()));
@@ -175,7 +188,7 @@ impl Iommu {
     /// # Errors
     /// The failing ioctl, or [`Error::Malformed`] for a bad answer.
     pub fn iova_ranges(&self) -> Result<Vec<IovaRange>> {
-        match self.target {
+        match self.target() {
             Target::Ioas(ioas) => {
                 let (ranges, _alignment) =
                     sys::ioas_iova_ranges(&self.fd, ioas).op(|| format!("IOMMU_IOAS_IOVA_RANGES(ioas {ioas})"))?;
@@ -205,7 +218,7 @@ impl Iommu {
     pub fn map_with(self: &Arc<Self>, range: DmaRange<'_>, iova: u64, access: Prot) -> Result<DmaMapping> {
         let (vaddr, len) = (range.addr(), range.len() as u64);
         let rw = access_name(access);
-        match self.target {
+        match self.target() {
             Target::Ioas(ioas) => sys::ioas_map(&self.fd, ioas, range, iova, access).map_err(|e| {
                 Error::pin(format!("IOMMU_IOAS_MAP(vaddr={vaddr:#x}, iova={iova:#x}, length={len:#x}, {rw})"), e)
             })?,
@@ -234,7 +247,7 @@ impl Iommu {
         iova: u64,
         access: Prot,
     ) -> Result<DmaMapping> {
-        let ioas = match self.target {
+        let ioas = match self.target() {
             Target::Ioas(ioas) => ioas,
             Target::Container { .. } if self.mode.is_iommufd() => {
                 sys::vfio_ioas_get(&self.fd).op(|| format!("IOMMU_VFIO_IOAS(GET) of the {} container", self.mode))?
@@ -272,7 +285,7 @@ impl Iommu {
     /// # Errors
     /// The failing ioctl with its arguments.
     pub fn unmap(&self, iova: u64, len: u64) -> Result<u64> {
-        let unmapped = match self.target {
+        let unmapped = match self.target() {
             Target::Ioas(ioas) => sys::ioas_unmap(&self.fd, ioas, iova, len)
                 .op(|| format!("IOMMU_IOAS_UNMAP(iova={iova:#x}, length={len:#x})")),
             Target::Container { .. } => sys::iommu_unmap_dma(&self.fd, iova, len, 0)
@@ -287,7 +300,7 @@ impl Iommu {
     /// # Errors
     /// The failing ioctl.
     pub fn unmap_all(&self) -> Result<u64> {
-        let unmapped = match self.target {
+        let unmapped = match self.target() {
             Target::Ioas(ioas) => sys::ioas_unmap(&self.fd, ioas, 0, u64::MAX).op(|| "IOMMU_IOAS_UNMAP(all)".into()),
             Target::Container { .. } => sys::iommu_unmap_dma(&self.fd, 0, 0, VFIO_DMA_UNMAP_FLAG_ALL)
                 .op(|| "VFIO_IOMMU_UNMAP_DMA(VFIO_DMA_UNMAP_FLAG_ALL)".into()),
