@@ -10,7 +10,7 @@ use vfio_sys::align::{is_congruent, mmap_alignment, round_up};
 use vfio_sys::mm::{DmaRange, MmapWindow, Prot, page_size};
 
 use crate::error::Context;
-use crate::{Device, Error, MmapArea, RegionInfo, Result};
+use crate::{Device, Error, Mmap, MmapArea, RegionInfo, Result};
 
 /// How a BAR mapping got its address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,7 +35,7 @@ impl std::fmt::Display for Placement {
 pub struct BarMapping {
     region: RegionInfo,
     areas: Vec<MmapArea>,
-    window: MmapWindow,
+    window: Mmap,
     align: u64,
     placement: Placement,
 }
@@ -88,7 +88,7 @@ impl BarMapping {
     }
 
     /// The window, for volatile register access.
-    pub fn window(&self) -> &MmapWindow {
+    pub fn window(&self) -> &Mmap {
         &self.window
     }
 
@@ -107,8 +107,7 @@ impl BarMapping {
     /// # Errors
     /// `munmap`'s errno.
     pub fn unmap(self) -> Result<()> {
-        let (index, len) = (self.index(), self.len());
-        self.window.unmap().op(|| format!("munmap(BAR {index}, {len:#x} bytes)"))
+        self.window.unmap()
     }
 }
 
@@ -146,6 +145,7 @@ impl Device {
         if whole {
             let window = MmapWindow::map_shared(self.fd(), len, prot, region.offset).op(|| op("kernel-placed"))?;
             if is_congruent(window.addr() as u64, region.offset, align) {
+                let window = Mmap::new(window, format!("BAR{index} of {bdf}"));
                 advise_hugepage(&window, &areas, page);
                 return Ok(BarMapping { region, areas, window, align, placement: Placement::Kernel });
             }
@@ -165,15 +165,16 @@ impl Device {
                 .map_shared_fixed(area.offset as usize, area_len, prot, self.fd(), region.offset + area.offset)
                 .op(|| op(&format!("area {:#x}+{:#x}", area.offset, area.size)))?;
         }
+        let window = Mmap::new(window, format!("BAR{index} of {bdf}"));
         advise_hugepage(&window, &areas, page);
         Ok(BarMapping { region, areas, window, align, placement: Placement::Reserved })
     }
 }
 
-fn advise_hugepage(window: &MmapWindow, areas: &[MmapArea], page: u64) {
+fn advise_hugepage(window: &Mmap, areas: &[MmapArea], page: u64) {
     for area in areas {
         let len = round_up(area.size, page).unwrap_or(area.size) as usize;
         // Only a hint: kernels without THP for pfnmaps refuse it, and mapping still works.
-        let _ = window.advise_hugepage(area.offset as usize, len);
+        window.advise_hugepage(area.offset as usize, len);
     }
 }

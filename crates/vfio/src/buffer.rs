@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use crate::{DmaMapping, Error, Iommu, MmapWindow, Result};
+use crate::{DmaMapping, Iommu, Mmap, Result};
 
 /// Anonymous shared memory of `len` bytes, mapped for device access at one IOVA: a driver's
 /// descriptor rings, a test's copy buffers. Dropping it unmaps the IOVA first, then the memory.
@@ -10,7 +10,7 @@ use crate::{DmaMapping, Error, Iommu, MmapWindow, Result};
 pub struct DmaBuffer {
     // Field order is drop order: the device loses access before the memory goes away.
     mapping: DmaMapping,
-    window: MmapWindow,
+    window: Mmap,
 }
 
 impl DmaBuffer {
@@ -19,7 +19,7 @@ impl DmaBuffer {
     /// # Errors
     /// `mmap`'s errno, or the kernel's refusal of the DMA map.
     pub fn new(iommu: &Arc<Iommu>, iova: u64, len: usize) -> Result<Self> {
-        let window = MmapWindow::anonymous(len).map_err(|e| Error::sys(format!("mmap({len:#x} bytes)"), e))?;
+        let window = Mmap::anonymous(len)?;
         let mapping = iommu.map(window.whole(), iova)?;
         Ok(Self { mapping, window })
     }
@@ -30,7 +30,7 @@ impl DmaBuffer {
     }
 
     /// The memory, for volatile access at checked offsets.
-    pub fn window(&self) -> &MmapWindow {
+    pub fn window(&self) -> &Mmap {
         &self.window
     }
 
@@ -39,8 +39,7 @@ impl DmaBuffer {
     /// # Errors
     /// The kernel's refusal of the unmap, or `munmap`'s errno.
     pub fn close(self) -> Result<()> {
-        let len = self.window.len();
         self.mapping.unmap()?;
-        self.window.unmap().map_err(|e| Error::sys(format!("munmap({len:#x} bytes of DMA memory)"), e))
+        self.window.unmap()
     }
 }

@@ -66,15 +66,15 @@ impl Edu {
     }
 
     fn write64(&self, reg: usize, value: u64) -> Result<()> {
-        self.regs()?.window().write_u64(reg, value).map_err(|e| Error::sys(format!("edu: write {reg:#x}"), e))
+        self.regs()?.window().write_u64(reg, value)
     }
 
     fn read64(&self, reg: usize) -> Result<u64> {
-        self.regs()?.window().read_u64(reg).map_err(|e| Error::sys(format!("edu: read {reg:#x}"), e))
+        self.regs()?.window().read_u64(reg)
     }
 
     fn write32(&self, reg: usize, value: u32) -> Result<()> {
-        self.regs()?.window().write_u32(reg, value).map_err(|e| Error::sys(format!("edu: write {reg:#x}"), e))
+        self.regs()?.window().write_u32(reg, value)
     }
 
     /// Starts one transfer of `len` bytes between RAM at `iova` and the device buffer.
@@ -121,7 +121,7 @@ impl DmaDriver for Edu {
     /// The edu copies through its own buffer and needs no memory of the driver's.
     fn init(&mut self, device: &Device, _memory: Arc<DmaBuffer>) -> Result<()> {
         let regs = device.map_bar(0)?;
-        let id = regs.window().read_u32(REG_ID).map_err(|e| Error::sys("edu: read ID", e))?;
+        let id = regs.window().read_u32(REG_ID)?;
         if id & 0xffff != 0x00ed {
             return Err(Error::Invalid(format!("edu: unexpected ID register {id:#010x}")));
         }

@@ -7,9 +7,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use vfio::align::round_up;
 use vfio::pgtable;
-use vfio::{
-    Backing, BarMapping, BarSlice, Bdf, Device, DmaBuf, DmaRange, Iommu, IommuMode, IovaAllocator, MmapWindow, Prot,
-};
+use vfio::{Backing, BarMapping, BarSlice, Bdf, Device, DmaBuf, DmaRange, Iommu, IommuMode, IovaAllocator, Mmap, Prot};
 
 use super::matrix::{Alignment, Cell, Memory, human};
 use super::stats::{Spread, seconds};
@@ -67,9 +65,9 @@ impl Testbed {
 
 /// The memory of one cell, mapped into the process (or exported, for iommufd's BAR).
 enum Source {
-    Range { window: MmapWindow, at: usize },
+    Range { window: Mmap, at: usize },
     Bar { at: usize },
-    Misaligned(MmapWindow),
+    Misaligned(Mmap),
     DmaBuf(DmaBuf),
 }
 
@@ -167,7 +165,6 @@ fn pinned_kib() -> Option<u64> {
 fn prepare(ctx: &Testbed, bar: Option<u32>, cell: Cell) -> vfio::Result<Source> {
     let size = cell.size as usize;
     let off = cell.alignment.offset() as usize;
-    let sys = |what: String| move |e| vfio::Error::sys(what, e);
     match cell.memory {
         Memory::Bar => {
             let index = bar.ok_or_else(|| vfio::Error::Invalid("no BAR to map".into()))?;
@@ -179,29 +176,25 @@ fn prepare(ctx: &Testbed, bar: Option<u32>, cell: Cell) -> vfio::Result<Source> 
             }
             // The BAR again, at an address `off` past 1 GiB alignment.
             let region = ctx.device.region(index).cloned().ok_or_else(|| vfio::Error::Invalid("no BAR".into()))?;
-            let mut window =
-                MmapWindow::reserve(size, GIB as usize, off).map_err(sys(format!("reserve({size:#x})")))?;
-            window
-                .map_shared_fixed(0, size, Prot::READ_WRITE, ctx.device.fd(), region.offset)
-                .map_err(sys(format!("mmap(BAR{index}, {size:#x})")))?;
+            let mut window = Mmap::reserve(size, GIB as usize, off)?;
+            window.map_shared_fixed(0, size, Prot::READ_WRITE, ctx.device.fd(), region.offset)?;
             Ok(Source::Misaligned(window))
         }
         Memory::Anonymous => {
             // 2 MiB-aligned (for THP) plus the offset.
             let len = size + off + TWO_MIB as usize;
-            let window = MmapWindow::anonymous(len).map_err(sys(format!("mmap(anonymous, {len:#x})")))?;
-            let _ = window.advise_hugepage(0, len);
+            let window = Mmap::anonymous(len)?;
+            window.advise_hugepage(0, len);
             let start = round_up(window.addr() as u64, TWO_MIB).expect("no overflow") as usize - window.addr();
             let at = start + off;
             // Faulted in first, so the map measures pinning, not zeroing.
-            window.fill(at, size, 0).map_err(sys("fault in".into()))?;
+            window.fill(at, size, 0)?;
             Ok(Source::Range { window, at })
         }
         Memory::Hugetlb2m | Memory::Hugetlb1g => {
             let backing = if cell.memory == Memory::Hugetlb2m { Backing::Hugetlb2M } else { Backing::Hugetlb1G };
-            let window =
-                MmapWindow::anonymous_backed(size, backing).map_err(sys(format!("mmap(hugetlb, {size:#x})")))?;
-            window.fill(0, size, 0).map_err(sys("fault in".into()))?;
+            let window = Mmap::anonymous_backed(size, backing)?;
+            window.fill(0, size, 0)?;
             Ok(Source::Range { window, at: 0 })
         }
     }

@@ -118,7 +118,7 @@ fn reset(t: &mut DeviceFixture) -> Outcome {
     let mapping = t.iommu.map(range, iova)?;
     t.device.reset()?;
     check_iopte(bdf, iova, page, phys)?;
-    let read = bar.window().probe_u32(0).map_err(|e| vfio::Error::sys("probe the BAR's mmap", e))?;
+    let read = bar.window().probe_u32(0)?;
     ensure!(matches!(read, Probe::Value(_)), "a CPU read of BAR{} after the reset: {read:?}", bar.index());
     ensure_eq!(mapping.unmap()?, page, "bytes unmapped");
     Ok(())

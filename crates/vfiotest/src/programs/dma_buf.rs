@@ -326,7 +326,7 @@ fn revoke_on_memory_disable(t: &mut BufFixture) -> Outcome {
 /// A CPU read of BAR `bar`'s mmap in a child process, if the BAR is mmapped.
 fn probe_bar(t: &BufFixture, bar: u32) -> Result<Option<Probe>, Verdict> {
     let Some(mapping) = t.dev.bars.iter().find(|b| b.index() == bar) else { return Ok(None) };
-    let probe = mapping.window().probe_u32(0).map_err(|e| vfio::Error::sys(format!("probe BAR{bar}'s mmap"), e))?;
+    let probe = mapping.window().probe_u32(0)?;
     Ok(Some(probe))
 }
 

@@ -4,7 +4,7 @@
 
 use ksft::{Case, Outcome, Test, Verdict, ensure, ensure_eq};
 use vfio::pgtable;
-use vfio::{Backing, Bdf, Errno, Feature, IommuMode, MmapWindow, page_size};
+use vfio::{Backing, Bdf, Errno, Feature, IommuMode, Mmap, page_size};
 
 use super::{DeviceFixture, mode_variants, mode_variants_by};
 
@@ -50,19 +50,20 @@ pub fn tests(bdf: Bdf) -> Vec<Test> {
 
 fn dma_map_unmap(t: &mut DeviceFixture, variant: &MappingVariant) -> Outcome {
     let size = variant.size();
-    let buffer = match MmapWindow::anonymous_backed(size as usize, variant.backing) {
+    let buffer = match Mmap::anonymous_backed(size as usize, variant.backing) {
         Ok(buffer) => buffer,
         // Hugetlb pages are a boot-time reservation; without them the variant can't run here.
         // Upstream's reason, word for word (its trailing newline too).
-        Err(e) if variant.backing != Backing::Normal => {
+        Err(e) if variant.backing != Backing::Normal && e.errno().is_some() => {
+            let errno = e.errno().unwrap_or(vfio::Errno::NOMEM);
             let feature = match variant.backing {
                 Backing::Hugetlb1G => Feature::Hugetlb1G,
                 _ => Feature::Hugetlb2M,
             };
-            let reason = format!("mmap() failed: {} ({})\n", vfio::Errnum(e).strerror(), e.raw_os_error());
+            let reason = format!("mmap() failed: {} ({})\n", vfio::Errnum(errno).strerror(), errno.raw_os_error());
             return Err(vfio::Error::unsupported(feature, reason).into());
         }
-        Err(e) => return Err(vfio::Error::sys(format!("mmap(anonymous, {size:#x})"), e).into()),
+        Err(e) => return Err(e.into()),
     };
     let iova = t.iova.alloc(size)?;
     let mapping = t.iommu.map(buffer.whole(), iova)?;
@@ -95,13 +96,13 @@ fn dma_map_unmap(t: &mut DeviceFixture, variant: &MappingVariant) -> Outcome {
         Err(e) if e.is_unsupported() => {}
         leaf => ensure!(leaf?.is_none(), "IOVA {iova:#x} is still in the IOMMU page table after unmap"),
     }
-    Ok(buffer.unmap().map_err(|e| vfio::Error::sys(format!("munmap(buffer, {size:#x})"), e))?)
+    Ok(buffer.unmap()?)
 }
 
 /// A page at the last page of the last IOVA range, backed by two pages of memory (the second
 /// lets the overflow test ask for more than fits).
 struct LimitFixture {
-    buffer: MmapWindow,
+    buffer: Mmap,
     iova: u64,
     dev: DeviceFixture,
 }
@@ -110,7 +111,7 @@ struct LimitFixture {
 impl ksft::Teardown for LimitFixture {
     fn teardown(self) -> Outcome {
         self.dev.teardown()?;
-        Ok(self.buffer.unmap().map_err(|e| vfio::Error::sys("munmap(2 pages)", e))?)
+        Ok(self.buffer.unmap()?)
     }
 }
 
@@ -118,8 +119,7 @@ impl LimitFixture {
     fn setup(bdf: Bdf, mode: IommuMode) -> Result<Self, Verdict> {
         let dev = DeviceFixture::open(bdf, mode)?;
         let page = page_size() as u64;
-        let buffer =
-            MmapWindow::anonymous(2 * page as usize).map_err(|e| vfio::Error::sys("mmap(anonymous, 2 pages)", e))?;
+        let buffer = Mmap::anonymous(2 * page as usize)?;
         let last = dev.iova.ranges().last().map(|r| r.last).ok_or_else(|| Verdict::Fail("no IOVA ranges".into()))?;
         Ok(Self { buffer, iova: last & !(page - 1), dev })
     }

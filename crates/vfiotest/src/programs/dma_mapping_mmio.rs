@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use ksft::{Case, Outcome, Test, Verdict, ensure, skip};
 use vfio::align::round_up;
-use vfio::{BarMapping, Bdf, DmaRange, Iommu, IommuMode, IovaAllocator, MmapWindow, Prot, page_size};
+use vfio::{BarMapping, Bdf, DmaRange, Iommu, IommuMode, IovaAllocator, Mmap, Prot, page_size};
 
 use super::{DeviceFixture, largest, mode_variants};
 
@@ -148,13 +148,10 @@ fn map_bar_misaligned(t: &mut MmioFixture) -> Outcome {
     }
     // Bound the time on huge BARs, as upstream does.
     let size = round_up(region.size.min(ONE_GIB), page).unwrap_or(page) as usize;
-    let mut window = MmapWindow::reserve(size, ONE_GIB as usize, page as usize)
-        .map_err(|e| vfio::Error::sys(format!("reserve({size:#x}, 1 GiB + 1 page)"), e))?;
+    let mut window = Mmap::reserve(size, ONE_GIB as usize, page as usize)?;
     let prot = Prot { read: region.readable(), write: region.writable() };
-    window.map_shared_fixed(0, size, prot, t.dev.device.fd(), region.offset).map_err(|e| {
-        vfio::Error::sys(format!("mmap(BAR{}, size={size:#x}, MAP_FIXED at {:#x})", region.index, window.addr()), e)
-    })?;
+    window.map_shared_fixed(0, size, prot, t.dev.device.fd(), region.offset)?;
     let what = format!("BAR{} size={:#x} misaligned by a page", region.index, region.size);
     map_and_check(&t.dev.iommu, &mut t.dev.iova, &what, window.whole())?;
-    Ok(window.unmap().map_err(|e| vfio::Error::sys(format!("munmap(BAR{} misaligned, {size:#x})", region.index), e))?)
+    Ok(window.unmap()?)
 }

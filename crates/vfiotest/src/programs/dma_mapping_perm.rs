@@ -4,7 +4,7 @@
 //! mode. The kernel pins the pages for the device; pinning for write needs a writable mapping.
 
 use ksft::{Case, Outcome, Test, Verdict, ensure, skip};
-use vfio::{Bdf, DmaRange, Errno, IommuMode, MmapWindow, Prot, page_size};
+use vfio::{Bdf, DmaRange, Errno, IommuMode, Mmap, Prot, page_size};
 
 use super::{DeviceFixture, largest, mode_variants_by};
 
@@ -28,7 +28,7 @@ const BAR_SLICE: usize = 2 << 20;
 
 struct PermFixture {
     // Field order is drop order: the anonymous memory after nothing maps it.
-    anonymous: Option<MmapWindow>,
+    anonymous: Option<Mmap>,
     /// Index into `dev.bars` and the length of the read-only slice.
     bar: Option<(usize, usize)>,
     dev: DeviceFixture,
@@ -37,7 +37,7 @@ struct PermFixture {
 impl ksft::Teardown for PermFixture {
     fn teardown(self) -> Outcome {
         if let Some(memory) = self.anonymous {
-            memory.unmap().map_err(|e| vfio::Error::sys("munmap(one page)", e))?;
+            memory.unmap()?;
         }
         self.dev.teardown()
     }
@@ -49,8 +49,8 @@ impl PermFixture {
         match variant.source {
             Source::Anonymous => {
                 let dev = DeviceFixture::open(bdf, variant.mode)?;
-                let memory = MmapWindow::anonymous(page).map_err(|e| vfio::Error::sys("mmap(one page)", e))?;
-                memory.protect(0, page, Prot::READ_ONLY).map_err(|e| vfio::Error::sys("mprotect(PROT_READ)", e))?;
+                let memory = Mmap::anonymous(page)?;
+                memory.protect(0, page, Prot::READ_ONLY)?;
                 Ok(Self { anonymous: Some(memory), bar: None, dev })
             }
             Source::Bar => {
@@ -64,9 +64,7 @@ impl PermFixture {
                 let area =
                     bar.areas().first().copied().ok_or_else(|| Verdict::Fail("a mapped BAR without areas".into()))?;
                 let len = (area.size as usize).div_ceil(page).saturating_mul(page).min(BAR_SLICE);
-                bar.window()
-                    .protect(area.offset as usize, len, Prot::READ_ONLY)
-                    .map_err(|e| vfio::Error::sys(format!("mprotect(BAR{}, PROT_READ)", bar.index()), e))?;
+                bar.window().protect(area.offset as usize, len, Prot::READ_ONLY)?;
                 Ok(Self { anonymous: None, bar: Some((index, len)), dev })
             }
         }

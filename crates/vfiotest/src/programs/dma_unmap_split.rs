@@ -7,20 +7,20 @@
 //! ENOENT. Each test asserts what Linux 7.3 does and what is left mapped afterwards.
 
 use ksft::{Case, Outcome, Test, ensure_eq};
-use vfio::{Bdf, Errno, IommuMode, MmapWindow, page_size};
+use vfio::{Bdf, Errno, IommuMode, Mmap, page_size};
 
 use super::{DeviceFixture, mode_variants};
 
 /// The three pages' memory, then the device and context.
 struct SplitFixture {
     dev: DeviceFixture,
-    memory: MmapWindow,
+    memory: Mmap,
 }
 
 impl ksft::Teardown for SplitFixture {
     fn teardown(self) -> Outcome {
         self.dev.teardown()?;
-        Ok(self.memory.unmap().map_err(|e| vfio::Error::sys("munmap(3 pages)", e))?)
+        Ok(self.memory.unmap()?)
     }
 }
 
@@ -72,7 +72,7 @@ pub fn tests(bdf: Bdf) -> Vec<Test> {
         &mode_variants(),
         move |&mode: &IommuMode| {
             let dev = DeviceFixture::open(bdf, mode)?;
-            let memory = MmapWindow::anonymous(3 * page_size()).map_err(|e| vfio::Error::sys("mmap(3 pages)", e))?;
+            let memory = Mmap::anonymous(3 * page_size())?;
             Ok(SplitFixture { dev, memory })
         },
         &[Case::new("unmap_middle", unmap_middle), Case::new("unmap_head", unmap_head)],

@@ -136,16 +136,8 @@ fn pattern(seed: u8) -> Vec<u8> {
     (0..SIZE).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed) ^ (i >> 8) as u8).collect()
 }
 
-fn write(window: &vfio::MmapWindow, bytes: &[u8]) -> Outcome {
-    for (i, chunk) in bytes.chunks_exact(8).enumerate() {
-        let value = u64::from_ne_bytes(chunk.try_into().expect("8 bytes"));
-        window.write_u64(i * 8, value).map_err(|e| vfio::Error::sys("write the pattern", e))?;
-    }
-    Ok(())
-}
-
-fn read(window: &vfio::MmapWindow) -> Result<Vec<u8>, Verdict> {
-    Ok(window.read_bytes(0, SIZE).map_err(|e| vfio::Error::sys("read back", e))?)
+fn read(window: &vfio::Mmap) -> Result<Vec<u8>, Verdict> {
+    Ok(window.read_bytes(0, SIZE)?)
 }
 
 /// How many of `got`'s bytes differ from `want`, and where the first one is.
@@ -171,8 +163,8 @@ impl P2pFixture {
             Direction::FromBar => (bar, ram, "host memory"),
         };
         let want = pattern(seed);
-        write(src, &want)?;
-        dst.fill(0, SIZE, 0).map_err(|e| vfio::Error::sys(format!("clear {what}"), e))?;
+        src.write_bytes(0, &want)?;
+        dst.fill(0, SIZE, 0)?;
         // The engine's driver, not `self.copy`: the windows stay borrowed meanwhile.
         let copied = self.driver.driver.memcpy(&self.engine, src_iova, dst_iova, SIZE as u64)?;
         ensure_eq!(copied, Copied::Done, "a DMA copy of {SIZE} bytes to {what}");
@@ -203,14 +195,14 @@ fn from_bar(t: &mut P2pFixture) -> Outcome {
 /// proves nothing of the kernel) and the CPU's mmap of the BAR raises SIGBUS (vfio-pci's zap).
 fn bar_decode_off(t: &mut P2pFixture) -> Outcome {
     let before = pattern(0x3c);
-    write(t.shared.window(), &before)?;
-    write(t.ram.window(), &pattern(0xc3))?;
+    t.shared.window().write_bytes(0, &before)?;
+    t.ram.window().write_bytes(0, &pattern(0xc3))?;
     t.peer.update_command(0, PCI_COMMAND_MEMORY)?;
     let iopte = vfio::pgtable::leaf(t.engine.bdf(), t.bar_iova);
     // The engine may or may not report the fault; what counts is where the bytes went.
     let copied = t.copy(t.ram.iova(), t.bar_iova);
     // vfio-pci zapped the CPU's mmap too: touching it now is a bus error.
-    let cpu = t.shared.window().probe_u32(0).map_err(|e| vfio::Error::sys("probe the BAR's mmap", e));
+    let cpu = t.shared.window().probe_u32(0);
     // Decode comes back on before any verdict, so the teardown finds the device as it was.
     t.peer.update_command(PCI_COMMAND_MEMORY, 0)?;
     let (copied, cpu, present) = (copied?, cpu?, iopte?.is_some());

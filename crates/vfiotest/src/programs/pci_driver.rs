@@ -52,15 +52,15 @@ impl DriverFixture {
 
     fn fill(&self, src: u8, dst: u8) -> Outcome {
         let len = self.size as usize;
-        self.memcpy.window().fill(0, len, src).map_err(|e| vfio::Error::sys("fill src", e))?;
-        self.memcpy.window().fill(len, len, dst).map_err(|e| vfio::Error::sys("fill dst", e))?;
+        self.memcpy.window().fill(0, len, src)?;
+        self.memcpy.window().fill(len, len, dst)?;
         Ok(())
     }
 
     /// Counts of the bytes of src and dst that are not `src_byte` and `dst_byte`.
     fn differing(&self, src_byte: u8, dst_byte: u8) -> Result<(usize, usize), Verdict> {
         let len = self.size as usize;
-        let read = |at| self.memcpy.window().read_bytes(at, len).map_err(|e| vfio::Error::sys("read back", e));
+        let read = |at| self.memcpy.window().read_bytes(at, len);
         let (src, dst) = (read(0)?, read(len)?);
         Ok((src.iter().filter(|&&b| b != src_byte).count(), dst.iter().filter(|&&b| b != dst_byte).count()))
     }
@@ -189,8 +189,7 @@ fn memcpy_storm(t: &mut DriverFixture) -> Outcome {
     t.fill(b'x', b'y')?;
     t.engine.driver.memcpy_start(t.src_iova, t.dst_iova, size, count)?;
     ensure_eq!(t.engine.driver.memcpy_wait(&t.dev.device)?, Copied::Done, "the storm of {count} copies");
-    let copied =
-        t.memcpy.window().read_bytes(t.size as usize, size as usize).map_err(|e| vfio::Error::sys("read back", e))?;
+    let copied = t.memcpy.window().read_bytes(t.size as usize, size as usize)?;
     ensure!(copied.iter().all(|&b| b == b'x'), "the storm's copies did not arrive");
     t.ensure_no_msi()
 }
