@@ -8,7 +8,6 @@
 //! guest runs with `--require all`, so no SKIP here stands for a feature the kernel lacks.
 
 use std::collections::BTreeMap;
-use std::process::Command;
 
 use ksft::Status::{self, Pass, Skip};
 use vfio::Bdf;
@@ -172,26 +171,11 @@ fn expected() -> Expected {
     table
 }
 
-#[derive(serde::Deserialize)]
-struct Result {
-    program: String,
-    test: String,
-    verdict: Status,
-    reason: String,
-}
+#[path = "../../../tests-support/vm_results.rs"]
+mod vm_results;
 
 fn main() {
-    let results = std::env::temp_dir().join(format!("vfiotest-e2e-{}.json", std::process::id()));
-    let status = Command::new(env!("CARGO_BIN_EXE_vfiotest"))
-        .args(["vm", "--results"])
-        .arg(&results)
-        .status()
-        .expect("run vfiotest vm");
-    let text =
-        std::fs::read_to_string(&results).unwrap_or_else(|e| panic!("no results from vfiotest vm ({status}): {e}"));
-    let _ = std::fs::remove_file(&results);
-    let got: Vec<Result> = serde_json::from_str(&text).expect("results are JSON");
-
+    let (code, got) = vm_results::run_vm(env!("CARGO_BIN_EXE_vfiotest"), &[], &[]);
     let mut expected = expected();
     let mut wrong = Vec::new();
     for r in &got {
@@ -206,6 +190,6 @@ fn main() {
     }
     wrong.extend(expected.keys().map(|(p, t)| format!("missing: {p} / {t}")));
     assert!(wrong.is_empty(), "{} wrong verdicts:\n{}", wrong.len(), wrong.join("\n"));
-    assert_eq!(status.code(), Some(0), "vfiotest vm exit status");
+    assert_eq!(code, Some(0), "vfiotest vm exit status");
     println!("emulated_machine: all {} verdicts as expected", got.len());
 }

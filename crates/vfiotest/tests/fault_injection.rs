@@ -4,42 +4,28 @@
 //! reprogramming after its FLR; the edu, which has no reset, never finishes): each of those
 //! tests must FAIL, naming the fault, on both engines.
 
-use std::process::Command;
-
 use ksft::Status;
 
-#[derive(serde::Deserialize)]
-struct Result {
-    program: String,
-    test: String,
-    verdict: Status,
-    reason: String,
-}
+#[path = "../../../tests-support/vm_results.rs"]
+mod vm_results;
 
 const ENGINES: [&str; 2] = ["0000:00:05.0", "0000:01:00.0"];
 const TESTS: [&str; 3] = ["memcpy_from_unmapped_iova", "memcpy_to_unmapped_iova", "mix_and_match"];
 
 fn main() {
-    let results = std::env::temp_dir().join(format!("vfiotest-faults-{}.json", std::process::id()));
-    let mut command = Command::new(env!("CARGO_BIN_EXE_vfiotest"));
-    command.arg("vm");
-    for bdf in ENGINES {
-        command.args(["--device", bdf]);
+    let mut guest = vec!["vfio_pci_driver_test", "--inject-fault", "driver-wedge"];
+    let runs: Vec<String> = TESTS.iter().map(|t| format!("vfio_pci_driver_test.vfio_type1v2_iommu.{t}")).collect();
+    for run in &runs {
+        guest.extend(["-r", run]);
     }
-    command.arg("--results").arg(&results).args(["--", "vfio_pci_driver_test", "--inject-fault", "driver-wedge"]);
-    for test in TESTS {
-        command.args(["-r", &format!("vfio_pci_driver_test.vfio_type1v2_iommu.{test}")]);
-    }
-    let status = command.status().expect("run vfiotest vm");
-    let text = std::fs::read_to_string(&results).unwrap_or_else(|e| panic!("no results ({status}): {e}"));
-    let _ = std::fs::remove_file(&results);
-    let got: Vec<Result> = serde_json::from_str(&text).expect("results are JSON");
-    let tests: Vec<&Result> = got.iter().filter(|r| r.test.contains('.')).collect();
+    let devices: Vec<&str> = ENGINES.iter().flat_map(|bdf| ["--device", bdf]).collect();
+    let (code, got) = vm_results::run_vm(env!("CARGO_BIN_EXE_vfiotest"), &devices, &guest);
+    let tests: Vec<_> = got.iter().filter(|r| r.is_test()).collect();
     assert_eq!(tests.len(), ENGINES.len() * TESTS.len(), "each test on each engine");
     for r in tests {
         assert_eq!(r.verdict, Status::Fail, "{} / {}: a failed recovery must fail the test", r.program, r.test);
         assert!(r.reason.contains("injected fault"), "{} / {}: {:?}", r.program, r.test, r.reason);
     }
-    assert_eq!(status.code(), Some(1));
+    assert_eq!(code, Some(1));
     println!("fault_injection: a driver whose recovery fails fails every copy test, on both engines");
 }

@@ -3,16 +3,10 @@
 //! isolate MSIs and the kernel refuses every attach with EPERM; then again with the module
 //! parameters the diagnosis names, and the same tests pass.
 
-use std::process::Command;
-
 use ksft::Status;
 
-#[derive(serde::Deserialize)]
-struct Result {
-    test: String,
-    verdict: Status,
-    reason: String,
-}
+#[path = "../../../tests-support/vm_results.rs"]
+mod vm_results;
 
 /// One test per kind of attach: a type1 container, iommufd's container emulation, and a cdev
 /// bound to an iommufd. Each refuses in its own ioctl, and each names its own module.
@@ -22,18 +16,14 @@ const CASES: [(&str, &str, &str); 3] = [
     ("iommufd", "VFIO_DEVICE_BIND_IOMMUFD", "iommufd.allow_unsafe_interrupts=1"),
 ];
 
-fn run(append: &str) -> (Option<i32>, Vec<Result>) {
-    let results = std::env::temp_dir().join(format!("vfiotest-diagnosis-{}.json", std::process::id()));
-    let mut command = Command::new(env!("CARGO_BIN_EXE_vfiotest"));
-    command.args(["vm", "--append", append, "--device", "0000:00:03.0", "--results"]).arg(&results);
-    command.args(["--", "vfio_dma_mapping_test"]);
-    for (mode, ..) in CASES {
-        command.args(["-r", &format!("vfio_dma_mapping_test.{mode}_anonymous.dma_map_unmap")]);
+fn run(append: &str) -> (Option<i32>, Vec<vm_results::Verdict>) {
+    let runs: Vec<String> =
+        CASES.iter().map(|(mode, ..)| format!("vfio_dma_mapping_test.{mode}_anonymous.dma_map_unmap")).collect();
+    let mut guest = vec!["vfio_dma_mapping_test"];
+    for run in &runs {
+        guest.extend(["-r", run]);
     }
-    let status = command.status().expect("run vfiotest vm");
-    let text = std::fs::read_to_string(&results).unwrap_or_else(|e| panic!("no results ({status}): {e}"));
-    let _ = std::fs::remove_file(&results);
-    (status.code(), serde_json::from_str(&text).expect("results are JSON"))
+    vm_results::run_vm(env!("CARGO_BIN_EXE_vfiotest"), &["--append", append, "--device", "0000:00:03.0"], &guest)
 }
 
 fn main() {

@@ -3,30 +3,15 @@
 //! (`vfiotest.rm_node=`) although its kernel has iommufd and the container; every mode of the
 //! MMIO program must fail, naming the node, the sysfs evidence and devtmpfs.
 
-use std::process::Command;
-
 use ksft::Status;
 
-#[derive(serde::Deserialize)]
-struct Result {
-    test: String,
-    verdict: Status,
-    reason: String,
-}
+#[path = "../../../tests-support/vm_results.rs"]
+mod vm_results;
 
 fn main() {
-    let results = std::env::temp_dir().join(format!("vfiotest-nodes-{}.json", std::process::id()));
-    let status = Command::new(env!("CARGO_BIN_EXE_vfiotest"))
-        .args(["vm", "--append", "vfiotest.rm_node=/dev/iommu,/dev/vfio/vfio", "--device", "0000:00:04.0"])
-        .arg("--results")
-        .arg(&results)
-        .args(["--", "vfio_dma_mapping_mmio_test"])
-        .status()
-        .expect("run vfiotest vm");
-    let text = std::fs::read_to_string(&results).unwrap_or_else(|e| panic!("no results ({status}): {e}"));
-    let _ = std::fs::remove_file(&results);
-    let got: Vec<Result> = serde_json::from_str(&text).expect("results are JSON");
-    let tests: Vec<&Result> = got.iter().filter(|r| r.test.contains('.')).collect();
+    let vm = ["--append", "vfiotest.rm_node=/dev/iommu,/dev/vfio/vfio", "--device", "0000:00:04.0"];
+    let (code, got) = vm_results::run_vm(env!("CARGO_BIN_EXE_vfiotest"), &vm, &["vfio_dma_mapping_mmio_test"]);
+    let tests: Vec<_> = got.iter().filter(|r| r.is_test()).collect();
     assert_eq!(tests.len(), 15, "five modes × three tests");
     for r in tests {
         let (node, class) = match r.test.contains(".vfio_type1") {
@@ -38,6 +23,6 @@ fn main() {
             assert!(r.reason.contains(says), "{}: should say {says:?}: {:?}", r.test, r.reason);
         }
     }
-    assert_eq!(status.code(), Some(1));
+    assert_eq!(code, Some(1));
     println!("missing_node: a hidden /dev/iommu or /dev/vfio/vfio fails, naming the node and devtmpfs");
 }

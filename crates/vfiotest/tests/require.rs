@@ -3,32 +3,18 @@
 //! feature. The guest boots without debugfs (`vfiotest.no_debugfs`), so there is no page-table
 //! reader; the dma-buf tests run on the nvme (a BAR of a page or more, and a reset).
 
-use std::process::Command;
-
 use ksft::Status;
 
-#[derive(serde::Deserialize)]
-struct Result {
-    test: String,
-    verdict: Status,
-    reason: String,
-}
+#[path = "../../../tests-support/vm_results.rs"]
+mod vm_results;
 
 /// The tests whose subject is an IOPTE, in each iommufd mode.
 const NEED_PAGE_TABLES: [&str; 4] = ["map_whole_bar", "map_slice", "revoke_on_memory_disable", "revoke_on_reset"];
 
-fn run(extra: &[&str]) -> (Option<i32>, Vec<Result>) {
-    let results = std::env::temp_dir().join(format!("vfiotest-require-{}.json", std::process::id()));
-    let status = Command::new(env!("CARGO_BIN_EXE_vfiotest"))
-        .args(["vm", "--append", "vfiotest.no_debugfs", "--device", "0000:00:07.0", "--results"])
-        .arg(&results)
-        .args(["--", "vfio_dma_buf_test"])
-        .args(extra)
-        .status()
-        .expect("run vfiotest vm");
-    let text = std::fs::read_to_string(&results).unwrap_or_else(|e| panic!("no results ({status}): {e}"));
-    let _ = std::fs::remove_file(&results);
-    (status.code(), serde_json::from_str(&text).expect("results are JSON"))
+fn run(extra: &[&str]) -> (Option<i32>, Vec<vm_results::Verdict>) {
+    let vm = ["--append", "vfiotest.no_debugfs", "--device", "0000:00:07.0"];
+    let guest: Vec<&str> = std::iter::once("vfio_dma_buf_test").chain(extra.iter().copied()).collect();
+    vm_results::run_vm(env!("CARGO_BIN_EXE_vfiotest"), &vm, &guest)
 }
 
 fn subject_is_the_page_table(test: &str) -> bool {
@@ -38,7 +24,7 @@ fn subject_is_the_page_table(test: &str) -> bool {
 fn main() {
     let (code, results) = run(&[]);
     let mut checked = 0;
-    for r in results.iter().filter(|r| r.test.contains('.')) {
+    for r in results.iter().filter(|r| r.is_test()) {
         if subject_is_the_page_table(&r.test) {
             assert_eq!(r.verdict, Status::Skip, "{}: nothing about the IOMMU was checked", r.test);
             assert!(r.reason.contains("no IOMMU page-table reader"), "{}: {:?}", r.test, r.reason);
@@ -54,7 +40,7 @@ fn main() {
     assert_eq!(code, Some(0), "skips and passes");
 
     let (code, results) = run(&["--require", "iommu-pgtables"]);
-    let failed: Vec<&Result> = results.iter().filter(|r| r.verdict == Status::Fail && r.test.contains('.')).collect();
+    let failed: Vec<_> = results.iter().filter(|r| r.verdict == Status::Fail && r.is_test()).collect();
     assert_eq!(failed.len(), 3 * NEED_PAGE_TABLES.len(), "exactly the page-table tests fail");
     for r in failed {
         assert!(subject_is_the_page_table(&r.test), "{} failed", r.test);

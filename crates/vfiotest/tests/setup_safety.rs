@@ -3,16 +3,10 @@
 //! guest runs the proof script (`vfiotest vm -- setup-proof`), which puts swap on the disk,
 //! runs setup, a test program and cleanup as a user would, and checks the driver after each.
 
-use std::process::Command;
-
 use ksft::Status;
 
-#[derive(serde::Deserialize)]
-struct Result {
-    test: String,
-    verdict: Status,
-    reason: String,
-}
+#[path = "../../../tests-support/vm_results.rs"]
+mod vm_results;
 
 /// Every step of the proof, in order.
 const STEPS: [&str; 11] = [
@@ -30,21 +24,13 @@ const STEPS: [&str; 11] = [
 ];
 
 fn main() {
-    let results = std::env::temp_dir().join(format!("vfiotest-setup-{}.json", std::process::id()));
-    let status = Command::new(env!("CARGO_BIN_EXE_vfiotest"))
-        .args(["vm", "--device", "0000:00:07.0", "--results"])
-        .arg(&results)
-        .args(["--", "setup-proof"])
-        .status()
-        .expect("run vfiotest vm");
-    let text = std::fs::read_to_string(&results).unwrap_or_else(|e| panic!("no results ({status}): {e}"));
-    let _ = std::fs::remove_file(&results);
-    let got: Vec<Result> = serde_json::from_str(&text).expect("results are JSON");
+    let (code, got) =
+        vm_results::run_vm(env!("CARGO_BIN_EXE_vfiotest"), &["--device", "0000:00:07.0"], &["setup-proof"]);
     let names: Vec<&str> = got.iter().map(|r| r.test.trim_start_matches("vfio_setup.")).collect();
     assert_eq!(names, STEPS, "every step, in order");
     for r in &got {
         assert_eq!(r.verdict, Status::Pass, "{}: {}", r.test, r.reason);
     }
-    assert_eq!(status.code(), Some(0));
+    assert_eq!(code, Some(0));
     println!("setup_safety: all {} steps as expected", got.len());
 }
