@@ -12,10 +12,12 @@
 #![deny(unsafe_code, missing_docs)]
 
 mod filter;
+mod merge;
 mod runner;
 mod tap;
 
 pub use filter::{Filter, Filters};
+pub use merge::Merger;
 pub use runner::{Program, Prologue, Refusal, Summary, list_tests, run_child, run_programs};
 pub use tap::{
     Tap, TapLine, parse_line, program_exit_code, program_header, program_named, program_result_line, result_line,

@@ -13,7 +13,6 @@ use std::time::{Duration, Instant};
 use super::config::VmConfig;
 use super::console::{Console, Event, Source};
 use super::machine::{self, Accel, Clock};
-use super::merge;
 use super::qemu;
 use super::signals::{catch_stop_signals, stop_requested};
 use crate::Fatal;
@@ -235,7 +234,7 @@ pub(super) fn follow(
 pub(super) struct Machine<'a> {
     pub(super) index: usize,
     pub(super) units: &'a [usize],
-    pub(super) merger: &'a Mutex<merge::Merger>,
+    pub(super) merger: &'a Mutex<ksft::Merger>,
 }
 
 /// What one machine's boot left: its console, how it ended, its log.

@@ -165,16 +165,16 @@ impl Clock {
 /// igb's link-up delays, a 50 ms "no MSI" wait) then takes no wall time for the wait, and the
 /// guest sees exactly the delays it asked for. While the guest computes, `shift=auto` keeps its
 /// clock near real time, so the tests' timeouts mean what they say. (icount needs
-/// single-threaded TCG, which this machine uses anyway.) Measured on the whole suite:
-/// boot→verdict 352 s without, 97 s with (together with `TCG_CPU`). Counting instructions costs
-/// the guest's computing about half its speed, though, so a machine that runs only programs
-/// that compute (the 128 GiB unmaps) goes without it.
+/// single-threaded TCG, which this machine uses anyway.) It cuts the suite's time several
+/// times over (the README's "How it is fast" has the numbers). Counting instructions slows the
+/// guest's computing, though, so a machine that runs only programs that compute (the 128 GiB
+/// unmaps) goes without it.
 const ICOUNT: &str = "shift=auto,sleep=off";
 
 /// The CPU model under TCG: `max` without ERMS and FSRM, so the kernel clears and copies pages
 /// with `rep stosq`/`rep movsq` instead of `rep stosb`/`rep movsb`, which TCG runs byte by
-/// byte. Zeroing a 1 GiB hugetlb page took 1.9 s with them and 0.2 s without; what the tests
-/// check doesn't depend on it.
+/// byte: zeroing a hugetlb page is several times faster without them (the README has the
+/// numbers). What the tests check doesn't depend on it.
 const TCG_CPU: &str = "max,-erms,-fsrm";
 
 /// Hugetlb pages for the DMA tests, reserved at boot: a 1 GiB page can't be found later.

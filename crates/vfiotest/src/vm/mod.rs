@@ -14,7 +14,6 @@ pub mod console;
 mod initramfs;
 mod kernel;
 pub mod machine;
-mod merge;
 mod outcome;
 mod plan;
 mod provision;
@@ -126,7 +125,12 @@ fn run_kernel(
         shares => {
             eprintln!("[vm] {} machines at once, programs split by their last durations", shares.len());
             let programs = shares.iter().map(|s| s.units.len()).sum();
-            let merger = Mutex::new(merge::Merger::new(shares.len(), programs, &mut std::io::stdout()));
+            let merger = Mutex::new(ksft::Merger::new(
+                crate::programs::COLLECTION,
+                shares.len(),
+                programs,
+                &mut std::io::stdout(),
+            ));
             let runs = thread::scope(|scope| {
                 let machines: Vec<_> = shares
                     .iter()

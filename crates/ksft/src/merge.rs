@@ -1,16 +1,17 @@
-//! Joining the TAP of several machines into one document.
+//! Joining the multi-program TAP of several runners (machines, processes) into one document,
+//! as one kselftest runner would have printed it.
 
 use std::io::Write;
 
-use ksft::{Status, TapLine, parse_line};
-
-use crate::programs::COLLECTION;
+use crate::{Status, TapLine, parse_line, program_exit_code, program_named, program_result_line};
 
 /// Joins the machines' multi-program TAP into one document: one plan for all programs, then
 /// each program's block whole, its result renumbered in the order it is written. One machine
 /// at a time streams its block live, so a user sees progress (and the first verdict) at once;
 /// the others' lines wait until that block ends.
 pub struct Merger {
+    /// The collection the programs belong to (`selftests: <collection>: ...`).
+    collection: &'static str,
     machines: Vec<MachineTap>,
     /// The machine whose block is being written as it arrives.
     live: Option<usize>,
@@ -27,11 +28,13 @@ struct MachineTap {
 }
 
 impl Merger {
-    /// A merger for `machines` machines running `programs` programs in all; writes the header.
-    pub fn new(machines: usize, programs: usize, out: &mut dyn Write) -> Self {
+    /// A merger for `machines` runners running `programs` programs of `collection` in all;
+    /// writes the header.
+    pub fn new(collection: &'static str, machines: usize, programs: usize, out: &mut dyn Write) -> Self {
         let _ = writeln!(out, "TAP version 13\n1..{programs}");
         let _ = out.flush();
-        Self { machines: (0..machines).map(|_| MachineTap::default()).collect(), live: None, written: 0 }
+        let machines = (0..machines).map(|_| MachineTap::default()).collect();
+        Self { collection, machines, live: None, written: 0 }
     }
 
     /// Takes one TAP line from `machine`.
@@ -92,9 +95,9 @@ impl Merger {
             let _ = writeln!(out, "{line}");
         }
         self.written += 1;
-        let code = ksft::program_exit_code(status, &reason);
-        let program = ksft::program_named(COLLECTION, &name).unwrap_or(&name);
-        let _ = writeln!(out, "{}", ksft::program_result_line(self.written, COLLECTION, program, code));
+        let code = program_exit_code(status, &reason);
+        let program = program_named(self.collection, &name).unwrap_or(&name);
+        let _ = writeln!(out, "{}", program_result_line(self.written, self.collection, program, code));
     }
 
     /// Writes what is left (a machine cut short), so nothing is lost.
@@ -117,7 +120,7 @@ mod tests {
     #[test]
     fn merged_tap_streams_one_machine_and_holds_the_others_whole() {
         let mut out = Vec::new();
-        let mut merger = Merger::new(2, 3, &mut out);
+        let mut merger = Merger::new("vfio", 2, 3, &mut out);
         let feed = |merger: &mut Merger, out: &mut Vec<u8>, machine, line| merger.line(machine, line, out);
         feed(&mut merger, &mut out, 1, "TAP version 13");
         feed(&mut merger, &mut out, 0, "TAP version 13");
@@ -146,7 +149,7 @@ mod tests {
         // A live machine other than the first: its result follows its own lines, then what
         // the first machine held.
         let mut out = Vec::new();
-        let mut merger = Merger::new(2, 2, &mut out);
+        let mut merger = Merger::new("vfio", 2, 2, &mut out);
         for (machine, line) in [
             (1, "# selftests: vfio: b"),
             (0, "# selftests: vfio: a"),
