@@ -26,9 +26,10 @@ pub struct VmArgs {
     /// How QEMU runs the guest; `auto` tries KVM with a short probe and falls back to TCG.
     #[arg(long, value_enum, default_value_t = Accel::Tcg)]
     accel: Accel,
-    /// The emulated IOMMU every device sits behind.
-    #[arg(long, value_name = "NAME", default_value = "intel", value_parser = machine::Viommu::named)]
-    viommu: machine::Viommu,
+    /// The emulated IOMMU every device sits behind, or `all`: the whole suite behind each in
+    /// turn, ending with a table of every program's verdicts per vIOMMU.
+    #[arg(long, value_name = "NAME|all", default_value = "intel", value_parser = viommus_named)]
+    viommu: ViommuChoice,
     /// Only these guest devices (default: the whole topology; see --topology).
     #[arg(long = "device", value_name = "BDF")]
     devices: Vec<String>,
@@ -76,7 +77,8 @@ pub struct VmConfig {
     /// Another QEMU than ours.
     pub qemu: Option<PathBuf>,
     pub accel: Accel,
-    pub viommu: Viommu,
+    /// The vIOMMUs to run behind, one after another (one, unless `--viommu all`).
+    pub viommus: Vec<Viommu>,
     /// The guest devices the payload runs on.
     pub bdfs: Vec<&'static str>,
     /// What the guest kernel's command line gets besides ours.
@@ -106,8 +108,10 @@ pub enum Action {
 /// What the guest runs, decided on the host.
 #[derive(Debug, Clone)]
 pub struct Work {
-    /// The payload's command.
+    /// The payload's command (for a run, `--require` is added per vIOMMU: [`Work::command_for`]).
     pub command: GuestCommand,
+    /// Whether the guest must have every feature its vIOMMU allows (our machine as built).
+    pub require_ours: bool,
     /// The programs a run names (none: all of them); empty for the bench and the proof.
     pub programs: Vec<&'static str>,
     /// Whether the run takes whole programs (no kselftest filters): then what each took is
@@ -116,6 +120,21 @@ pub struct Work {
 }
 
 impl Work {
+    /// The payload's command behind `viommu`: a run on our machine requires every feature
+    /// but those `viommu` can't have.
+    pub fn command_for(&self, viommu: &Viommu) -> GuestCommand {
+        match &self.command {
+            GuestCommand::Run { args } if self.require_ours => {
+                let wanted: Vec<&str> =
+                    vfio::Feature::ALL.iter().filter(|f| !viommu.lacks.contains(f)).map(|f| f.name()).collect();
+                let mut args = args.clone();
+                args.extend(["--require".to_owned(), wanted.join(",")]);
+                GuestCommand::Run { args }
+            }
+            command => command.clone(),
+        }
+    }
+
     /// Whether the guest runs the bench: one machine, its clock real.
     pub fn is_bench(&self) -> bool {
         matches!(self.command, GuestCommand::Bench { .. })
@@ -160,7 +179,7 @@ impl VmConfig {
             kernels: args.kernel.clone(),
             qemu: args.qemu.clone(),
             accel: args.accel,
-            viommu: args.viommu,
+            viommus: args.viommu.0.clone(),
             bdfs: select_devices(&args.devices)?,
             append: args.append.clone(),
             timeout: Duration::from_secs(args.timeout),
@@ -178,13 +197,25 @@ impl VmConfig {
     }
 }
 
+/// `--viommu`'s value: one vIOMMU, or all of them.
+#[derive(Debug, Clone)]
+pub struct ViommuChoice(Vec<Viommu>);
+
+/// `--viommu NAME` or `--viommu all`.
+fn viommus_named(name: &str) -> Result<ViommuChoice, String> {
+    match name {
+        "all" => Ok(ViommuChoice(machine::VIOMMUS.to_vec())),
+        name => Viommu::named(name).map(|v| ViommuChoice(vec![v])),
+    }
+}
+
 /// The guest's work from `-- RUN ARGS`: the bench, the setup proof, or `vfiotest run` with the
 /// user's arguments and `--require all` when the machine is ours as built: it has every
 /// feature, so a kernel config change that drops one fails the suite instead of skipping
 /// tests. A user's own kernel or command line may lack features on purpose; the user can pass
 /// `--require`.
 fn work(args: &VmArgs) -> Result<Work, Fatal> {
-    let plain = |command| Work { command, programs: Vec::new(), whole_programs: false };
+    let plain = |command| Work { command, require_ours: false, programs: Vec::new(), whole_programs: false };
     match args.run_args.first().map(String::as_str) {
         Some("bench") => return Ok(plain(GuestCommand::Bench { args: args.run_args[1..].to_vec() })),
         Some("setup-proof") => return Ok(plain(GuestCommand::SetupProof)),
@@ -195,13 +226,10 @@ fn work(args: &VmArgs) -> Result<Work, Fatal> {
     if !bdfs.is_empty() {
         return Err(Fatal::fail("name the guest's devices with --device, not after `--`"));
     }
-    let mut guest_args = args.run_args.clone();
     let ours = args.kernel.is_empty() && args.append.is_none();
-    if ours && run.require.is_none() {
-        guest_args.extend(["--require".into(), "all".into()]);
-    }
+    let require_ours = ours && run.require.is_none();
     let whole_programs = run.filters.0.is_empty();
-    Ok(Work { command: GuestCommand::Run { args: guest_args }, programs, whole_programs })
+    Ok(Work { command: GuestCommand::Run { args: args.run_args.clone() }, require_ours, programs, whole_programs })
 }
 
 fn select_devices(wanted: &[String]) -> Result<Vec<&'static str>, Fatal> {
@@ -247,12 +275,17 @@ mod tests {
         assert_eq!(w.programs, ["vfio_dma_buf_test", "vfio_p2p_dma_test"]);
         assert!(!w.whole_programs, "a filter: not a whole program's time");
         assert_eq!(w.label(), "vfiotest");
-        let GuestCommand::Run { args } = &w.command else { panic!() };
-        assert_eq!(args[args.len() - 2..], ["--require", "all"], "our machine requires every feature");
+        let GuestCommand::Run { args } = w.command_for(&machine::INTEL) else { panic!() };
+        let every = vfio::Feature::ALL.map(|f| f.name()).join(",");
+        assert_eq!(args[args.len() - 2..], ["--require".to_owned(), every], "our machine requires every feature");
+        let GuestCommand::Run { args } = w.command_for(&machine::VIRTIO) else { panic!() };
+        let required = args.last().unwrap();
+        assert!(!required.contains("irq-remap") && !required.contains("iommu-pgtables"), "{required}");
+        assert!(required.contains("iommufd"), "what virtio-iommu allows stays required: {required}");
         let w = work(&["--", "vfio_dma_mapping_mmio_test"]);
         assert!(w.whole_programs && w.label() == "vfio_dma_mapping_mmio_test");
         let w = work(&["--kernel", "/bz", "--", "vfio_dma_mapping_mmio_test"]);
-        let GuestCommand::Run { args } = &w.command else { panic!() };
+        let GuestCommand::Run { args } = w.command_for(&machine::INTEL) else { panic!() };
         assert!(!args.contains(&"--require".to_owned()), "a user's kernel may lack features");
         assert!(work(&["--", "bench", "--memory", "bar"]).is_bench());
         assert_eq!(work(&["--", "setup-proof"]).command, GuestCommand::SetupProof);

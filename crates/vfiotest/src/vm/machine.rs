@@ -78,7 +78,14 @@ pub struct Viommu {
     pub cmdline: &'static str,
     /// Who reads its page tables in the guest, if anyone can (the tests SKIP without).
     pub page_tables: Option<vfio::pgtable::PageTableReader>,
+    /// What the guest can't have behind it, so `--require all` on our machine leaves it out.
+    pub lacks: &'static [vfio::Feature],
+    /// Why it differs from `intel`, for the matrix table (empty for `intel`).
+    pub note: &'static str,
 }
+
+/// The kernel parameters that let VFIO take devices whose MSIs the IOMMU can't isolate.
+const UNSAFE_INTERRUPTS: &str = "vfio_iommu_type1.allow_unsafe_interrupts=1 iommufd.allow_unsafe_interrupts=1";
 
 /// Intel VT-d in legacy (second-level) mode, with interrupt remapping and 48-bit addresses;
 /// its debugfs shows the page tables.
@@ -87,10 +94,44 @@ pub const INTEL: Viommu = Viommu {
     qemu_device: "intel-iommu,intremap=on,aw-bits=48",
     cmdline: "intel_iommu=on",
     page_tables: Some(vfio::pgtable::PageTableReader::IntelDebugfs),
+    lacks: &[],
+    note: "",
+};
+
+/// Intel VT-d in scalable mode: the guest driver uses scalable-mode context entries and PASID
+/// tables (second-stage translation for DMA).
+pub const INTEL_SCALABLE: Viommu = Viommu {
+    name: "intel-scalable",
+    qemu_device: "intel-iommu,intremap=on,aw-bits=48,x-scalable-mode=on",
+    cmdline: "intel_iommu=on,sm_on",
+    page_tables: Some(vfio::pgtable::PageTableReader::IntelDebugfs),
+    lacks: &[],
+    note: "scalable-mode tables (intel_iommu=on,sm_on)",
+};
+
+/// Intel VT-d in scalable mode with first-stage translation offered (`x-flts`).
+pub const INTEL_FLTS: Viommu = Viommu {
+    name: "intel-flts",
+    qemu_device: "intel-iommu,intremap=on,aw-bits=48,x-scalable-mode=on,x-flts=on",
+    cmdline: "intel_iommu=on,sm_on",
+    page_tables: Some(vfio::pgtable::PageTableReader::IntelDebugfs),
+    lacks: &[],
+    note: "scalable mode with first-stage translation offered",
+};
+
+/// virtio-iommu: no interrupt remapping on x86, so VFIO needs unsafe interrupts allowed; its
+/// mappings are the host's, and nothing in the guest shows them.
+pub const VIRTIO: Viommu = Viommu {
+    name: "virtio",
+    qemu_device: "virtio-iommu-pci",
+    cmdline: UNSAFE_INTERRUPTS,
+    page_tables: None,
+    lacks: &[vfio::Feature::IrqRemap, vfio::Feature::IommuPageTables],
+    note: "no interrupt remapping (unsafe interrupts allowed); no page-table reader",
 };
 
 /// Every vIOMMU the machine can have, the default first.
-pub const VIOMMUS: &[Viommu] = &[INTEL];
+pub const VIOMMUS: &[Viommu] = &[INTEL, INTEL_SCALABLE, INTEL_FLTS, VIRTIO];
 
 impl Viommu {
     /// The vIOMMU called `name`.
@@ -276,7 +317,8 @@ mod tests {
     #[test]
     fn viommus_are_found_by_name_and_unique() {
         assert_eq!(Viommu::named("intel"), Ok(INTEL));
-        assert!(Viommu::named("sparc").unwrap_err().contains("expected intel"));
+        assert_eq!(Viommu::named("virtio"), Ok(VIRTIO));
+        assert!(Viommu::named("sparc").unwrap_err().contains("expected intel, intel-scalable"));
         let mut names: Vec<&str> = VIOMMUS.iter().map(|v| v.name).collect();
         names.dedup();
         assert_eq!(names.len(), VIOMMUS.len());

@@ -14,6 +14,7 @@ pub mod console;
 mod initramfs;
 mod kernel;
 pub mod machine;
+mod matrix;
 mod outcome;
 mod plan;
 mod provision;
@@ -69,7 +70,11 @@ pub fn main(args: &VmArgs) -> Result<i32, Fatal> {
         }
     };
     if !work.is_bench() {
-        return run_kernel(&config, work, &cache, &qemu, &kernels[0], None);
+        let run = |viommu: &machine::Viommu| run_kernel(&config, work, viommu, &cache, &qemu, &kernels[0], None);
+        return match config.viommus.as_slice() {
+            [viommu] => run(viommu).map(|(code, _)| code),
+            viommus => Ok(matrix::run(viommus, run)),
+        };
     }
     // Each kernel's bench in turn, each kept; then each compared with the first.
     let mut saved = Vec::new();
@@ -77,7 +82,8 @@ pub fn main(args: &VmArgs) -> Result<i32, Fatal> {
     for (i, kernel) in kernels.iter().enumerate() {
         let path = bench_path(&config, i, kernels.len())?;
         let context = BenchContext { path: path.clone(), qemu: qemu.version.clone() };
-        code = code.max(run_kernel(&config, work, &cache, &qemu, kernel, Some(&context))?);
+        let (kernel_code, _) = run_kernel(&config, work, &config.viommus[0], &cache, &qemu, kernel, Some(&context))?;
+        code = code.max(kernel_code);
         saved.push(path);
     }
     if let [first, rest @ ..] = saved.as_slice() {
@@ -94,11 +100,12 @@ pub fn main(args: &VmArgs) -> Result<i32, Fatal> {
 fn run_kernel(
     config: &VmConfig,
     work: &Work,
+    viommu: &machine::Viommu,
     cache: &Cache,
     qemu: &qemu::Emulator,
     kernel: &Path,
     bench: Option<&BenchContext>,
-) -> Result<i32, Fatal> {
+) -> Result<(i32, Vec<console::TestResult>), Fatal> {
     let me = std::env::current_exe().map_err(|e| Fatal::fail(format!("finding this executable: {e}")))?;
     let me_bytes = fs::read(&me).map_err(|e| Fatal::fail(format!("{}: {e}", me.display())))?;
     if !initramfs::is_static_elf(&me_bytes) {
@@ -110,9 +117,9 @@ fn run_kernel(
     let scratch = WorkDir::new(cache)?;
     let initrd = scratch.path.join("initramfs.cpio");
     let bdfs = config.bdfs.iter().map(|b| b.to_string()).collect();
-    initramfs::build(me_bytes, &Payload { bdfs, command: work.command.clone() }, &initrd)?;
+    initramfs::build(me_bytes, &Payload { bdfs, command: work.command_for(viommu) }, &initrd)?;
 
-    let launch = Launch { qemu, viommu: &config.viommu, kernel, initrd: &initrd };
+    let launch = Launch { qemu, viommu, kernel, initrd: &initrd };
     let accel = match config.accel {
         Accel::Auto => probe_kvm(&launch),
         accel => accel,
@@ -149,7 +156,12 @@ fn run_kernel(
             runs.into_iter().collect::<Result<Vec<_>, _>>()?
         }
     };
-    let code = finish(config, accel, &runs, bench)?;
+    // Behind several vIOMMUs, each one's verdicts go to a file of its own.
+    let results = match config.viommus.len() {
+        1 => config.results.clone(),
+        _ => config.results.as_ref().map(|p| p.with_extension(format!("{}.json", viommu.name))),
+    };
+    let code = finish(config, results.as_deref(), accel, &runs, bench)?;
     // Only whole programs say what a program takes: a run with kselftest filters doesn't. Each
     // machine ran with its share's clock, as the accelerator allowed.
     if work.whole_programs {
@@ -162,5 +174,6 @@ fn run_kernel(
                 .map(move |r| (r.program.clone(), clock, r.duration_s))
         }));
     }
-    Ok(code)
+    let results = runs.into_iter().flat_map(|run| run.console.results).collect();
+    Ok((code, results))
 }

@@ -33,6 +33,7 @@ pub(super) fn problem(config: &VmConfig, run: &MachineRun) -> Option<String> {
 
 pub(super) fn finish(
     config: &VmConfig,
+    results_file: Option<&std::path::Path>,
     accel: Accel,
     runs: &[MachineRun],
     bench_context: Option<&BenchContext>,
@@ -42,7 +43,7 @@ pub(super) fn finish(
         save_bench(run, context, accel)?;
     }
     let results: Vec<&console::TestResult> = runs.iter().flat_map(|run| &run.console.results).collect();
-    if let Some(path) = config.results.as_ref().filter(|_| !bench) {
+    if let Some(path) = results_file.filter(|_| !bench) {
         let json = serde_json::to_string_pretty(&results).expect("results serialize");
         fs::write(path, json + "\n").map_err(|e| Fatal::fail(format!("{}: {e}", path.display())))?;
     }
