@@ -49,6 +49,9 @@ fn run() -> Result<(), String> {
         .map_err(|e| format!("{PAYLOAD_PATH}: {e}"))
         .and_then(|t| serde_json::from_str(&t).map_err(|e| format!("{PAYLOAD_PATH}: {e}")))?;
     say(GuestMark::Booted(describe_machine()))?;
+    if !iommu_present() {
+        return say(GuestMark::NoIommu);
+    }
     let binds = !matches!(payload.command, super::protocol::GuestCommand::SetupProof);
     for bdf in payload.bdfs.iter().filter(|_| binds) {
         say(GuestMark::Setup(vfiotest(&["setup", bdf])))?;
@@ -103,6 +106,18 @@ fn mount_all() -> Result<(), String> {
     mount_fs("devtmpfs", "/dev", "devtmpfs")?;
     mount_fs("tmpfs", "/tmp", "tmpfs")?;
     mount_fs("tmpfs", "/run", "tmpfs")
+}
+
+/// Whether the kernel registered an IOMMU (`/sys/class/iommu`), waiting a little for one that
+/// probes late (virtio-iommu is a virtio device).
+fn iommu_present() -> bool {
+    let any = || fs::read_dir("/sys/class/iommu").is_ok_and(|mut d| d.next().is_some());
+    (0..50).any(|_| {
+        any() || {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            false
+        }
+    })
 }
 
 /// `7.3.4, 2 cpus, hugetlb 1G:1 2M:64`.

@@ -111,6 +111,8 @@ pub enum GuestMark {
     ProbeOk,
     /// The guest is up: kernel, CPUs, hugetlb pages.
     Booted(String),
+    /// The kernel found no IOMMU: nothing in `/sys/class/iommu`. The payload does not run.
+    NoIommu,
     /// What `vfiotest setup` said of a device.
     Setup(String),
     /// The payload starts; TAP follows.
@@ -130,6 +132,7 @@ impl fmt::Display for GuestMark {
         match self {
             Self::ProbeOk => f.write_str("probe-ok"),
             Self::Booted(what) => write!(f, "booted {what}"),
+            Self::NoIommu => f.write_str("no iommu"),
             Self::Setup(what) => write!(f, "setup {what}"),
             Self::Begin => f.write_str("begin"),
             Self::LeftBehind(what) => write!(f, "left behind: {what}"),
@@ -145,6 +148,7 @@ impl GuestMark {
         let note = line.strip_prefix(MARK)?;
         Some(match note {
             "probe-ok" => Self::ProbeOk,
+            "no iommu" => Self::NoIommu,
             "begin" => Self::Begin,
             _ => {
                 if let Some(code) = note.strip_prefix("end exit=") {
@@ -175,6 +179,7 @@ mod tests {
         let marks = [
             GuestMark::ProbeOk,
             GuestMark::Booted("7.3.4, 2 cpus, hugetlb 1G:1 2M:64".into()),
+            GuestMark::NoIommu,
             GuestMark::Setup("0000:00:07.0: vfio-pci (was nvme), IOMMU group 5".into()),
             GuestMark::Begin,
             GuestMark::LeftBehind("0000:01:00.0 has 1 VFs".into()),

@@ -22,6 +22,11 @@ use crate::guest::protocol::Switches;
 /// Marks QEMU's own stderr lines in the console log.
 pub(super) const QEMU_PREFIX: &str = "[qemu] ";
 
+/// How long the guest's init may take to say anything on the results port: it boots in 2–5 s
+/// under TCG, so two minutes means its port's interrupt never came (or the kernel never got
+/// to init), not a slow machine.
+pub(super) const INIT_DEADLINE: Duration = Duration::from_secs(120);
+
 /// How long a KVM probe boot may take before we call KVM broken: on some hosts KVM's
 /// emulation fails and the guest hangs instead of exiting.
 pub(super) const PROBE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -87,6 +92,9 @@ pub(super) enum BootEnd {
     Timeout,
     /// The console was silent too long.
     Silent,
+    /// The guest's init never said a word on the results port, though the kernel may have
+    /// been talking on its console.
+    InitSilent,
     /// The KVM probe saw init.
     ProbeOk,
     /// We were told to stop (SIGINT, SIGTERM or SIGHUP).
@@ -197,11 +205,12 @@ pub(super) fn follow(
     console: &mut Console,
     on_line: &mut dyn FnMut(&str, &Event),
 ) -> BootEnd {
-    let mut last_output = Instant::now();
+    let (started, mut last_output, mut init_spoke) = (Instant::now(), Instant::now(), false);
     loop {
         match lines.recv_timeout(Duration::from_millis(100)) {
             Ok((source, line)) => {
                 last_output = Instant::now();
+                init_spoke |= source == Source::Results;
                 let (event, line) = match source {
                     Source::Results => (console.feed(&line), line),
                     Source::Console => (console.feed_console(&line), line),
@@ -226,6 +235,9 @@ pub(super) fn follow(
         }
         if last_output.elapsed() >= silence {
             return BootEnd::Silent;
+        }
+        if !init_spoke && started.elapsed() >= INIT_DEADLINE.min(silence) {
+            return BootEnd::InitSilent;
         }
     }
 }

@@ -102,6 +102,8 @@ pub struct Console {
     pub fatal: Option<String>,
     /// What the suite left behind that it should have removed (e.g. VFs).
     pub left_behind: Vec<String>,
+    /// The guest kernel found no IOMMU, so the payload never ran.
+    pub no_iommu: bool,
     /// When the line being read arrived.
     now: Instant,
     /// When the current test's `RUN` line arrived, and the current program's header.
@@ -125,6 +127,7 @@ impl Console {
             exit_code: None,
             fatal: None,
             left_behind: Vec::new(),
+            no_iommu: false,
             now: Instant::now(),
             test_started: None,
             program_started: None,
@@ -221,6 +224,7 @@ impl Console {
                 self.exit_code = Some(*code);
                 return Event::Finished(*code);
             }
+            GuestMark::NoIommu => self.no_iommu = true,
             GuestMark::Booted(_) | GuestMark::Setup(_) => {}
         }
         Event::Note(mark.note())

@@ -20,6 +20,16 @@ pub(super) fn problem(config: &VmConfig, run: &MachineRun) -> Option<String> {
         (Some(fatal), _, _) => Some(format!("the guest kernel failed: {fatal}")),
         (None, BootEnd::Signal(signal), _) => Some(format!("stopped by signal {signal} ({})", signal_name(*signal))),
         (None, BootEnd::Timeout, _) => Some(format!("the run took longer than {} s", config.timeout.as_secs())),
+        (None, BootEnd::InitSilent, _) => Some(format!(
+            "the guest's init never spoke on its results port (ttyS1) within {} s: the port's interrupt never \
+             arrived, or the kernel never reached init (the console's tail is below)",
+            super::boot::INIT_DEADLINE.as_secs()
+        )),
+        _ if run.console.no_iommu => Some(
+            "the guest kernel found no IOMMU (/sys/class/iommu is empty): it lacks the driver for this vIOMMU, \
+             or the vIOMMU didn't come up"
+                .to_owned(),
+        ),
         (None, BootEnd::Silent, _) => {
             Some(format!("the guest hung: no console output for {} s", config.silence.as_secs()))
         }
