@@ -27,6 +27,10 @@ pub(super) const QEMU_PREFIX: &str = "[qemu] ";
 /// to init), not a slow machine.
 pub(super) const INIT_DEADLINE: Duration = Duration::from_secs(120);
 
+/// How long the console is followed after the kernel reports its death or a stall, so the
+/// report's trace lands in the log.
+const FATAL_GRACE: Duration = Duration::from_secs(10);
+
 /// How long a KVM probe boot may take before we call KVM broken: on some hosts KVM's
 /// emulation fails and the guest hangs instead of exiting.
 pub(super) const PROBE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -95,6 +99,9 @@ pub(super) enum BootEnd {
     /// The guest's init never said a word on the results port, though the kernel may have
     /// been talking on its console.
     InitSilent,
+    /// The kernel said it died or stalled; the boot was ended a little later, once its
+    /// report had arrived.
+    KernelFailed,
     /// The KVM probe saw init.
     ProbeOk,
     /// We were told to stop (SIGINT, SIGTERM or SIGHUP).
@@ -206,6 +213,7 @@ pub(super) fn follow(
     on_line: &mut dyn FnMut(&str, &Event),
 ) -> BootEnd {
     let (started, mut last_output, mut init_spoke) = (Instant::now(), Instant::now(), false);
+    let mut fatal_at: Option<Instant> = None;
     loop {
         match lines.recv_timeout(Duration::from_millis(100)) {
             Ok((source, line)) => {
@@ -219,6 +227,9 @@ pub(super) fn follow(
                 on_line(&line, &event);
                 if event == Event::ProbeOk {
                     return BootEnd::ProbeOk;
+                }
+                if matches!(event, Event::Fatal(_)) {
+                    fatal_at.get_or_insert_with(Instant::now);
                 }
             }
             Err(mpsc::RecvTimeoutError::Disconnected) => {
@@ -238,6 +249,10 @@ pub(super) fn follow(
         }
         if !init_spoke && started.elapsed() >= INIT_DEADLINE.min(silence) {
             return BootEnd::InitSilent;
+        }
+        // A stalled kernel can keep reporting the stall for as long as we listen.
+        if fatal_at.is_some_and(|at| at.elapsed() >= FATAL_GRACE) {
+            return BootEnd::KernelFailed;
         }
     }
 }
