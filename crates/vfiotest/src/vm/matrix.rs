@@ -83,6 +83,9 @@ pub(super) fn table(cells: &[(Viommu, Cell)]) -> String {
         match cell {
             Err(problem) => {
                 let _ = writeln!(out, "[vm] {}: no verdicts: {problem}", viommu.name);
+                if !viommu.note.is_empty() {
+                    let _ = writeln!(out, "[vm] {}: {}", viommu.name, viommu.note);
+                }
             }
             Ok(_) if !viommu.note.is_empty() => {
                 let _ = writeln!(out, "[vm] {}: {}", viommu.name, viommu.note);
