@@ -59,6 +59,11 @@ pub fn main(args: &VmArgs) -> Result<i32, Fatal> {
         None => qemu::ensure(&cache)?,
     };
     eprintln!("[vm] {} ({})", qemu.version, qemu.binary.display());
+    let viommu_devices = config
+        .viommus
+        .iter()
+        .map(|v| (v.qemu_device.split(',').next().unwrap_or(v.qemu_device), format!("the {} vIOMMU", v.name)));
+    qemu.ensure_devices(viommu_devices)?;
     let work = match &config.action {
         Action::Boot(work) => work,
         Action::Topology | Action::Prepare => {

@@ -49,6 +49,29 @@ impl Emulator {
         }
     }
 
+    /// Checks that this QEMU has each of `devices` (`-device help`), before anything boots.
+    ///
+    /// # Errors
+    /// One line naming the first one missing, for `what` (e.g. "the amd vIOMMU"), and the version.
+    pub fn ensure_devices<'a>(&self, devices: impl IntoIterator<Item = (&'a str, String)>) -> Result<(), Fatal> {
+        let out = Command::new(&self.binary)
+            .args(self.firmware_args())
+            .args(["-nodefaults", "-device", "help"])
+            .output()
+            .map_err(|e| Fatal::fail(format!("{} -device help: {e}", self.binary.display())))?;
+        let listed = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+        for (device, what) in devices {
+            if !has_device(&listed, device) {
+                return Err(Fatal::fail(format!(
+                    "{} ({}) has no {device} device, which {what} needs",
+                    self.binary.display(),
+                    self.version
+                )));
+            }
+        }
+        Ok(())
+    }
+
     /// The `-L` arguments.
     pub fn firmware_args(&self) -> impl Iterator<Item = &Path> {
         self.firmware.iter().flat_map(|dir| [Path::new("-L"), dir.as_path()])
@@ -110,8 +133,23 @@ fn version_of(binary: &Path, firmware: &[PathBuf]) -> Result<String, Fatal> {
     }
 }
 
+/// Whether `-device help`'s listing names `device`.
+fn has_device(listing: &str, device: &str) -> bool {
+    let quoted = format!("name \"{device}\"");
+    listing.lines().any(|l| l.trim_start().starts_with(&quoted) && l.trim_start()[quoted.len()..].starts_with(','))
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn devices_are_found_by_their_exact_name() {
+        let listing = "name \"intel-iommu\", bus System, desc \"Intel IOMMU\"\nname \"virtio-iommu-pci\", bus PCI\n";
+        assert!(super::has_device(listing, "intel-iommu"));
+        assert!(super::has_device(listing, "virtio-iommu-pci"));
+        assert!(!super::has_device(listing, "virtio-iommu"), "a prefix is not the device");
+        assert!(!super::has_device(listing, "amd-iommu"));
+    }
+
     use super::*;
 
     #[test]
