@@ -132,6 +132,7 @@ impl Device {
         if areas.is_empty() {
             return Err(Error::Invalid(format!("BAR {index} of {bdf} is not mmappable")));
         }
+        let name = format!("BAR{index} of {bdf}");
         let page = page_size() as u64;
         let len = round_up(region.size, page)
             .ok_or_else(|| Error::malformed(format!("region {index} info"), "size overflows"))?;
@@ -145,7 +146,7 @@ impl Device {
         if whole {
             let window = MmapWindow::map_shared(self.fd(), len, prot, region.offset).op(|| op("kernel-placed"))?;
             if is_congruent(window.addr() as u64, region.offset, align) {
-                let window = Mmap::new(window, format!("BAR{index} of {bdf}"));
+                let window = Mmap::new(window, &name);
                 advise_hugepage(&window, &areas, page);
                 return Ok(BarMapping { region, areas, window, align, placement: Placement::Kernel });
             }
@@ -165,7 +166,7 @@ impl Device {
                 .map_shared_fixed(area.offset as usize, area_len, prot, self.fd(), region.offset + area.offset)
                 .op(|| op(&format!("area {:#x}+{:#x}", area.offset, area.size)))?;
         }
-        let window = Mmap::new(window, format!("BAR{index} of {bdf}"));
+        let window = Mmap::new(window, &name);
         advise_hugepage(&window, &areas, page);
         Ok(BarMapping { region, areas, window, align, placement: Placement::Reserved })
     }

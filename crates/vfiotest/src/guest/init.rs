@@ -14,9 +14,7 @@ use rustix::mount::{MountFlags, mount};
 use rustix::system::{RebootCommand, reboot};
 
 use super::protocol::{GuestMark, PAYLOAD_PATH, Payload, RESULTS_PORT, Switches};
-
-/// Where this binary is in the guest.
-const ME: &str = "/bin/vfiotest";
+use super::{ME, run_me};
 
 /// Runs the guest and powers it off; never returns (PID 1 must not exit).
 pub fn main() -> ! {
@@ -132,15 +130,9 @@ fn describe_machine() -> String {
     format!("{release}, {cpus} cpus, hugetlb 1G:{} 2M:{}", pages("1048576kB"), pages("2048kB"))
 }
 
-/// Runs `vfiotest ARGS` and returns what it said, stdout and stderr, on one line.
+/// Runs `vfiotest ARGS` and returns what it said, on one line.
 fn vfiotest(args: &[&str]) -> String {
-    match Command::new(ME).args(args).output() {
-        Ok(out) => {
-            let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-            text.trim().replace('\n', "; ")
-        }
-        Err(e) => format!("starting {ME}: {e}"),
-    }
+    run_me(args).1.trim().replace('\n', "; ")
 }
 
 /// PFs that still have VFs.

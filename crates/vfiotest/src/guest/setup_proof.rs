@@ -7,7 +7,6 @@
 use std::fs::OpenOptions;
 use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use ksft::{KSFT_FAIL, KSFT_PASS, Status, result_line};
 use vfio::Bdf;
@@ -15,7 +14,6 @@ use vfio::sysfs::Sysfs;
 
 use crate::setup::Host;
 
-const ME: &str = "/bin/vfiotest";
 const STEPS: usize = 11;
 
 struct Proof {
@@ -33,13 +31,8 @@ struct Ran {
 
 impl Proof {
     fn vfiotest(&self, args: &[&str]) -> Ran {
-        match Command::new(ME).args(args).output() {
-            Ok(out) => Ran {
-                code: out.status.code().unwrap_or(KSFT_FAIL),
-                said: String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
-            },
-            Err(e) => Ran { code: -1, said: format!("starting {ME}: {e}") },
-        }
+        let (code, said) = super::run_me(args);
+        Ran { code, said }
     }
 
     fn driver(&self) -> String {

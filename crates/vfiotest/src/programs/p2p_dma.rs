@@ -29,7 +29,7 @@ struct P2pVariant {
 }
 
 struct P2pFixture {
-    driver: Engine,
+    engine: Engine,
     /// Host memory the engine copies from or to.
     ram: DmaBuffer,
     /// The peer's BAR in the IOMMU, at `bar_iova`.
@@ -40,7 +40,7 @@ struct P2pFixture {
     /// The peer's BAR, as the CPU sees it.
     shared: BarMapping,
     peer: Device,
-    engine: Device,
+    engine_device: Device,
     iommu: Arc<Iommu>,
 }
 
@@ -48,7 +48,7 @@ struct P2pFixture {
 /// and its device; the devices leave the context before it closes.
 impl ksft::Teardown for P2pFixture {
     fn teardown(self) -> Outcome {
-        self.driver.stop(&self.engine)?;
+        self.engine.stop(&self.engine_device)?;
         self.ram.close()?;
         self.bar_mapping.unmap()?;
         if let Some(buf) = self.dma_buf {
@@ -57,7 +57,7 @@ impl ksft::Teardown for P2pFixture {
         self.shared.unmap()?;
         ensure_nothing_mapped(&self.iommu)?;
         self.peer.close()?;
-        self.engine.close()?;
+        self.engine_device.close()?;
         Ok(self.iommu.close()?)
     }
 }
@@ -78,12 +78,12 @@ impl P2pFixture {
         };
 
         let iommu = Iommu::open(variant.mode)?;
-        let engine = Device::open(engine_bdf, &iommu)?;
+        let engine_device = Device::open(engine_bdf, &iommu)?;
         let peer = Device::open(peer_bdf, &iommu)?;
         let shared = peer.map_bar(SHARED_BAR)?;
         let mut iovas = IovaAllocator::new(iommu.iova_ranges()?)?;
 
-        let driver = Engine::start(&engine, &iommu, iovas.alloc(DRIVER_MEMORY as u64)?)?
+        let engine = Engine::start(&engine_device, &iommu, iovas.alloc(DRIVER_MEMORY as u64)?)?
             .ok_or_else(|| Verdict::Fail(format!("no driver for {engine_bdf}")))?;
         let ram = DmaBuffer::new(&iommu, iovas.alloc(SIZE as u64)?, SIZE)?;
 
@@ -107,13 +107,13 @@ impl P2pFixture {
                 None => "its mmap",
             }
         );
-        Ok(Self { driver, ram, bar_mapping, bar_iova, dma_buf, shared, peer, engine, iommu })
+        Ok(Self { engine, ram, bar_mapping, bar_iova, dma_buf, shared, peer, engine_device, iommu })
     }
 
     /// Copies `SIZE` bytes by DMA from `src` to `dst`: done, or timed out with the engine
     /// recovered; a failed recovery is an error.
     fn copy(&mut self, src: u64, dst: u64) -> vfio::Result<Copied> {
-        self.driver.driver.memcpy(&self.engine, src, dst, SIZE as u64)
+        self.engine.driver.memcpy(&self.engine_device, src, dst, SIZE as u64)
     }
 }
 
@@ -166,7 +166,7 @@ impl P2pFixture {
         src.write_bytes(0, &want)?;
         dst.fill(0, SIZE, 0)?;
         // The engine's driver, not `self.copy`: the windows stay borrowed meanwhile.
-        let copied = self.driver.driver.memcpy(&self.engine, src_iova, dst_iova, SIZE as u64)?;
+        let copied = self.engine.driver.memcpy(&self.engine_device, src_iova, dst_iova, SIZE as u64)?;
         ensure_eq!(copied, Copied::Done, "a DMA copy of {SIZE} bytes to {what}");
         let got = read(dst)?;
         if let Some((count, first)) = mismatch(&got, &want) {
@@ -198,7 +198,7 @@ fn bar_decode_off(t: &mut P2pFixture) -> Outcome {
     t.shared.window().write_bytes(0, &before)?;
     t.ram.window().write_bytes(0, &pattern(0xc3))?;
     t.peer.update_command(0, PCI_COMMAND_MEMORY)?;
-    let iopte = vfio::pgtable::leaf(t.engine.bdf(), t.bar_iova);
+    let iopte = vfio::pgtable::leaf(t.engine_device.bdf(), t.bar_iova);
     // The engine may or may not report the fault; what counts is where the bytes went.
     let copied = t.copy(t.ram.iova(), t.bar_iova);
     // vfio-pci zapped the CPU's mmap too: touching it now is a bus error.

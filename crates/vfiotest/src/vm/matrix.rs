@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use ksft::{KSFT_FAIL, KSFT_PASS, KSFT_SKIP, Status, Summary};
+use ksft::{KSFT_FAIL, KSFT_PASS, KSFT_SKIP, Summary};
 
 use super::console::{PROGRAM_VERDICT, TestResult};
 use super::machine::Viommu;
@@ -97,7 +97,7 @@ pub(super) fn table(cells: &[(Viommu, Cell)]) -> String {
 }
 
 fn xfail_legend(rows: &BTreeMap<String, Vec<Summary>>) -> &'static str {
-    let any = rows.values().flatten().any(|s| s.count(Status::XFail) + s.count(Status::XPass) > 0);
+    let any = rows.values().flatten().any(|s| s.xfail + s.xpass > 0);
     if any { ", then xfail/xpass" } else { "" }
 }
 
@@ -105,6 +105,7 @@ fn xfail_legend(rows: &BTreeMap<String, Vec<Summary>>) -> &'static str {
 mod tests {
     use super::*;
     use crate::vm::machine::{INTEL, VIRTIO};
+    use ksft::Status;
 
     fn result(program: &str, test: &str, verdict: Status) -> TestResult {
         TestResult { program: program.into(), test: test.into(), verdict, reason: String::new(), duration_s: 0.0 }
