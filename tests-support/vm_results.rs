@@ -24,6 +24,7 @@ impl Verdict {
 }
 
 /// Runs `vfiotest vm VM_ARGS --results FILE -- GUEST_ARGS`; its exit code and every verdict.
+#[allow(dead_code)]
 pub fn run_vm(vfiotest: &str, vm_args: &[&str], guest_args: &[&str]) -> (Option<i32>, Vec<Verdict>) {
     let results = std::env::temp_dir().join(format!("vfiotest-e2e-{}.json", std::process::id()));
     let status = Command::new(vfiotest)
@@ -39,4 +40,25 @@ pub fn run_vm(vfiotest: &str, vm_args: &[&str], guest_args: &[&str]) -> (Option<
         std::fs::read_to_string(&results).unwrap_or_else(|e| panic!("no results from vfiotest vm ({status}): {e}"));
     let _ = std::fs::remove_file(&results);
     (status.code(), serde_json::from_str(&text).expect("results are JSON"))
+}
+
+/// Runs `vfiotest vm --viommu all --results FILE`; its exit code and each vIOMMU's verdicts
+/// (from `FILE.<vIOMMU>.json`), by vIOMMU name.
+#[allow(dead_code)]
+pub fn run_vm_matrix(vfiotest: &str) -> (Option<i32>, std::collections::BTreeMap<String, Vec<Verdict>>) {
+    let results = std::env::temp_dir().join(format!("vfiotest-e2e-{}.json", std::process::id()));
+    let status = Command::new(vfiotest)
+        .args(["vm", "--viommu", "all", "--results"])
+        .arg(&results)
+        .status()
+        .expect("run vfiotest vm");
+    let mut cells = std::collections::BTreeMap::new();
+    for viommu in vfiotest::vm::machine::VIOMMUS {
+        let file = results.with_extension(format!("{}.json", viommu.name));
+        if let Ok(text) = std::fs::read_to_string(&file) {
+            cells.insert(viommu.name.to_owned(), serde_json::from_str(&text).expect("results are JSON"));
+        }
+        let _ = std::fs::remove_file(&file);
+    }
+    (status.code(), cells)
 }

@@ -261,6 +261,9 @@ pub struct Test {
     pub name: String,
     /// Time limit for the child.
     pub timeout: Duration,
+    /// A known bug this test fails by, where it runs: then its failure is an XFAIL naming the
+    /// bug, and a pass an XPASS (the bug is gone: time to drop the mark).
+    pub known_bug: Option<String>,
     body: Arc<dyn Fn() -> Outcome + Send + Sync>,
 }
 
@@ -283,6 +286,7 @@ impl Test {
             variant: variant.into(),
             name: name.into(),
             timeout: DEFAULT_TIMEOUT,
+            known_bug: None,
             body: Arc::new(body),
         }
     }
@@ -291,6 +295,16 @@ impl Test {
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
         self
+    }
+
+    /// What a run of it gave, `status` with `reason`, once its known bug is counted: a
+    /// failure is an XFAIL naming the bug, a pass an XPASS.
+    pub fn expected(&self, status: Status, reason: Option<String>) -> (Status, Option<String>) {
+        match (&self.known_bug, status) {
+            (Some(bug), Status::Fail) => (Status::XFail, Some(bug.clone())),
+            (Some(bug), Status::Pass) => (Status::XPass, Some(format!("passed despite the known bug: {bug}"))),
+            _ => (status, reason),
+        }
     }
 
     /// `fixture.variant.test`, or `fixture.test` without a variant.
@@ -441,6 +455,18 @@ pub fn fixture<F: Teardown + 'static, V: Clone + Send + Sync + 'static>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_known_bug_turns_a_failure_into_xfail_and_a_pass_into_xpass() {
+        let mut test = Test::new("f", "v", "t", || Ok(()));
+        assert_eq!(test.expected(Status::Fail, Some("boom".into())), (Status::Fail, Some("boom".into())));
+        test.known_bug = Some("QEMU bug".into());
+        assert_eq!(test.expected(Status::Fail, Some("boom".into())), (Status::XFail, Some("QEMU bug".into())));
+        let (status, reason) = test.expected(Status::Pass, None);
+        assert_eq!(status, Status::XPass);
+        assert!(reason.unwrap().contains("QEMU bug"));
+        assert_eq!(test.expected(Status::Skip, Some("no".into())), (Status::Skip, Some("no".into())), "a skip stays");
+    }
 
     #[test]
     fn an_fd_opened_and_not_closed_is_named() {

@@ -265,6 +265,7 @@ fn run_program(program: &Program, filters: &Filters, tap: &mut Tap<'_>) -> Summa
         let name = test.full_name();
         tap.msg(crate::tap::run_marker(&name));
         let (status, reason) = run_in_child(&program.name, test, tap);
+        let (status, reason) = test.expected(status, reason);
         tap.msg(format!("         {:>4}  {name}", if status.is_ok() { "OK" } else { "FAIL" }));
         summary.add(status);
         let number = number + 1;

@@ -155,6 +155,9 @@ fn run(args: &RunArgs) -> Result<i32, Fatal> {
             catalogue.push(program.clone());
         }
     }
+    for bug in &args.known_bugs {
+        bug.mark(&mut catalogue);
+    }
     // A harness child runs one test and answers with its exit code.
     if let Some(code) = ksft::run_child(&catalogue) {
         return Ok(code);

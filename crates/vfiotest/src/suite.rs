@@ -47,6 +47,11 @@ pub struct RunArgs {
     /// hugetlb-2m, hugetlb-1g, iommu-pgtables, sr-iov, irq-remap (see the README).
     #[arg(long, value_name = "FEATURES", env = "VFIOTEST_REQUIRE")]
     pub require: Option<String>,
+    /// Tests that fail by a known bug, as `PATTERN=BUG`: PATTERN matches `program/test`
+    /// (`vfio_pci_driver_test 0000:01:00.0/vfio_pci_driver_test.iommufd.memcpy_success`; `*`
+    /// matches anything). Such a test's failure is an XFAIL naming BUG, its pass an XPASS.
+    #[arg(long = "known-bug", value_name = "PATTERN=BUG", value_parser = KnownBug::parse)]
+    pub known_bugs: Vec<KnownBug>,
     /// Make the DMA drivers fake a fault (`driver-wedge`: every copy wedges the engine and its
     /// recovery fails), to show that the tests fail when a driver does.
     #[arg(long, value_name = "FAULT", hide = true)]
@@ -74,6 +79,39 @@ impl RunArgs {
         let mut parsed = Self::from_arg_matches(&matches).map_err(|e| Fatal::fail(e.to_string()))?;
         parsed.filters = filters_in_order(&matches);
         Ok(parsed)
+    }
+}
+
+/// Tests that fail by a known bug (`--known-bug`).
+#[derive(Clone, Debug)]
+pub struct KnownBug {
+    pattern: glob::Pattern,
+    bug: String,
+}
+
+impl KnownBug {
+    /// `PATTERN=BUG`.
+    ///
+    /// # Errors
+    /// No `=`, an empty bug, or a malformed pattern, in one line.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let (pattern, bug) = text.split_once('=').ok_or("expected PATTERN=BUG")?;
+        if bug.trim().is_empty() {
+            return Err("the bug after '=' is empty".to_owned());
+        }
+        let pattern = glob::Pattern::new(pattern).map_err(|e| format!("pattern {pattern:?}: {e}"))?;
+        Ok(Self { pattern, bug: bug.to_owned() })
+    }
+
+    /// Marks each test of `programs` the pattern matches with the bug.
+    pub fn mark(&self, programs: &mut [ksft::Program]) {
+        for program in programs {
+            for test in &mut program.tests {
+                if self.pattern.matches(&format!("{}/{}", program.name, test.full_name())) {
+                    test.known_bug = Some(self.bug.clone());
+                }
+            }
+        }
     }
 }
 
@@ -153,5 +191,24 @@ mod tests {
         assert_eq!(err.code, ksft::KSFT_FAIL);
         let err = resolve_targets(&args(&["0000:00:zz.0"])).unwrap_err();
         assert!(err.message.starts_with("invalid BDF"), "{}", err.message);
+    }
+
+    #[test]
+    fn a_known_bug_marks_the_tests_its_pattern_matches() {
+        let bdfs: Vec<Bdf> = vec!["0000:01:00.0".parse().unwrap(), "0000:00:05.0".parse().unwrap()];
+        let mut catalogue = programs::catalogue(&["vfio_pci_driver_test"], &bdfs);
+        let bug = KnownBug::parse("vfio_pci_driver_test 0000:01:00.0/*.memcpy_success=QEMU bug").unwrap();
+        bug.mark(&mut catalogue);
+        let marked: Vec<String> = catalogue
+            .iter()
+            .flat_map(|p| {
+                p.tests.iter().filter(|t| t.known_bug.is_some()).map(move |t| format!("{} {}", p.name, t.name))
+            })
+            .collect();
+        assert_eq!(marked.len(), 5, "one per IOMMU mode, on that device only: {marked:?}");
+        assert!(marked.iter().all(|m| m.contains("0000:01:00.0") && m.ends_with("memcpy_success")), "{marked:?}");
+        assert_eq!(KnownBug::parse("no-equals").unwrap_err(), "expected PATTERN=BUG");
+        assert_eq!(KnownBug::parse("a/*= ").unwrap_err(), "the bug after '=' is empty");
+        assert!(KnownBug::parse("[=x").unwrap_err().starts_with("pattern \"[\""));
     }
 }

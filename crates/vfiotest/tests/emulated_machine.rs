@@ -1,19 +1,23 @@
 //! End to end: boot the emulated machine, run the whole suite in a real Linux 7.3 guest on
-//! emulated devices behind an emulated Intel IOMMU, and check the exact verdict of every test.
+//! emulated devices behind every emulated IOMMU of the matrix (`--viommu all`), and check the
+//! exact verdict of every test behind each.
 //!
 //! The expected table says, per device, what each test must say on this machine: upstream's
 //! verdicts where ours are the same, and ours where they differ on purpose (the README's table
 //! of deliberate differences: sub-page BARs, the edu driver, ...). Tests that can't apply to a
 //! device's BAR shape skip with a reason. Nothing may fail, and nothing may be missing. The
-//! guest runs with `--require all`, so no SKIP here stands for a feature the kernel lacks.
+//! guest runs with `--require all` (less what its vIOMMU can't have), so no SKIP here stands
+//! for a feature the kernel lacks. Behind a vIOMMU whose page tables nothing in the guest can
+//! read, a test whose subject is an IOPTE SKIPs saying so; a test that fails by a known QEMU
+//! bug is an XFAIL naming it (see `expected_behind`).
 
 use std::collections::BTreeMap;
 
-use ksft::Status::{self, Pass, Skip};
+use ksft::Status::{self, Pass, Skip, XFail};
 use vfio::Bdf;
 use vfiotest::programs::{self, PROGRAMS};
 use vfiotest::vm::console::PROGRAM_VERDICT;
-use vfiotest::vm::machine::TOPOLOGY;
+use vfiotest::vm::machine::{TOPOLOGY, VIOMMUS, Viommu};
 
 /// What each emulated device can do, which decides the verdicts. Keyed by the QEMU device
 /// model; the addresses come from the topology.
@@ -171,14 +175,57 @@ fn expected() -> Expected {
     table
 }
 
+/// Tests whose subject is an IOPTE: behind a vIOMMU without a page-table reader they SKIP
+/// where they would pass.
+fn subject_is_an_iopte(program: &str, test: &str) -> bool {
+    let last = test.rsplit('.').next().unwrap_or(test);
+    match program {
+        "vfio_bar_mapping_test" => matches!(last, "huge_iopte" | "reset"),
+        "vfio_dma_buf_test" => {
+            matches!(last, "map_whole_bar" | "map_slice" | "revoke_on_memory_disable" | "revoke_on_reset")
+        }
+        "vfio_p2p_dma_test" => last == "bar_decode_off",
+        _ => false,
+    }
+}
+
+/// The DMA copies of the igb (01:00.0, the one device behind a bridge): QEMU 10.0.2's
+/// amd-iommu translates it as 00:00.0, so they fail (see `vm::machine::AMD`).
+fn igb_dma_copy(program: &str, test: &str) -> bool {
+    let last = test.rsplit('.').next().unwrap_or(test);
+    match program {
+        "vfio_pci_driver_test 0000:01:00.0" => matches!(last, "memcpy_success" | "mix_and_match" | "memcpy_storm"),
+        "vfio_p2p_dma_test" => test.contains("_igb.") && matches!(last, "to_bar" | "from_bar"),
+        _ => false,
+    }
+}
+
+/// What `expected()` (the verdicts behind `intel`) becomes behind `viommu`.
+fn expected_behind(viommu: &Viommu) -> Expected {
+    let mut table = expected();
+    for ((program, test), verdict) in table.iter_mut() {
+        if test == PROGRAM_VERDICT || verdict.0 != Pass {
+            continue;
+        }
+        let name = program.split(' ').next().unwrap_or(program);
+        if viommu.page_tables.is_none() && subject_is_an_iopte(name, test) {
+            *verdict = (Skip, "no IOMMU page-table reader");
+        }
+        if viommu.name == "amd" && igb_dma_copy(program, test) {
+            *verdict = (XFail, "QEMU 10.0.2 amd-iommu: a device on a bus other than 0");
+        }
+    }
+    table
+}
+
 #[path = "../../../tests-support/vm_results.rs"]
 mod vm_results;
 
-fn main() {
-    let (code, got) = vm_results::run_vm(env!("CARGO_BIN_EXE_vfiotest"), &[], &[]);
-    let mut expected = expected();
+/// Every verdict behind `viommu` that isn't the expected one, and every expected one missing.
+fn wrong_verdicts(viommu: &Viommu, got: &[vm_results::Verdict]) -> Vec<String> {
+    let mut expected = expected_behind(viommu);
     let mut wrong = Vec::new();
-    for r in &got {
+    for r in got {
         match expected.remove(&(r.program.clone(), r.test.clone())) {
             None => wrong.push(format!("unexpected test {} / {}: {}", r.program, r.test, r.verdict)),
             Some((verdict, reason)) if verdict != r.verdict || !r.reason.contains(reason) => wrong.push(format!(
@@ -189,7 +236,20 @@ fn main() {
         }
     }
     wrong.extend(expected.keys().map(|(p, t)| format!("missing: {p} / {t}")));
+    wrong.into_iter().map(|w| format!("{}: {w}", viommu.name)).collect()
+}
+
+fn main() {
+    let (code, got) = vm_results::run_vm_matrix(env!("CARGO_BIN_EXE_vfiotest"));
+    let mut wrong = Vec::new();
+    for viommu in VIOMMUS {
+        match got.get(viommu.name) {
+            Some(verdicts) => wrong.extend(wrong_verdicts(viommu, verdicts)),
+            None => wrong.push(format!("{}: no verdicts at all", viommu.name)),
+        }
+    }
     assert!(wrong.is_empty(), "{} wrong verdicts:\n{}", wrong.len(), wrong.join("\n"));
-    assert_eq!(code, Some(0), "vfiotest vm exit status");
-    println!("emulated_machine: all {} verdicts as expected", got.len());
+    assert_eq!(code, Some(0), "vfiotest vm --viommu all exit status");
+    let verdicts: usize = got.values().map(Vec::len).sum();
+    println!("emulated_machine: all {verdicts} verdicts behind {} vIOMMUs as expected", VIOMMUS.len());
 }

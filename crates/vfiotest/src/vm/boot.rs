@@ -40,7 +40,7 @@ pub(super) const KEPT_LOGS: usize = 20;
 
 /// This run's own console log, `consoles/<unix time>-<pid>.log` (runs at once don't share one),
 /// with `last-console.log` pointing at it. The oldest logs beyond [`KEPT_LOGS`] go.
-pub(super) fn console_log(cache: &Cache, machine: Option<usize>) -> Result<PathBuf, Fatal> {
+pub(super) fn console_log(cache: &Cache, machine: Option<&str>) -> Result<PathBuf, Fatal> {
     let dir = cache.consoles();
     fs::create_dir_all(&dir).map_err(|e| Fatal::fail(format!("{}: {e}", dir.display())))?;
     let mut old: Vec<PathBuf> =
@@ -50,7 +50,7 @@ pub(super) fn console_log(cache: &Cache, machine: Option<usize>) -> Result<PathB
         let _ = fs::remove_file(stale);
     }
     let since_epoch = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-    let suffix = machine.map(|m| format!("-vm{}", m + 1)).unwrap_or_default();
+    let suffix = machine.map(|m| format!("-{m}")).unwrap_or_default();
     let path = dir.join(format!("{}-{}{suffix}.log", since_epoch.as_secs(), std::process::id()));
     let last = cache.last_console();
     let _ = fs::remove_file(&last);
@@ -114,6 +114,8 @@ pub(super) struct Launch<'a> {
     pub(super) viommu: &'a machine::Viommu,
     pub(super) kernel: &'a Path,
     pub(super) initrd: &'a Path,
+    /// The user's own QEMU arguments, after ours.
+    pub(super) qemu_args: &'a [String],
 }
 
 pub(super) fn spawn_qemu(
@@ -146,7 +148,8 @@ pub(super) fn spawn_qemu(
         results: &results_path,
         extra_cmdline: cmdline,
     };
-    let qemu = machine::qemu_command(launch.qemu, launch.viommu, accel, clock, &guest);
+    let mut qemu = machine::qemu_command(launch.qemu, launch.viommu, accel, clock, &guest);
+    qemu.args(launch.qemu_args);
     // If we die without a chance to clean up (SIGKILL), the kernel kills QEMU too.
     let mut cmd = Command::new("setpriv");
     cmd.args(["--pdeathsig", "KILL", "--"]).arg(qemu.get_program()).args(qemu.get_args());
@@ -257,11 +260,58 @@ pub(super) fn follow(
     }
 }
 
-/// One of several machines: which it is, its share of the programs, and where its TAP goes.
+/// One of several machines: which it is among its run's (its slot in the merged TAP), what
+/// it is called, its share of the programs, and where its TAP goes.
 pub(super) struct Machine<'a> {
     pub(super) index: usize,
+    /// `vm2`, or `intel-vm2` in the vIOMMU matrix: its messages' tag and its log's suffix.
+    pub(super) name: String,
     pub(super) units: &'a [usize],
-    pub(super) merger: &'a Mutex<ksft::Merger>,
+    pub(super) tap: &'a Mutex<TapOut>,
+}
+
+/// Where the TAP of one run's machines goes, merged into one document: to stdout as it comes,
+/// or held until the run ends (in the matrix, where several runs go on at once and each
+/// vIOMMU's document is printed whole).
+pub(super) struct TapOut {
+    merger: ksft::Merger,
+    held: Option<Vec<u8>>,
+}
+
+impl TapOut {
+    /// A document of `programs` programs from `machines` machines, streamed to stdout.
+    pub(super) fn live(machines: usize, programs: usize) -> Self {
+        let merger = ksft::Merger::new(crate::programs::COLLECTION, machines, programs, &mut std::io::stdout());
+        Self { merger, held: None }
+    }
+
+    /// The same, held until [`TapOut::finish`].
+    pub(super) fn held(machines: usize, programs: usize) -> Self {
+        let mut held = Vec::new();
+        let merger = ksft::Merger::new(crate::programs::COLLECTION, machines, programs, &mut held);
+        Self { merger, held: Some(held) }
+    }
+
+    fn line(&mut self, machine: usize, line: &str) {
+        match &mut self.held {
+            Some(held) => self.merger.line(machine, line, held),
+            None => self.merger.line(machine, line, &mut std::io::stdout().lock()),
+        }
+    }
+
+    /// Writes what is left, and a held document whole, to stdout.
+    pub(super) fn finish(&mut self) {
+        let mut stdout = std::io::stdout().lock();
+        match &mut self.held {
+            Some(held) => {
+                self.merger.flush(held);
+                let _ = stdout.write_all(held);
+                held.clear();
+            }
+            None => self.merger.flush(&mut stdout),
+        }
+        let _ = stdout.flush();
+    }
 }
 
 /// What one machine's boot left: its console, how it ended, its log.
@@ -285,8 +335,8 @@ pub(super) fn boot(
     machine: Option<Machine>,
 ) -> Result<MachineRun, Fatal> {
     let mut console = Console::new(program);
-    let log_path = console_log(cache, machine.as_ref().map(|m| m.index))?;
-    let tag = machine.as_ref().map_or("[vm]".to_owned(), |m| format!("[vm {}]", m.index + 1));
+    let log_path = console_log(cache, machine.as_ref().map(|m| m.name.as_str()))?;
+    let tag = machine.as_ref().map_or("[vm]".to_owned(), |m| format!("[{}]", m.name));
     let clock_label = if clock == Clock::Icount { ", icount" } else { "" };
     eprintln!(
         "{tag} booting {} under {}{clock_label}; console log: {}",
@@ -317,16 +367,15 @@ pub(super) fn boot(
         }
         tail.push_back(line.to_owned());
         match event {
-            Event::Tap => {
-                let mut stdout = std::io::stdout().lock();
-                match &machine {
-                    Some(m) => m.merger.lock().unwrap_or_else(|p| p.into_inner()).line(m.index, line, &mut stdout),
-                    None => {
-                        let _ = writeln!(stdout, "{line}");
-                        let _ = stdout.flush();
-                    }
+            // The TAP's lock is taken before stdout's, always: TapOut writes to stdout under it.
+            Event::Tap => match &machine {
+                Some(m) => m.tap.lock().unwrap_or_else(|p| p.into_inner()).line(m.index, line),
+                None => {
+                    let mut stdout = std::io::stdout().lock();
+                    let _ = writeln!(stdout, "{line}");
+                    let _ = stdout.flush();
                 }
-            }
+            },
             Event::Note(note) => eprintln!("{tag} {note} ({:.1} s)", started.elapsed().as_secs_f64()),
             Event::Finished(code) => {
                 verdict_at = Some(started.elapsed());

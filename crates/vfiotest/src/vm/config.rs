@@ -55,6 +55,10 @@ pub struct VmArgs {
     /// remapping, or a module parameter such as `vfio_iommu_type1.allow_unsafe_interrupts=1`.
     #[arg(long, value_name = "ARGS", allow_hyphen_values = true)]
     append: Option<String>,
+    /// Add one argument to QEMU's command line (repeatable), e.g. `--qemu-arg=-trace
+    /// --qemu-arg='amdvi_*'` to trace an emulated device; its output lands in the console log.
+    #[arg(long = "qemu-arg", value_name = "ARG", allow_hyphen_values = true)]
+    qemu_args: Vec<String>,
     /// Run the programs on up to N machines at once (each TCG machine keeps one host core
     /// busy); by default as many as the host has cores.
     #[arg(long, value_name = "N")]
@@ -83,6 +87,8 @@ pub struct VmConfig {
     pub bdfs: Vec<&'static str>,
     /// What the guest kernel's command line gets besides ours.
     pub append: Option<String>,
+    /// What QEMU's command line gets besides ours.
+    pub qemu_args: Vec<String>,
     /// The whole run's limit, and how long the guest may stay silent.
     pub timeout: Duration,
     pub silence: Duration,
@@ -121,7 +127,7 @@ pub struct Work {
 
 impl Work {
     /// The payload's command behind `viommu`: a run on our machine requires every feature
-    /// but those `viommu` can't have.
+    /// but those `viommu` can't have, and expects its emulator's known bugs.
     pub fn command_for(&self, viommu: &Viommu) -> GuestCommand {
         match &self.command {
             GuestCommand::Run { args } if self.require_ours => {
@@ -129,6 +135,9 @@ impl Work {
                     vfio::Feature::ALL.iter().filter(|f| !viommu.lacks.contains(f)).map(|f| f.name()).collect();
                 let mut args = args.clone();
                 args.extend(["--require".to_owned(), wanted.join(",")]);
+                for (pattern, bug) in viommu.known_bugs {
+                    args.extend(["--known-bug".to_owned(), format!("{pattern}={bug}")]);
+                }
                 GuestCommand::Run { args }
             }
             command => command.clone(),
@@ -182,6 +191,7 @@ impl VmConfig {
             viommus: args.viommu.0.clone(),
             bdfs: select_devices(&args.devices)?,
             append: args.append.clone(),
+            qemu_args: args.qemu_args.clone(),
             timeout: Duration::from_secs(args.timeout),
             silence: Duration::from_secs(args.silence),
             results: args.results.clone(),

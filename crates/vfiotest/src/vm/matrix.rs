@@ -1,41 +1,140 @@
-//! The vIOMMU matrix (`vfiotest vm --viommu all`): the whole suite behind each vIOMMU in turn,
-//! then one table of every program's verdicts per vIOMMU.
+//! The vIOMMU matrix (`vfiotest vm --viommu all`): the whole suite behind each vIOMMU, then
+//! one table of every program's verdicts per vIOMMU.
+//!
+//! Each vIOMMU's run is split over machines as a single run is ([`super::plan`]); the matrix
+//! then runs every (vIOMMU, share) pair on one pool of `--jobs` machines, the costliest
+//! first, so no core idles while one vIOMMU's last machine finishes. Each vIOMMU's TAP is
+//! held and printed whole when its last machine ends.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::thread;
 
 use ksft::{KSFT_FAIL, KSFT_PASS, KSFT_SKIP, Summary};
 
+use super::boot::{self, Machine, MachineRun, TapOut, WorkDir};
 use super::console::{PROGRAM_VERDICT, TestResult};
-use super::machine::Viommu;
+use super::machine::{Accel, Viommu};
+use super::signals::{signal_name, stop_requested};
+use super::{Prepared, Session, conclude, plan, prepare, resolve_accel, this_binary};
 use crate::Fatal;
 
-/// What one vIOMMU's run came to: its verdicts, or why it has none.
-pub(super) type Cell = Result<Vec<TestResult>, String>;
+/// What one vIOMMU's run came to: the verdicts it gave, and what went wrong, if anything
+/// (then the verdicts are those given before).
+#[derive(Debug, Default)]
+pub(super) struct Cell {
+    pub(super) results: Vec<TestResult>,
+    pub(super) problem: Option<String>,
+}
 
-/// Runs `each` behind every vIOMMU, prints the table on stderr, and returns the exit code: a
-/// failure anywhere fails the matrix; all skipped is a skip.
-pub(super) fn run(viommus: &[Viommu], mut each: impl FnMut(&Viommu) -> Result<(i32, Vec<TestResult>), Fatal>) -> i32 {
-    let mut cells = Vec::new();
+/// What one machine's boot gave.
+type Booted = Result<MachineRun, Fatal>;
+
+/// Runs the suite behind every vIOMMU in `viommus`, prints the table on stderr, and returns
+/// the exit code: a failure anywhere fails the matrix; all skipped is a skip.
+pub(super) fn run(session: &Session, viommus: &[Viommu]) -> Result<i32, Fatal> {
+    let scratch = WorkDir::new(session.cache)?;
+    let history = Mutex::new(plan::History::load(session.cache));
+    let me = this_binary()?;
+    let prepared = {
+        let history = history.lock().unwrap_or_else(|p| p.into_inner());
+        viommus.iter().map(|v| prepare(session, v, &me, &scratch, &history)).collect::<Result<Vec<_>, _>>()?
+    };
+    let accel = resolve_accel(session.config, &prepared[0].launch(session));
+    let machines: usize = prepared.iter().map(|p| p.plan.len()).sum();
+    let workers = session.config.jobs.clamp(1, machines);
+    eprintln!("[vm] {} vIOMMUs, {machines} machines, {workers} at a time, the longest first", viommus.len());
+    // Every (vIOMMU, share), the costliest first: longest-processing-time-first over the pool.
+    let mut jobs: Vec<(usize, usize)> =
+        prepared.iter().enumerate().flat_map(|(v, p)| (0..p.plan.len()).map(move |s| (v, s))).collect();
+    let cost = |&(v, s): &(usize, usize)| prepared[v].plan[s].seconds;
+    jobs.sort_by(|a, b| cost(b).total_cmp(&cost(a)).then(a.cmp(b)));
+    let queue = Mutex::new(jobs.into_iter());
+    let runs: Vec<Vec<Mutex<Option<Booted>>>> =
+        prepared.iter().map(|p| p.plan.iter().map(|_| Mutex::new(None)).collect()).collect();
+    let left: Vec<AtomicUsize> = prepared.iter().map(|p| AtomicUsize::new(p.plan.len())).collect();
+    let taps: Vec<Mutex<TapOut>> =
+        prepared.iter().map(|p| Mutex::new(TapOut::held(p.plan.len(), p.programs()))).collect();
+    let cells: Vec<Mutex<Option<(i32, Cell)>>> = prepared.iter().map(|_| Mutex::new(None)).collect();
+    let program = session.work.label();
+    thread::scope(|scope| {
+        for _ in 0..workers {
+            scope.spawn(|| {
+                // A stop signal ends the machines running; none starts after it.
+                while let Some((v, s)) = stop_requested().is_none().then(|| queue.lock().ok()?.next()).flatten() {
+                    let (p, share) = (&prepared[v], &prepared[v].plan[s]);
+                    let launch = p.launch(session);
+                    let machine = Machine {
+                        index: s,
+                        name: format!("{}-vm{}", p.viommu.name, s + 1),
+                        units: &share.units,
+                        tap: &taps[v],
+                    };
+                    let clock = share.clock.under(accel);
+                    let run = boot::boot(session.config, &launch, accel, session.cache, program, clock, Some(machine));
+                    *runs[v][s].lock().unwrap_or_else(|p| p.into_inner()) = Some(run);
+                    if left[v].fetch_sub(1, Ordering::SeqCst) == 1 {
+                        let finished = runs[v].iter().map(|r| r.lock().unwrap_or_else(|p| p.into_inner()).take());
+                        let cell = end_of(session, p, accel, finished.flatten().collect(), &taps[v], &history);
+                        *cells[v].lock().unwrap_or_else(|p| p.into_inner()) = Some(cell);
+                    }
+                }
+            });
+        }
+    });
+    let stopped = stop_requested();
     let mut codes = Vec::new();
-    for viommu in viommus {
-        eprintln!("[vm] ==== behind vIOMMU {} ====", viommu.name);
+    let mut table_cells = Vec::new();
+    for (p, cell) in prepared.iter().zip(cells) {
+        let (code, cell) = cell.into_inner().unwrap_or_else(|p| p.into_inner()).unwrap_or_else(|| {
+            let why = stopped.map_or("not run".to_owned(), |s| format!("not run: stopped by {}", signal_name(s)));
+            (KSFT_FAIL, Cell { results: Vec::new(), problem: Some(why) })
+        });
+        codes.push(code);
+        table_cells.push((*p.viommu, cell));
+    }
+    eprint!("{}", table(&table_cells));
+    Ok(match stopped {
+        Some(signal) => super::outcome::signal_exit_code(signal),
+        None => combined(&codes),
+    })
+}
+
+/// One vIOMMU's run, once its last machine ended: its TAP printed whole under its name, its
+/// verdicts concluded; its exit code and cell.
+fn end_of(
+    session: &Session,
+    prepared: &Prepared,
+    accel: Accel,
+    runs: Vec<Booted>,
+    tap: &Mutex<TapOut>,
+    history: &Mutex<plan::History>,
+) -> (i32, Cell) {
+    {
+        let mut tap = tap.lock().unwrap_or_else(|p| p.into_inner());
         // Each vIOMMU's TAP is a document of its own; this line says whose.
-        println!("# vIOMMU {}", viommu.name);
-        match each(viommu) {
-            Ok((code, results)) => {
-                codes.push(code);
-                cells.push((*viommu, Ok(results)));
-            }
-            Err(fatal) => {
-                eprintln!("vfiotest: behind {}: {}", viommu.name, fatal.message);
-                codes.push(KSFT_FAIL);
-                cells.push((*viommu, Err(fatal.message)));
-            }
+        println!("# vIOMMU {}", prepared.viommu.name);
+        tap.finish();
+    }
+    let name = prepared.viommu.name;
+    let runs = match runs.into_iter().collect::<Result<Vec<_>, _>>() {
+        Ok(runs) => runs,
+        Err(fatal) => {
+            eprintln!("vfiotest: behind {name}: {}", fatal.message);
+            return (KSFT_FAIL, Cell { results: Vec::new(), problem: Some(fatal.message) });
+        }
+    };
+    let results: Vec<TestResult> = runs.iter().flat_map(|r| r.console.results.iter().cloned()).collect();
+    eprintln!("[vm] ==== behind vIOMMU {name} ====");
+    match conclude(session, prepared, accel, runs, history, None) {
+        Ok((code, results)) => (code, Cell { results, problem: None }),
+        Err(fatal) => {
+            eprintln!("vfiotest: behind {name}: {}", fatal.message);
+            (KSFT_FAIL, Cell { results, problem: Some(fatal.message) })
         }
     }
-    eprint!("{}", table(&cells));
-    combined(&codes)
 }
 
 /// The matrix's exit code from each vIOMMU's.
@@ -52,7 +151,7 @@ fn combined(codes: &[i32]) -> i32 {
 pub(super) fn table(cells: &[(Viommu, Cell)]) -> String {
     let mut rows: BTreeMap<String, Vec<Summary>> = BTreeMap::new();
     for (column, (_, cell)) in cells.iter().enumerate() {
-        for r in cell.iter().flatten().filter(|r| r.test != PROGRAM_VERDICT) {
+        for r in cell.results.iter().filter(|r| r.test != PROGRAM_VERDICT) {
             let program = r.program.split(' ').next().unwrap_or(&r.program).to_owned();
             let row = rows.entry(program).or_insert_with(|| vec![Summary::default(); cells.len()]);
             row[column].add(r.verdict);
@@ -80,17 +179,15 @@ pub(super) fn table(cells: &[(Viommu, Cell)]) -> String {
         out.push('\n');
     }
     for (viommu, cell) in cells {
-        match cell {
-            Err(problem) => {
-                let _ = writeln!(out, "[vm] {}: no verdicts: {problem}", viommu.name);
-                if !viommu.note.is_empty() {
-                    let _ = writeln!(out, "[vm] {}: {}", viommu.name, viommu.note);
-                }
-            }
-            Ok(_) if !viommu.note.is_empty() => {
-                let _ = writeln!(out, "[vm] {}: {}", viommu.name, viommu.note);
-            }
-            Ok(_) => {}
+        if let Some(problem) = &cell.problem {
+            let given = match cell.results.len() {
+                0 => "no verdicts".to_owned(),
+                n => format!("{n} verdicts, then"),
+            };
+            let _ = writeln!(out, "[vm] {}: {given}: {problem}", viommu.name);
+        }
+        if !viommu.note.is_empty() {
+            let _ = writeln!(out, "[vm] {}: {}", viommu.name, viommu.note);
         }
     }
     out
@@ -119,12 +216,17 @@ mod tests {
             result("p 0000:00:04.0", PROGRAM_VERDICT, Status::Pass),
         ];
         let virtio = vec![result("p 0000:00:03.0", "f.v.a", Status::Fail)];
-        let text = table(&[(INTEL, Ok(intel)), (VIRTIO, Ok(virtio))]);
+        let cell = |results| Cell { results, problem: None };
+        let text = table(&[(INTEL, cell(intel)), (VIRTIO, cell(virtio))]);
         let row = text.lines().find(|l| l.starts_with("[vm] p ")).unwrap();
         assert!(row.contains("1/1/0") && row.contains("0/0/1"), "{text}");
         assert!(text.contains("virtio: no interrupt remapping"), "each cell's reason: {text}");
-        let broken = table(&[(INTEL, Err("the guest hung".into()))]);
+        let broken = table(&[(INTEL, Cell { results: Vec::new(), problem: Some("the guest hung".into()) })]);
         assert!(broken.contains("intel: no verdicts: the guest hung"), "{broken}");
+        let late =
+            Cell { results: vec![result("p 0000:00:03.0", "f.v.a", Status::Pass)], problem: Some("a stall".into()) };
+        let late = table(&[(VIRTIO, late)]);
+        assert!(late.contains("virtio: 1 verdicts, then: a stall") && late.contains("1/0/0"), "{late}");
     }
 
     #[test]

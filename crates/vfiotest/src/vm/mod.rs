@@ -22,7 +22,7 @@ mod qemu;
 mod signals;
 
 use std::fs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::thread;
 
@@ -32,7 +32,7 @@ use crate::Fatal;
 use crate::cache::Cache;
 use crate::guest::protocol::Payload;
 use bench_run::{BenchContext, bench_path};
-use boot::{Launch, Machine, WorkDir, probe_kvm};
+use boot::{Launch, Machine, TapOut, WorkDir, probe_kvm};
 use config::{Action, VmConfig, Work};
 use machine::{Accel, TOPOLOGY};
 use outcome::finish;
@@ -75,10 +75,12 @@ pub fn main(args: &VmArgs) -> Result<i32, Fatal> {
         }
     };
     if !work.is_bench() {
-        let run = |viommu: &machine::Viommu| run_kernel(&config, work, viommu, &cache, &qemu, &kernels[0], None);
         return match config.viommus.as_slice() {
-            [viommu] => run(viommu).map(|(code, _)| code),
-            viommus => Ok(matrix::run(viommus, run)),
+            [viommu] => run_kernel(&config, work, viommu, &cache, &qemu, &kernels[0], None).map(|(code, _)| code),
+            viommus => matrix::run(
+                &Session { config: &config, work, cache: &cache, qemu: &qemu, kernel: &kernels[0] },
+                viommus,
+            ),
         };
     }
     // Each kernel's bench in turn, each kept; then each compared with the first.
@@ -101,16 +103,42 @@ pub fn main(args: &VmArgs) -> Result<i32, Fatal> {
     Ok(code)
 }
 
-/// Boots `kernel` and runs the suite (or the bench) on it.
-fn run_kernel(
-    config: &VmConfig,
-    work: &Work,
-    viommu: &machine::Viommu,
-    cache: &Cache,
-    qemu: &qemu::Emulator,
-    kernel: &Path,
-    bench: Option<&BenchContext>,
-) -> Result<(i32, Vec<console::TestResult>), Fatal> {
+/// What every run of one `vfiotest vm` shares: the request, the cache, the emulator and the
+/// kernel.
+struct Session<'a> {
+    config: &'a VmConfig,
+    work: &'a Work,
+    cache: &'a Cache,
+    qemu: &'a qemu::Emulator,
+    kernel: &'a Path,
+}
+
+/// One run behind one vIOMMU, ready to boot: its initramfs and its machines' shares.
+struct Prepared<'a> {
+    viommu: &'a machine::Viommu,
+    initrd: PathBuf,
+    plan: Vec<plan::Share>,
+}
+
+impl Prepared<'_> {
+    fn launch<'a>(&'a self, session: &'a Session) -> Launch<'a> {
+        Launch {
+            qemu: session.qemu,
+            viommu: self.viommu,
+            kernel: session.kernel,
+            initrd: &self.initrd,
+            qemu_args: &session.config.qemu_args,
+        }
+    }
+
+    /// How many programs its machines run in all.
+    fn programs(&self) -> usize {
+        self.plan.iter().map(|s| s.units.len()).sum()
+    }
+}
+
+/// This very binary, which the guest runs as its init: it must be static.
+fn this_binary() -> Result<Vec<u8>, Fatal> {
     let me = std::env::current_exe().map_err(|e| Fatal::fail(format!("finding this executable: {e}")))?;
     let me_bytes = fs::read(&me).map_err(|e| Fatal::fail(format!("{}: {e}", me.display())))?;
     if !initramfs::is_static_elf(&me_bytes) {
@@ -119,58 +147,47 @@ fn run_kernel(
             me.display()
         )));
     }
-    let scratch = WorkDir::new(cache)?;
-    let initrd = scratch.path.join("initramfs.cpio");
-    let bdfs = config.bdfs.iter().map(|b| b.to_string()).collect();
-    initramfs::build(me_bytes, &Payload { bdfs, command: work.command_for(viommu) }, &initrd)?;
+    Ok(me_bytes)
+}
 
-    let launch = Launch { qemu, viommu, kernel, initrd: &initrd };
-    let accel = match config.accel {
-        Accel::Auto => probe_kvm(&launch),
-        accel => accel,
-    };
-    let program = work.label();
-    let mut history = plan::History::load(cache);
-    let plan = plan::machines(config, work, &history);
-    let runs = match plan.as_slice() {
-        [only] => vec![boot::boot(config, &launch, accel, cache, program, only.clock.under(accel), None)?],
-        shares => {
-            eprintln!("[vm] {} machines at once, programs split by their last durations", shares.len());
-            let programs = shares.iter().map(|s| s.units.len()).sum();
-            let merger = Mutex::new(ksft::Merger::new(
-                crate::programs::COLLECTION,
-                shares.len(),
-                programs,
-                &mut std::io::stdout(),
-            ));
-            let runs = thread::scope(|scope| {
-                let machines: Vec<_> = shares
-                    .iter()
-                    .enumerate()
-                    .map(|(machine, share)| {
-                        let (launch, merger) = (&launch, &merger);
-                        scope.spawn(move || {
-                            let machine = Machine { index: machine, units: &share.units, merger };
-                            boot::boot(config, launch, accel, cache, program, share.clock.under(accel), Some(machine))
-                        })
-                    })
-                    .collect();
-                machines.into_iter().map(|m| m.join().expect("a machine's thread panicked")).collect::<Vec<_>>()
-            });
-            merger.lock().unwrap_or_else(|p| p.into_inner()).flush(&mut std::io::stdout());
-            runs.into_iter().collect::<Result<Vec<_>, _>>()?
-        }
-    };
+/// Packs the initramfs for a run behind `viommu` into `scratch` and splits its programs
+/// over machines.
+fn prepare<'a>(
+    session: &Session,
+    viommu: &'a machine::Viommu,
+    me: &[u8],
+    scratch: &WorkDir,
+    history: &plan::History,
+) -> Result<Prepared<'a>, Fatal> {
+    let initrd = scratch.path.join(format!("initramfs-{}.cpio", viommu.name));
+    let bdfs = session.config.bdfs.iter().map(|b| b.to_string()).collect();
+    initramfs::build(me.to_vec(), &Payload { bdfs, command: session.work.command_for(viommu) }, &initrd)?;
+    let plan = plan::machines(session.config, session.work, history);
+    Ok(Prepared { viommu, initrd, plan })
+}
+
+/// A run's end: its verdicts saved and summed up, and what each program took recorded for
+/// planning later runs. Its exit code and verdicts.
+fn conclude(
+    session: &Session,
+    prepared: &Prepared,
+    accel: Accel,
+    runs: Vec<boot::MachineRun>,
+    history: &Mutex<plan::History>,
+    bench: Option<&BenchContext>,
+) -> Result<(i32, Vec<console::TestResult>), Fatal> {
+    let config = session.config;
     // Behind several vIOMMUs, each one's verdicts go to a file of its own.
     let results = match config.viommus.len() {
         1 => config.results.clone(),
-        _ => config.results.as_ref().map(|p| p.with_extension(format!("{}.json", viommu.name))),
+        _ => config.results.as_ref().map(|p| p.with_extension(format!("{}.json", prepared.viommu.name))),
     };
     let code = finish(config, results.as_deref(), accel, &runs, bench)?;
     // Only whole programs say what a program takes: a run with kselftest filters doesn't. Each
     // machine ran with its share's clock, as the accelerator allowed.
-    if work.whole_programs {
-        history.record(plan.iter().zip(&runs).flat_map(|(share, run)| {
+    if session.work.whole_programs {
+        let mut history = history.lock().unwrap_or_else(|p| p.into_inner());
+        history.record(prepared.plan.iter().zip(&runs).flat_map(|(share, run)| {
             let clock = share.clock.under(accel);
             run.console
                 .results
@@ -181,4 +198,59 @@ fn run_kernel(
     }
     let results = runs.into_iter().flat_map(|run| run.console.results).collect();
     Ok((code, results))
+}
+
+/// The accelerator the machines run under: `auto` decided by a probe boot.
+fn resolve_accel(config: &VmConfig, launch: &Launch) -> Accel {
+    match config.accel {
+        Accel::Auto => probe_kvm(launch),
+        accel => accel,
+    }
+}
+
+/// Boots `kernel` and runs the suite (or the bench) on it behind `viommu`, its machines side
+/// by side.
+fn run_kernel(
+    config: &VmConfig,
+    work: &Work,
+    viommu: &machine::Viommu,
+    cache: &Cache,
+    qemu: &qemu::Emulator,
+    kernel: &Path,
+    bench: Option<&BenchContext>,
+) -> Result<(i32, Vec<console::TestResult>), Fatal> {
+    let session = Session { config, work, cache, qemu, kernel };
+    let scratch = WorkDir::new(cache)?;
+    let history = Mutex::new(plan::History::load(cache));
+    let prepared = {
+        let history = history.lock().unwrap_or_else(|p| p.into_inner());
+        prepare(&session, viommu, &this_binary()?, &scratch, &history)?
+    };
+    let launch = prepared.launch(&session);
+    let accel = resolve_accel(config, &launch);
+    let program = work.label();
+    let runs = match prepared.plan.as_slice() {
+        [only] => vec![boot::boot(config, &launch, accel, cache, program, only.clock.under(accel), None)?],
+        shares => {
+            eprintln!("[vm] {} machines at once, programs split by their last durations", shares.len());
+            let tap = Mutex::new(TapOut::live(shares.len(), prepared.programs()));
+            let runs = thread::scope(|scope| {
+                let machines: Vec<_> = shares
+                    .iter()
+                    .enumerate()
+                    .map(|(index, share)| {
+                        let (launch, tap) = (&launch, &tap);
+                        scope.spawn(move || {
+                            let machine = Machine { index, name: format!("vm{}", index + 1), units: &share.units, tap };
+                            boot::boot(config, launch, accel, cache, program, share.clock.under(accel), Some(machine))
+                        })
+                    })
+                    .collect();
+                machines.into_iter().map(|m| m.join().expect("a machine's thread panicked")).collect::<Vec<_>>()
+            });
+            tap.lock().unwrap_or_else(|p| p.into_inner()).finish();
+            runs.into_iter().collect::<Result<Vec<_>, _>>()?
+        }
+    };
+    conclude(&session, &prepared, accel, runs, &history, bench)
 }

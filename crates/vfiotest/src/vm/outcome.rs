@@ -121,7 +121,7 @@ fn exit_code(failed: u32, guest_code: i32, nothing_ran: bool) -> i32 {
 }
 
 /// What a run stopped by `signal` exits with, as the shell reports a death by it.
-fn signal_exit_code(signal: i32) -> i32 {
+pub(super) fn signal_exit_code(signal: i32) -> i32 {
     128 + signal
 }
 

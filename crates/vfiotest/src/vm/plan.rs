@@ -120,11 +120,13 @@ impl Unit {
     }
 }
 
-/// One machine's share of a run: its units (by catalogue index, in order) and its clock.
+/// One machine's share of a run: its units (by catalogue index, in order), its clock, and
+/// what it is expected to take.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Share {
     pub units: Vec<usize>,
     pub clock: Clock,
+    pub seconds: f64,
 }
 
 /// Splits units (programs, by catalogue index) into at most `jobs` shares that end at about
@@ -139,8 +141,8 @@ pub fn plan(units: &[Unit], jobs: usize) -> Vec<Share> {
     let shares = jobs.min(units.len() / 2).max(1);
     if shares == 1 {
         let (plain, icount): (f64, f64) = units.iter().fold((0.0, 0.0), |(p, i), u| (p + u.plain_s, i + u.icount_s));
-        let clock = if icount < plain { Clock::Icount } else { Clock::Real };
-        return vec![Share { units: (0..units.len()).collect(), clock }];
+        let (clock, seconds) = if icount < plain { (Clock::Icount, icount) } else { (Clock::Real, plain) };
+        return vec![Share { units: (0..units.len()).collect(), clock, seconds }];
     }
     let icount_first = units.iter().any(Unit::prefers_icount);
     let clocks: Vec<Clock> =
@@ -185,7 +187,13 @@ pub fn plan(units: &[Unit], jobs: usize) -> Vec<Share> {
         }
         plan.iter_mut().for_each(|s| s.sort_unstable());
     }
-    plan.into_iter().zip(clocks).map(|(units, clock)| Share { units, clock }).collect()
+    plan.into_iter()
+        .zip(clocks)
+        .map(|(share, clock)| {
+            let seconds = share.iter().map(|&i| units[i].cost(clock)).sum();
+            Share { units: share, clock, seconds }
+        })
+        .collect()
 }
 
 /// The programs of this run split over the machines, each with its clock: one share (all of
@@ -195,7 +203,7 @@ pub fn machines(config: &VmConfig, work: &Work, history: &History) -> Vec<Share>
     // The bench measures time: one machine, its clock real. The setup proof is one program.
     if !work.is_suite() {
         let clock = if work.is_bench() { Clock::Real } else { Clock::Icount };
-        return vec![Share { units: Vec::new(), clock }];
+        return vec![Share { units: Vec::new(), clock, seconds: 0.0 }];
     }
     let catalogue = crate::programs::catalogue(&work.programs, &bdfs);
     let units: Vec<Unit> = catalogue
