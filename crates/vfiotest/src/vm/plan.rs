@@ -197,8 +197,9 @@ pub fn plan(units: &[Unit], jobs: usize) -> Vec<Share> {
 }
 
 /// The programs of this run split over the machines, each with its clock: one share (all of
-/// it) unless several machines are worth booting.
-pub fn machines(config: &VmConfig, work: &Work, history: &History) -> Vec<Share> {
+/// it) unless several machines are worth booting. Without `icount` allowed, every machine's
+/// clock is real.
+pub fn machines(config: &VmConfig, work: &Work, history: &History, icount: bool) -> Vec<Share> {
     let bdfs: Vec<vfio::Bdf> = config.bdfs.iter().filter_map(|b| b.parse().ok()).collect();
     // The bench measures time: one machine, its clock real. The setup proof is one program.
     if !work.is_suite() {
@@ -211,7 +212,9 @@ pub fn machines(config: &VmConfig, work: &Work, history: &History) -> Vec<Share>
         .map(|p| {
             let waits = ProgramSpec::of(&p.name).is_none_or(|spec| spec.waits);
             let estimate = |clock| history.estimate(&p.name, p.tests.len(), clock, waits);
-            Unit { plain_s: estimate(Clock::Real), icount_s: estimate(Clock::Icount) }
+            // A clock that can't be had costs forever, so no machine gets it.
+            let icount_s = if icount { estimate(Clock::Icount) } else { f64::INFINITY };
+            Unit { plain_s: estimate(Clock::Real), icount_s }
         })
         .collect();
     let mut plan = plan(&units, config.jobs);
@@ -248,6 +251,15 @@ mod tests {
         assert!(plan.iter().all(|s| s.units.windows(2).all(|w| w[0] < w[1])), "{plan:?}");
         let loads = loads(&plan, &units);
         assert!((loads[0] - loads[1]).abs() <= 3.0, "{loads:?}");
+    }
+
+    #[test]
+    fn without_icount_every_machine_runs_on_real_time() {
+        let units: Vec<Unit> =
+            [30.0, 10.0, 10.0, 8.0].iter().map(|&c| Unit { plain_s: c, icount_s: f64::INFINITY }).collect();
+        let plan = plan(&units, 2);
+        assert!(plan.iter().all(|s| s.clock == Clock::Real && s.seconds.is_finite()), "{plan:?}");
+        assert_eq!(super::plan(&units, 1)[0].clock, Clock::Real);
     }
 
     #[test]
