@@ -27,8 +27,8 @@ fn stop_during_run(signal: Signal, expected_code: i32) {
         .stderr(Stdio::piped())
         .spawn()
         .expect("start vfiotest vm");
-    // The run's initramfs lives in run-<pid>/, and QEMU's command line names it.
-    let marker = format!("run-{}/initramfs.cpio", vm.id());
+    // The run's initramfs lives in run-<pid>/ (one per vIOMMU), and QEMU's command line names it.
+    let marker = format!("run-{}/initramfs-", vm.id());
     let mut stderr = BufReader::new(vm.stderr.take().expect("piped")).lines();
     let started = Instant::now();
     // The guest's Begin mark, as the runner shows it: the suite is running.

@@ -137,7 +137,8 @@ pub const INTEL_FLTS: Viommu = Viommu {
 /// time: with icount, the machine that ran the waiting programs stalled after the suite, on
 /// its way to power off, three runs out of three ("rcu_sched kthread timer wakeup didn't
 /// happen ... Possible timer handling issue on cpu=1", then silence), the signature of the
-/// lost vCPU wakeup noted at [`TCG`]; on real time it powered off (one run). Not root-caused.
+/// lost vCPU wakeup noted for multi-threaded TCG; on real time it powered off (two of two).
+/// Not root-caused.
 pub const VIRTIO: Viommu = Viommu {
     name: "virtio",
     qemu_device: "virtio-iommu-pci",

@@ -62,8 +62,12 @@ pub(super) fn run(session: &Session, viommus: &[Viommu]) -> Result<i32, Fatal> {
     thread::scope(|scope| {
         for _ in 0..workers {
             scope.spawn(|| {
-                // A stop signal ends the machines running; none starts after it.
-                while let Some((v, s)) = stop_requested().is_none().then(|| queue.lock().ok()?.next()).flatten() {
+                loop {
+                    // A stop signal ends the machines running; none starts after it.
+                    if stop_requested().is_some() {
+                        break;
+                    }
+                    let Some((v, s)) = queue.lock().unwrap_or_else(|p| p.into_inner()).next() else { break };
                     let (p, share) = (&prepared[v], &prepared[v].plan[s]);
                     let launch = p.launch(session);
                     let machine = Machine {
