@@ -6,8 +6,11 @@
 //! [`PageTableReader`] answers depends on the IOMMU that translates the device. Intel's driver
 //! dumps a device's translation table in debugfs
 //! (`/sys/kernel/debug/iommu/intel/<bdf>/domain_translation_struct`), one line per leaf:
-//! `0x<iova pfn> |\t<PML5E>\t<PML4E>\t<PDPE>[\t<PDE>[\t<PTE>]]`. AMD's debugfs (7.3) and
-//! virtio-iommu have no page-table dump, so they have no reader.
+//! `0x<iova pfn> |\t<PML5E>\t<PML4E>\t<PDPE>[\t<PDE>[\t<PTE>]]`. AMD's debugfs (7.3) shows
+//! only the device-table entry, so its reader walks the table itself ([`amd`]). virtio-iommu's
+//! mappings are the host's, and nothing in the guest shows them: it has no reader.
+
+pub mod amd;
 
 use std::path::{Path, PathBuf};
 
@@ -30,6 +33,9 @@ pub struct Leaf {
 pub enum PageTableReader {
     /// The Intel IOMMU's debugfs (`CONFIG_INTEL_IOMMU_DEBUGFS`, debugfs mounted).
     IntelDebugfs,
+    /// AMD-Vi's device table in its debugfs (`CONFIG_AMD_IOMMU_DEBUGFS`), and the page table
+    /// walked from it through `/proc/kcore` (`CONFIG_PROC_KCORE`).
+    AmdDebugfsKcore,
 }
 
 impl PageTableReader {
@@ -51,8 +57,32 @@ impl PageTableReader {
                     "no {INTEL_DEBUGFS} (the Intel IOMMU {unit} needs CONFIG_INTEL_IOMMU_DEBUGFS and debugfs mounted)"
                 ))),
             },
+            Some(unit) if unit.starts_with("ivhd") => {
+                let devtbl = Path::new(amd::DEBUGFS).join("devtbl");
+                match (devtbl.exists(), Path::new(amd::KCORE).exists()) {
+                    (true, true) => Ok(Self::AmdDebugfsKcore),
+                    (false, _) => Err(lacks(format!(
+                        "no {} (the AMD IOMMU {unit} needs CONFIG_AMD_IOMMU_DEBUGFS and debugfs mounted)",
+                        devtbl.display()
+                    ))),
+                    (true, false) => Err(lacks(format!(
+                        "no {} (walking the AMD IOMMU {unit}'s page table needs CONFIG_PROC_KCORE)",
+                        amd::KCORE
+                    ))),
+                }
+            }
             Some(unit) => Err(lacks(format!("{bdf}'s IOMMU {unit} has no page-table dump"))),
             None => Err(lacks(format!("{bdf} has no IOMMU ({} is missing)", link.display()))),
+        }
+    }
+
+    /// The leaf sizes its page-table format has, as a bitmap of powers of two: Intel VT-d's
+    /// second-level table 4 KiB, 2 MiB and 1 GiB; AMD v1 every power of two from 4 KiB (a size
+    /// between two levels' is written as a run of entries that encode it).
+    pub fn leaf_sizes(self) -> u64 {
+        match self {
+            Self::IntelDebugfs => (4 << 10) | (2 << 20) | (1 << 30),
+            Self::AmdDebugfsKcore => !0xfff,
         }
     }
 
@@ -60,6 +90,7 @@ impl PageTableReader {
     pub fn source(self, bdf: Bdf) -> PathBuf {
         match self {
             Self::IntelDebugfs => Path::new(INTEL_DEBUGFS).join(bdf.to_string()).join("domain_translation_struct"),
+            Self::AmdDebugfsKcore => Path::new(amd::DEBUGFS).join("devtbl"),
         }
     }
 
@@ -74,12 +105,23 @@ impl PageTableReader {
                 let dump = std::fs::read_to_string(&path).map_err(|e| Error::file(&path, e))?;
                 Ok(find_leaf(&dump, iova).and_then(|walk| walk.leaf()))
             }
+            Self::AmdDebugfsKcore => amd::leaf(bdf, iova),
         }
     }
 }
 
 /// Where the Intel IOMMU driver's debugfs lives.
 const INTEL_DEBUGFS: &str = "/sys/kernel/debug/iommu/intel";
+
+/// The leaf an IOMMU that uses the largest leaves it can gives `len` bytes mapped from `iova`
+/// to `phys`, in equal leaves: the largest of `sizes` (a bitmap of powers of two) that `len`,
+/// `iova` and `phys` are all multiples of; `None` if none is.
+pub fn largest_leaf(sizes: u64, len: u64, iova: u64, phys: u64) -> Option<u64> {
+    (0..64)
+        .rev()
+        .map(|bit| 1u64 << bit)
+        .find(|&size| sizes & size != 0 && [len, iova, phys].iter().all(|n| n.is_multiple_of(size)) && size <= len)
+}
 
 /// The leaf that maps `iova` in `bdf`'s IOMMU page table; `Ok(None)` if nothing does.
 ///
@@ -181,6 +223,18 @@ mod tests {
         let walk = PageWalk { pdpe: 0x8000_0080_4000_0083, ..Default::default() };
         assert_eq!(walk.leaf_address(), Some(0x80_4000_0000));
         assert_eq!(PageWalk::default().leaf_address(), None);
+    }
+
+    #[test]
+    fn the_largest_leaf_fits_the_length_and_both_addresses() {
+        let intel = PageTableReader::IntelDebugfs.leaf_sizes();
+        let amd = PageTableReader::AmdDebugfsKcore.leaf_sizes();
+        assert_eq!(largest_leaf(intel, 128 << 30, 4 << 30, 128 << 30), Some(1 << 30));
+        assert_eq!(largest_leaf(amd, 128 << 30, 4 << 30, 128 << 30), Some(4 << 30), "the IOVA's alignment caps it");
+        assert_eq!(largest_leaf(intel, 1 << 20, 0, 0xfea0_0000), Some(4 << 10));
+        assert_eq!(largest_leaf(amd, 1 << 20, 0, 0xfea0_0000), Some(1 << 20));
+        assert_eq!(largest_leaf(amd, 4 << 20, 0, 0xc0_0020_0000), Some(2 << 20), "phys only 2 MiB-aligned");
+        assert_eq!(largest_leaf(intel, 0x800, 0, 0), None, "under a page");
     }
 
     #[test]

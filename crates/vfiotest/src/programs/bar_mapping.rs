@@ -2,10 +2,10 @@
 //! every mmappable BAR at a virtual address congruent to its region offset modulo the largest
 //! huge page that fits it, which is what lets the kernel use huge pfnmaps (a self-test of the
 //! library: 7.3's VFIO has no `get_unmapped_area`, so the kernel's own placement ignores the
-//! offset and the library reserves and trims); and a type1 container mapping such
-//! a BAR by its address must get huge IOPTEs that point at the BAR (the Intel IOMMU's debugfs
-//! page table shows the level), which a device reset leaves in place. The iommufd path's
-//! IOPTEs are checked by `vfio_dma_buf_test`.
+//! offset and the library reserves and trims); and a type1 container mapping such a BAR by
+//! its address must get huge IOPTEs that point at the BAR (the largest the IOMMU's page-table
+//! format has that fit, read back from its page table), which a device reset leaves in place.
+//! The iommufd path's IOPTEs are checked by `vfio_dma_buf_test`.
 
 use ksft::{Case, Outcome, Test, Verdict, ensure, ensure_eq, skip};
 use vfio::sysfs::Sysfs;
@@ -89,12 +89,11 @@ fn huge_iopte(t: &mut DeviceFixture) -> Outcome {
     }
     let phys = bar_address(bdf, bar)?;
     let len = bar.region().size.min(ONE_GIB);
-    let leaf = huge_page_for(len);
     let iova = t.iova.alloc(len)?;
     let range = bar.range(0, len as usize).expect("the first GiB of a whole mapping");
     let mapping = t.iommu.map(range, iova)?;
     println!("# BAR{} ({len:#x} bytes of it) mapped by address at IOVA {iova:#x}", bar.index());
-    check_iopte(bdf, iova, leaf, phys)?;
+    check_iopte(bdf, iova, len, phys)?;
     ensure_eq!(mapping.unmap()?, len, "bytes unmapped");
     Ok(())
 }

@@ -16,7 +16,6 @@ use super::{DeviceFixture, check_iopte, largest, mode_variants_where};
 
 const EXPORT: &str = "vfio_dma_buf_export";
 const MAP: &str = "vfio_dma_buf_map";
-const ONE_GIB: u64 = 1 << 30;
 const TWO_MIB: u64 = 2 << 20;
 
 /// A device and its largest memory BAR of a page or more: the one worth exporting.
@@ -174,16 +173,13 @@ fn sub_page_bar(t: &mut BufFixture) -> Outcome {
     Ok(())
 }
 
-/// The IOMMU page size a mapping of `len` bytes at aligned addresses lands in, in `mode`.
-fn expected_leaf(mode: IommuMode, len: u64) -> u64 {
-    let page = page_size() as u64;
-    match () {
-        // iommufd's TYPE1 v1 emulation disables large IOPTEs, so that an unmap can cut any
-        // page out of an area as v1 allows (vfio_compat.c); legacy v1 gets them.
-        _ if mode.is_type1_v1() => page,
-        _ if len.is_multiple_of(ONE_GIB) => ONE_GIB,
-        _ if len.is_multiple_of(TWO_MIB) => TWO_MIB,
-        _ => page,
+/// How many bytes from a mapping's start may share its first leaf in `mode`: all `len`, but
+/// for iommufd's TYPE1 v1 emulation, which disables large IOPTEs so that an unmap can cut any
+/// page out of an area as v1 allows (vfio_compat.c); legacy v1 gets them.
+fn leaf_span(mode: IommuMode, len: u64) -> u64 {
+    match mode.is_type1_v1() {
+        true => page_size() as u64,
+        false => len,
     }
 }
 
@@ -195,15 +191,16 @@ fn ensure_unmapped(t: &BufFixture, iova: u64, when: &str) -> Outcome {
     Ok(())
 }
 
-/// `check_iopte` for this fixture's device.
-fn ensure_leaf(t: &BufFixture, iova: u64, leaf: u64, phys: u64) -> Outcome {
-    check_iopte(t.dev.device.bdf(), iova, leaf, phys)
+/// `check_iopte` for this fixture's device; the leaf's size.
+fn ensure_leaf(t: &BufFixture, iova: u64, span: u64, phys: u64) -> Result<u64, ksft::Verdict> {
+    check_iopte(t.dev.device.bdf(), iova, span, phys)
 }
 
 /// Subject: the IOPTEs a dma-buf import makes (a SKIP without a page-table reader). The whole
-/// BAR maps in one call, in huge IOPTEs that point at the BAR: its first and last leaves are
-/// checked: 128 GiB in 128 PDPE leaves, where the VA path takes minutes when it
-/// must go 4 KiB at a time. iommufd's v1 emulation maps 4 KiB IOPTEs only, so there the first
+/// BAR maps in one call, in the largest IOPTEs the IOMMU has that fit (Intel: 128 GiB in 128
+/// PDPE leaves; AMD v1: leaves as large as the addresses' alignment allows), pointing at the
+/// BAR: its first and last leaves are checked. The VA path takes minutes when it must go 4 KiB
+/// at a time. iommufd's v1 emulation maps 4 KiB IOPTEs only, so there the first
 /// 2 MiB stand for the BAR (a 2 MiB leaf anywhere else): 128 GiB would be 32 M PTEs, about a
 /// minute under TCG, and a debugfs dump of 32 M lines.
 fn map_whole_bar(t: &mut BufFixture) -> Outcome {
@@ -224,8 +221,7 @@ fn map_whole_bar(t: &mut BufFixture) -> Outcome {
         res.start,
         took.as_secs_f64() * 1e3
     );
-    let leaf = expected_leaf(mode, len);
-    ensure_leaf(t, iova, leaf, res.start)?;
+    let leaf = ensure_leaf(t, iova, leaf_span(mode, len), res.start)?;
     ensure_leaf(t, iova + len - leaf, leaf, res.start + len - leaf)?;
     ensure_eq!(mapping.unmap()?, len, "bytes unmapped");
     ensure_unmapped(t, iova, "after unmap")?;

@@ -163,15 +163,16 @@ const AMD_BUS_NUMBER_BUG: &str = "QEMU 10.0.2 amd-iommu: a device on a bus other
 /// once, when a device's address space is made) and, with the IOAPIC's address space built
 /// before the regions it aliases, loses every IOAPIC interrupt; `pt=off` avoids both (see
 /// the README). Interrupt remapping stays off (the IOAPIC would bypass it), so VFIO needs
-/// unsafe interrupts allowed; 7.3's AMD debugfs has no page-table dump.
+/// unsafe interrupts allowed. 7.3's AMD debugfs dumps no page table, so the reader walks it.
 pub const AMD: Viommu = Viommu {
     name: "amd",
     qemu_device: "amd-iommu,pt=off",
     cmdline: UNSAFE_INTERRUPTS,
-    page_tables: None,
-    lacks: &[vfio::Feature::IrqRemap, vfio::Feature::IommuPageTables],
-    note: "amd-iommu,pt=off; no interrupt remapping (unsafe interrupts allowed); no page-table reader; \
-           XFAIL: the igb's DMA (QEMU 10.0.2 translates devices on bus 1 as 00:00.0)",
+    page_tables: Some(vfio::pgtable::PageTableReader::AmdDebugfsKcore),
+    lacks: &[vfio::Feature::IrqRemap],
+    note: "amd-iommu,pt=off; no interrupt remapping (unsafe interrupts allowed); page tables walked from the \
+           debugfs device table through /proc/kcore; XFAIL: the igb's DMA (QEMU 10.0.2 translates devices on \
+           bus 1 as 00:00.0)",
     known_bugs: &[
         ("vfio_pci_driver_test 0000:01:00.0/*.memcpy_success", AMD_BUS_NUMBER_BUG),
         ("vfio_pci_driver_test 0000:01:00.0/*.mix_and_match", AMD_BUS_NUMBER_BUG),

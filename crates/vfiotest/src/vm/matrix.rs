@@ -3,8 +3,9 @@
 //!
 //! Each vIOMMU's run is split over machines as a single run is ([`super::plan`]); the matrix
 //! then runs every (vIOMMU, share) pair on one pool of `--jobs` machines, the costliest
-//! first, so no core idles while one vIOMMU's last machine finishes. Each vIOMMU's TAP is
-//! held and printed whole when its last machine ends.
+//! first, so no core idles while one vIOMMU's last machine finishes. A share whose programs
+//! wait in real time (a vIOMMU without icount) mostly leaves its core idle, so it runs beside
+//! the pool. Each vIOMMU's TAP is held and printed whole when its last machine ends.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -44,14 +45,20 @@ pub(super) fn run(session: &Session, viommus: &[Viommu]) -> Result<i32, Fatal> {
     };
     let accel = resolve_accel(session.config, &prepared[0].launch(session));
     let machines: usize = prepared.iter().map(|p| p.plan.len()).sum();
+    let waiting = prepared.iter().flat_map(|p| &p.plan).filter(|s| s.waits).count();
     let workers = session.config.jobs.clamp(1, machines);
-    eprintln!("[vm] {} vIOMMUs, {machines} machines, {workers} at a time, the longest first", viommus.len());
+    eprintln!(
+        "[vm] {} vIOMMUs, {machines} machines: {waiting} that mostly wait beside {workers} at a time, the longest first",
+        viommus.len()
+    );
     // Every (vIOMMU, share), the costliest first: longest-processing-time-first over the pool.
+    // A share that mostly waits in real time runs beside the pool, from the start.
     let mut jobs: Vec<(usize, usize)> =
         prepared.iter().enumerate().flat_map(|(v, p)| (0..p.plan.len()).map(move |s| (v, s))).collect();
     let cost = |&(v, s): &(usize, usize)| prepared[v].plan[s].seconds;
     jobs.sort_by(|a, b| cost(b).total_cmp(&cost(a)).then(a.cmp(b)));
-    let queue = Mutex::new(jobs.into_iter());
+    let (beside, pooled): (Vec<_>, Vec<_>) = jobs.into_iter().partition(|&(v, s)| prepared[v].plan[s].waits);
+    let queue = Mutex::new(pooled.into_iter());
     let runs: Vec<Vec<Mutex<Option<Booted>>>> =
         prepared.iter().map(|p| p.plan.iter().map(|_| Mutex::new(None)).collect()).collect();
     let left: Vec<AtomicUsize> = prepared.iter().map(|p| AtomicUsize::new(p.plan.len())).collect();
@@ -59,7 +66,25 @@ pub(super) fn run(session: &Session, viommus: &[Viommu]) -> Result<i32, Fatal> {
         prepared.iter().map(|p| Mutex::new(TapOut::held(p.plan.len(), p.programs()))).collect();
     let cells: Vec<Mutex<Option<(i32, Cell)>>> = prepared.iter().map(|_| Mutex::new(None)).collect();
     let program = session.work.label();
+    // Boots one share; the last of its vIOMMU's to end concludes that vIOMMU's run.
+    let run_job = |(v, s): (usize, usize)| {
+        let (p, share) = (&prepared[v], &prepared[v].plan[s]);
+        let launch = p.launch(session);
+        let machine =
+            Machine { index: s, name: format!("{}-vm{}", p.viommu.name, s + 1), units: &share.units, tap: &taps[v] };
+        let clock = share.clock.under(accel);
+        let run = boot::boot(session.config, &launch, accel, session.cache, program, clock, Some(machine));
+        *runs[v][s].lock().unwrap_or_else(|p| p.into_inner()) = Some(run);
+        if left[v].fetch_sub(1, Ordering::SeqCst) == 1 {
+            let finished = runs[v].iter().map(|r| r.lock().unwrap_or_else(|p| p.into_inner()).take());
+            let cell = end_of(session, p, accel, finished.flatten().collect(), &taps[v], &history);
+            *cells[v].lock().unwrap_or_else(|p| p.into_inner()) = Some(cell);
+        }
+    };
     thread::scope(|scope| {
+        for &job in &beside {
+            scope.spawn(move || run_job(job));
+        }
         for _ in 0..workers {
             scope.spawn(|| {
                 loop {
@@ -67,23 +92,8 @@ pub(super) fn run(session: &Session, viommus: &[Viommu]) -> Result<i32, Fatal> {
                     if stop_requested().is_some() {
                         break;
                     }
-                    let Some((v, s)) = queue.lock().unwrap_or_else(|p| p.into_inner()).next() else { break };
-                    let (p, share) = (&prepared[v], &prepared[v].plan[s]);
-                    let launch = p.launch(session);
-                    let machine = Machine {
-                        index: s,
-                        name: format!("{}-vm{}", p.viommu.name, s + 1),
-                        units: &share.units,
-                        tap: &taps[v],
-                    };
-                    let clock = share.clock.under(accel);
-                    let run = boot::boot(session.config, &launch, accel, session.cache, program, clock, Some(machine));
-                    *runs[v][s].lock().unwrap_or_else(|p| p.into_inner()) = Some(run);
-                    if left[v].fetch_sub(1, Ordering::SeqCst) == 1 {
-                        let finished = runs[v].iter().map(|r| r.lock().unwrap_or_else(|p| p.into_inner()).take());
-                        let cell = end_of(session, p, accel, finished.flatten().collect(), &taps[v], &history);
-                        *cells[v].lock().unwrap_or_else(|p| p.into_inner()) = Some(cell);
-                    }
+                    let Some(job) = queue.lock().unwrap_or_else(|p| p.into_inner()).next() else { break };
+                    run_job(job);
                 }
             });
         }
