@@ -74,13 +74,11 @@ pub fn main(args: &VmArgs) -> Result<i32, Fatal> {
             return Ok(KSFT_PASS);
         }
     };
+    let session = |kernel| Session { config: &config, work, cache: &cache, qemu: &qemu, kernel };
     if !work.is_bench() {
         return match config.viommus.as_slice() {
-            [viommu] => run_kernel(&config, work, viommu, &cache, &qemu, &kernels[0], None).map(|(code, _)| code),
-            viommus => matrix::run(
-                &Session { config: &config, work, cache: &cache, qemu: &qemu, kernel: &kernels[0] },
-                viommus,
-            ),
+            [viommu] => run_kernel(&session(&kernels[0]), viommu, None).map(|(code, _)| code),
+            viommus => matrix::run(&session(&kernels[0]), viommus),
         };
     }
     // Each kernel's bench in turn, each kept; then each compared with the first.
@@ -89,7 +87,7 @@ pub fn main(args: &VmArgs) -> Result<i32, Fatal> {
     for (i, kernel) in kernels.iter().enumerate() {
         let path = bench_path(&config, i, kernels.len())?;
         let context = BenchContext { path: path.clone(), qemu: qemu.version.clone() };
-        let (kernel_code, _) = run_kernel(&config, work, &config.viommus[0], &cache, &qemu, kernel, Some(&context))?;
+        let (kernel_code, _) = run_kernel(&session(kernel), &config.viommus[0], Some(&context))?;
         code = code.max(kernel_code);
         saved.push(path);
     }
@@ -211,22 +209,18 @@ fn resolve_accel(config: &VmConfig, launch: &Launch) -> Accel {
 /// Boots `kernel` and runs the suite (or the bench) on it behind `viommu`, its machines side
 /// by side.
 fn run_kernel(
-    config: &VmConfig,
-    work: &Work,
+    session: &Session,
     viommu: &machine::Viommu,
-    cache: &Cache,
-    qemu: &qemu::Emulator,
-    kernel: &Path,
     bench: Option<&BenchContext>,
 ) -> Result<(i32, Vec<console::TestResult>), Fatal> {
-    let session = Session { config, work, cache, qemu, kernel };
+    let Session { config, work, cache, .. } = *session;
     let scratch = WorkDir::new(cache)?;
     let history = Mutex::new(plan::History::load(cache));
     let prepared = {
         let history = history.lock().unwrap_or_else(|p| p.into_inner());
-        prepare(&session, viommu, &this_binary()?, &scratch, &history)?
+        prepare(session, viommu, &this_binary()?, &scratch, &history)?
     };
-    let launch = prepared.launch(&session);
+    let launch = prepared.launch(session);
     let accel = resolve_accel(config, &launch);
     let program = work.label();
     let runs = match prepared.plan.as_slice() {
@@ -252,5 +246,5 @@ fn run_kernel(
             runs.into_iter().collect::<Result<Vec<_>, _>>()?
         }
     };
-    conclude(&session, &prepared, accel, runs, &history, bench)
+    conclude(session, &prepared, accel, runs, &history, bench)
 }
