@@ -86,13 +86,15 @@ pub struct Viommu {
     /// patterns (`program/test`), each with the bug. They run, and show XFAIL (XPASS once the
     /// bug is fixed).
     pub known_bugs: &'static [(&'static str, &'static str)],
-    /// Whether its machines may count instructions for a clock (`-icount`, which skips idle
-    /// time); without, every machine's clock is real.
-    pub icount: bool,
 }
 
 /// The kernel parameters that let VFIO take devices whose MSIs the IOMMU can't isolate.
-const UNSAFE_INTERRUPTS: &str = "vfio_iommu_type1.allow_unsafe_interrupts=1 iommufd.allow_unsafe_interrupts=1";
+macro_rules! unsafe_interrupts {
+    () => {
+        "vfio_iommu_type1.allow_unsafe_interrupts=1 iommufd.allow_unsafe_interrupts=1"
+    };
+}
+const UNSAFE_INTERRUPTS: &str = unsafe_interrupts!();
 
 /// Intel VT-d in legacy (second-level) mode, with interrupt remapping and 48-bit addresses;
 /// its debugfs shows the page tables.
@@ -104,7 +106,6 @@ pub const INTEL: Viommu = Viommu {
     lacks: &[],
     note: "",
     known_bugs: &[],
-    icount: true,
 };
 
 /// Intel VT-d in scalable mode: the guest driver uses scalable-mode context entries and PASID
@@ -117,7 +118,6 @@ pub const INTEL_SCALABLE: Viommu = Viommu {
     lacks: &[],
     note: "scalable-mode tables (intel_iommu=on,sm_on)",
     known_bugs: &[],
-    icount: true,
 };
 
 /// Intel VT-d in scalable mode with first-stage translation offered (`x-flts`).
@@ -129,26 +129,24 @@ pub const INTEL_FLTS: Viommu = Viommu {
     lacks: &[],
     note: "scalable mode with first-stage translation offered",
     known_bugs: &[],
-    icount: true,
 };
 
 /// virtio-iommu: no interrupt remapping on x86, so VFIO needs unsafe interrupts allowed; its
-/// mappings are the host's, and nothing in the guest shows them. Its machines run on real
-/// time: with icount, the machine that ran the waiting programs stalled after the suite, on
-/// its way to power off, three runs out of three ("rcu_sched kthread timer wakeup didn't
-/// happen ... Possible timer handling issue on cpu=1", then silence), the signature of the
-/// lost vCPU wakeup noted for multi-threaded TCG; on real time it powered off (two of two).
-/// Not root-caused.
+/// mappings are the host's, and nothing in the guest shows them. The guest invalidates its
+/// IOTLB strictly (`iommu.strict=1`): 7.3's shutdown breaks virtio-iommu's queues
+/// (`virtio_device_shutdown()`), and a flush-queue timer that fires after that
+/// (`fq_flush_timeout()` → `viommu_flush_iotlb_all()`) spins for good in `__viommu_sync_req()`
+/// with interrupts off, waiting for requests a broken queue never returns; the guest never
+/// powers off. Strict invalidation has no flush queue. VFIO's own domains are strict anyway.
 pub const VIRTIO: Viommu = Viommu {
     name: "virtio",
     qemu_device: "virtio-iommu-pci",
-    cmdline: UNSAFE_INTERRUPTS,
+    cmdline: concat!(unsafe_interrupts!(), " iommu.strict=1"),
     page_tables: None,
     lacks: &[vfio::Feature::IrqRemap, vfio::Feature::IommuPageTables],
-    note: "no interrupt remapping (unsafe interrupts allowed); no page-table reader; real-time clock (with icount \
-           a machine stalled on its way to power off)",
+    note: "no interrupt remapping (unsafe interrupts allowed); no page-table reader; iommu.strict=1 (a kernel \
+           bug hangs a shutdown with a flush queue pending)",
     known_bugs: &[],
-    icount: false,
 };
 
 /// QEMU 10.0.2's amd-iommu keeps each device's bus number from when its address space was
@@ -180,7 +178,6 @@ pub const AMD: Viommu = Viommu {
         ("vfio_p2p_dma_test/*_igb.to_bar", AMD_BUS_NUMBER_BUG),
         ("vfio_p2p_dma_test/*_igb.from_bar", AMD_BUS_NUMBER_BUG),
     ],
-    icount: true,
 };
 
 /// Every vIOMMU the machine can have, the default first.

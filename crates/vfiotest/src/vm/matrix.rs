@@ -3,9 +3,8 @@
 //!
 //! Each vIOMMU's run is split over machines as a single run is ([`super::plan`]); the matrix
 //! then runs every (vIOMMU, share) pair on one pool of `--jobs` machines, the costliest
-//! first, so no core idles while one vIOMMU's last machine finishes. A share whose programs
-//! wait in real time (a vIOMMU without icount) mostly leaves its core idle, so it runs beside
-//! the pool. Each vIOMMU's TAP is held and printed whole when its last machine ends.
+//! first, so no core idles while one vIOMMU's last machine finishes. Each vIOMMU's TAP is
+//! held and printed whole when its last machine ends.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -45,20 +44,14 @@ pub(super) fn run(session: &Session, viommus: &[Viommu]) -> Result<i32, Fatal> {
     };
     let accel = resolve_accel(session.config, &prepared[0].launch(session));
     let machines: usize = prepared.iter().map(|p| p.plan.len()).sum();
-    let waiting = prepared.iter().flat_map(|p| &p.plan).filter(|s| s.waits).count();
     let workers = session.config.jobs.clamp(1, machines);
-    eprintln!(
-        "[vm] {} vIOMMUs, {machines} machines: {waiting} that mostly wait beside {workers} at a time, the longest first",
-        viommus.len()
-    );
+    eprintln!("[vm] {} vIOMMUs, {machines} machines, {workers} at a time, the longest first", viommus.len());
     // Every (vIOMMU, share), the costliest first: longest-processing-time-first over the pool.
-    // A share that mostly waits in real time runs beside the pool, from the start.
     let mut jobs: Vec<(usize, usize)> =
         prepared.iter().enumerate().flat_map(|(v, p)| (0..p.plan.len()).map(move |s| (v, s))).collect();
     let cost = |&(v, s): &(usize, usize)| prepared[v].plan[s].seconds;
     jobs.sort_by(|a, b| cost(b).total_cmp(&cost(a)).then(a.cmp(b)));
-    let (beside, pooled): (Vec<_>, Vec<_>) = jobs.into_iter().partition(|&(v, s)| prepared[v].plan[s].waits);
-    let queue = Mutex::new(pooled.into_iter());
+    let queue = Mutex::new(jobs.into_iter());
     let runs: Vec<Vec<Mutex<Option<Booted>>>> =
         prepared.iter().map(|p| p.plan.iter().map(|_| Mutex::new(None)).collect()).collect();
     let left: Vec<AtomicUsize> = prepared.iter().map(|p| AtomicUsize::new(p.plan.len())).collect();
@@ -82,9 +75,6 @@ pub(super) fn run(session: &Session, viommus: &[Viommu]) -> Result<i32, Fatal> {
         }
     };
     thread::scope(|scope| {
-        for &job in &beside {
-            scope.spawn(move || run_job(job));
-        }
         for _ in 0..workers {
             scope.spawn(|| {
                 loop {

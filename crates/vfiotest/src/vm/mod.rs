@@ -160,7 +160,7 @@ fn prepare<'a>(
     let initrd = scratch.path.join(format!("initramfs-{}.cpio", viommu.name));
     let bdfs = session.config.bdfs.iter().map(|b| b.to_string()).collect();
     initramfs::build(me.to_vec(), &Payload { bdfs, command: session.work.command_for(viommu) }, &initrd)?;
-    let plan = plan::machines(session.config, session.work, history, viommu.icount);
+    let plan = plan::machines(session.config, session.work, history);
     Ok(Prepared { viommu, initrd, plan })
 }
 

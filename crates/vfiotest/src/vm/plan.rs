@@ -127,9 +127,6 @@ pub struct Share {
     pub units: Vec<usize>,
     pub clock: Clock,
     pub seconds: f64,
-    /// Its programs wait on devices in real time, so its machine leaves its core idle most of
-    /// the time: it runs beside the others, not in a core's place.
-    pub waits: bool,
 }
 
 /// Splits units (programs, by catalogue index) into at most `jobs` shares that end at about
@@ -145,7 +142,7 @@ pub fn plan(units: &[Unit], jobs: usize) -> Vec<Share> {
     if shares == 1 {
         let (plain, icount): (f64, f64) = units.iter().fold((0.0, 0.0), |(p, i), u| (p + u.plain_s, i + u.icount_s));
         let (clock, seconds) = if icount < plain { (Clock::Icount, icount) } else { (Clock::Real, plain) };
-        return vec![Share { units: (0..units.len()).collect(), clock, seconds, waits: false }];
+        return vec![Share { units: (0..units.len()).collect(), clock, seconds }];
     }
     let icount_first = units.iter().any(Unit::prefers_icount);
     let clocks: Vec<Clock> =
@@ -194,57 +191,30 @@ pub fn plan(units: &[Unit], jobs: usize) -> Vec<Share> {
         .zip(clocks)
         .map(|(share, clock)| {
             let seconds = share.iter().map(|&i| units[i].cost(clock)).sum();
-            Share { units: share, clock, seconds, waits: false }
+            Share { units: share, clock, seconds }
         })
         .collect()
 }
 
-/// [`plan`] for machines on real time. A program that waits on a device then waits in real
-/// time, and its machine leaves its core idle while it does: the programs that wait (`waits`,
-/// by unit) get a machine of their own that runs beside the `jobs` others, and the rest are
-/// split over those. With fewer than two of either, or one job, it is [`plan`].
-pub fn plan_real_time(units: &[Unit], waits: &[bool], jobs: usize) -> Vec<Share> {
-    let (waiting, computing): (Vec<usize>, Vec<usize>) = (0..units.len()).partition(|&i| waits[i]);
-    if jobs < 2 || waiting.len() < 2 || computing.len() < 2 {
-        return plan(units, jobs);
-    }
-    let subset: Vec<Unit> = computing.iter().map(|&i| units[i]).collect();
-    let mut shares: Vec<Share> = plan(&subset, jobs)
-        .into_iter()
-        .map(|share| Share { units: share.units.iter().map(|&i| computing[i]).collect(), ..share })
-        .collect();
-    let seconds = waiting.iter().map(|&i| units[i].plain_s).sum();
-    shares.insert(0, Share { units: waiting, clock: Clock::Real, seconds, waits: true });
-    shares
-}
-
 /// The programs of this run split over the machines, each with its clock: one share (all of
-/// it) unless several machines are worth booting. Without `icount` allowed, every machine's
-/// clock is real, and the programs that wait get a machine of their own
-/// ([`plan_real_time`]).
-pub fn machines(config: &VmConfig, work: &Work, history: &History, icount: bool) -> Vec<Share> {
+/// it) unless several machines are worth booting.
+pub fn machines(config: &VmConfig, work: &Work, history: &History) -> Vec<Share> {
     let bdfs: Vec<vfio::Bdf> = config.bdfs.iter().filter_map(|b| b.parse().ok()).collect();
     // The bench measures time: one machine, its clock real. The setup proof is one program.
     if !work.is_suite() {
         let clock = if work.is_bench() { Clock::Real } else { Clock::Icount };
-        return vec![Share { units: Vec::new(), clock, seconds: 0.0, waits: false }];
+        return vec![Share { units: Vec::new(), clock, seconds: 0.0 }];
     }
     let catalogue = crate::programs::catalogue(&work.programs, &bdfs);
-    let waits: Vec<bool> = catalogue.iter().map(|p| ProgramSpec::of(&p.name).is_none_or(|spec| spec.waits)).collect();
     let units: Vec<Unit> = catalogue
         .iter()
-        .zip(&waits)
-        .map(|(p, &waits)| {
+        .map(|p| {
+            let waits = ProgramSpec::of(&p.name).is_none_or(|spec| spec.waits);
             let estimate = |clock| history.estimate(&p.name, p.tests.len(), clock, waits);
-            // A clock that can't be had costs forever, so no machine gets it.
-            let icount_s = if icount { estimate(Clock::Icount) } else { f64::INFINITY };
-            Unit { plain_s: estimate(Clock::Real), icount_s }
+            Unit { plain_s: estimate(Clock::Real), icount_s: estimate(Clock::Icount) }
         })
         .collect();
-    let mut plan = match icount {
-        true => plan(&units, config.jobs),
-        false => plan_real_time(&units, &waits, config.jobs),
-    };
+    let mut plan = plan(&units, config.jobs);
     if let [only] = plan.as_mut_slice() {
         // One machine runs everything: the guest needs no share named.
         only.units.clear();
@@ -278,33 +248,6 @@ mod tests {
         assert!(plan.iter().all(|s| s.units.windows(2).all(|w| w[0] < w[1])), "{plan:?}");
         let loads = loads(&plan, &units);
         assert!((loads[0] - loads[1]).abs() <= 3.0, "{loads:?}");
-    }
-
-    #[test]
-    fn on_real_time_the_waiting_programs_get_a_machine_beside_the_others() {
-        let units: Vec<Unit> =
-            [30.0, 10.0, 40.0, 10.0, 8.0, 20.0].iter().map(|&c| Unit { plain_s: c, icount_s: f64::INFINITY }).collect();
-        let waits = [false, false, true, false, false, true];
-        let plan = plan_real_time(&units, &waits, 2);
-        assert_eq!(plan.len(), 3, "{plan:?}");
-        assert_eq!((plan[0].units.clone(), plan[0].waits, plan[0].seconds), (vec![2, 5], true, 60.0));
-        let mut rest: Vec<usize> = plan[1..].iter().flat_map(|s| s.units.clone()).collect();
-        rest.sort_unstable();
-        assert_eq!(rest, [0, 1, 3, 4], "every computing program once");
-        assert!(plan.iter().all(|s| s.clock == Clock::Real && s.units.windows(2).all(|w| w[0] < w[1])), "{plan:?}");
-        assert!(!plan[1].waits && !plan[2].waits);
-        // One waiting program alone: no machine of its own.
-        let one = plan_real_time(&units, &[false, false, true, false, false, false], 2);
-        assert!(one.iter().all(|s| !s.waits) && one.len() == 2, "{one:?}");
-    }
-
-    #[test]
-    fn without_icount_every_machine_runs_on_real_time() {
-        let units: Vec<Unit> =
-            [30.0, 10.0, 10.0, 8.0].iter().map(|&c| Unit { plain_s: c, icount_s: f64::INFINITY }).collect();
-        let plan = plan(&units, 2);
-        assert!(plan.iter().all(|s| s.clock == Clock::Real && s.seconds.is_finite()), "{plan:?}");
-        assert_eq!(super::plan(&units, 1)[0].clock, Clock::Real);
     }
 
     #[test]
