@@ -104,6 +104,8 @@ pub struct Console {
     pub left_behind: Vec<String>,
     /// The guest kernel found no IOMMU, so the payload never ran.
     pub no_iommu: bool,
+    /// The guest's init said it booted.
+    pub booted: bool,
     /// When the line being read arrived.
     now: Instant,
     /// When the current test's `RUN` line arrived, and the current program's header.
@@ -128,6 +130,7 @@ impl Console {
             fatal: None,
             left_behind: Vec::new(),
             no_iommu: false,
+            booted: false,
             now: Instant::now(),
             test_started: None,
             program_started: None,
@@ -225,7 +228,8 @@ impl Console {
                 return Event::Finished(*code);
             }
             GuestMark::NoIommu => self.no_iommu = true,
-            GuestMark::Booted(_) | GuestMark::Setup(_) => {}
+            GuestMark::Booted(_) => self.booted = true,
+            GuestMark::Setup(_) => {}
         }
         Event::Note(mark.note())
     }

@@ -1,6 +1,7 @@
 //! What a run comes to: a machine's run that went wrong as a whole (a dead kernel, a signal, a
 //! timeout, a hang, state left behind), the verdicts written out, and the exit code.
 
+use std::collections::VecDeque;
 use std::fs;
 
 use ksft::{KSFT_FAIL, KSFT_PASS, KSFT_SKIP};
@@ -33,11 +34,26 @@ pub(super) fn problem(config: &VmConfig, run: &MachineRun) -> Option<String> {
         (None, BootEnd::Silent, _) => {
             Some(format!("the guest hung: no console output for {} s", config.silence.as_secs()))
         }
+        (None, BootEnd::Exited, None) if !console.booted => Some(qemu_quit(&run.tail)),
         (None, _, None) => Some("the guest stopped before the suite finished".to_owned()),
         _ if !console.left_behind.is_empty() => {
             Some(format!("the suite left state behind: {}", console.left_behind.join("; ")))
         }
         _ => None,
+    }
+}
+
+/// Why QEMU exited before the guest booted: its own last message, if it left one (a bad
+/// `--qemu-arg`, a device it can't make).
+fn qemu_quit(tail: &VecDeque<String>) -> String {
+    let last_word = tail
+        .iter()
+        .rev()
+        .filter_map(|line| line.strip_prefix(super::boot::QEMU_PREFIX))
+        .find(|said| !said.contains(": warning: "));
+    match last_word {
+        Some(said) => format!("QEMU exited before the guest booted: {said}"),
+        None => "QEMU exited before the guest booted, saying nothing".to_owned(),
     }
 }
 
@@ -128,6 +144,19 @@ pub(super) fn signal_exit_code(signal: i32) -> i32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn qemu_quitting_at_once_is_named_by_its_own_message() {
+        let tail = VecDeque::from([
+            "[qemu] qemu-system-x86_64: -nonsense: invalid option".to_owned(),
+            "[qemu] qemu-system-x86_64: warning: nic igb.0 has no peer".to_owned(),
+        ]);
+        assert_eq!(
+            qemu_quit(&tail),
+            "QEMU exited before the guest booted: qemu-system-x86_64: -nonsense: invalid option"
+        );
+        assert_eq!(qemu_quit(&VecDeque::new()), "QEMU exited before the guest booted, saying nothing");
+    }
 
     #[test]
     fn the_exit_code_is_kselftests() {
