@@ -141,16 +141,16 @@ fn has_device(listing: &str, device: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[test]
     fn devices_are_found_by_their_exact_name() {
         let listing = "name \"intel-iommu\", bus System, desc \"Intel IOMMU\"\nname \"virtio-iommu-pci\", bus PCI\n";
-        assert!(super::has_device(listing, "intel-iommu"));
-        assert!(super::has_device(listing, "virtio-iommu-pci"));
-        assert!(!super::has_device(listing, "virtio-iommu"), "a prefix is not the device");
-        assert!(!super::has_device(listing, "amd-iommu"));
+        assert!(has_device(listing, "intel-iommu"));
+        assert!(has_device(listing, "virtio-iommu-pci"));
+        assert!(!has_device(listing, "virtio-iommu"), "a prefix is not the device");
+        assert!(!has_device(listing, "amd-iommu"));
     }
-
-    use super::*;
 
     #[test]
     fn versions_parse_and_order() {
