@@ -70,9 +70,16 @@ impl Cache {
         trees.pop()
     }
 
-    /// The guest kernel built for `key` (source version and config fragment).
-    pub fn kernel(&self, key: &str) -> PathBuf {
-        self.root.join("kernels").join(format!("linux-7.3-{key}")).join("bzImage")
+    /// The guest kernel built from Debian's `linux-source-<version>` for `key` (the build
+    /// script and the configuration).
+    pub fn kernel(&self, version: &str, key: &str) -> PathBuf {
+        self.root.join("kernels").join(format!("linux-{version}-{key}")).join("bzImage")
+    }
+
+    /// The builds of users' trees and of patched sources (`tree-*`, `patch-*`), each with the
+    /// time of its last use; the oldest are pruned.
+    pub fn builds(&self) -> PathBuf {
+        self.root.join("builds")
     }
 
     /// Held while a kernel builds, so two runs don't build into one tree.
@@ -118,7 +125,8 @@ mod tests {
             cache.debs(),
             cache.apt_state("trixie-backports"),
             cache.kernel_src(),
-            cache.kernel("abc"),
+            cache.kernel("7.3", "abc"),
+            cache.builds(),
             cache.kernel_lock(),
             cache.program_durations(),
             cache.consoles(),
@@ -131,7 +139,7 @@ mod tests {
             assert!(path.starts_with("/c"), "{}", path.display());
             assert!(seen.insert(path.clone()), "{} twice", path.display());
         }
-        assert_eq!(cache.kernel("abc"), std::path::Path::new("/c/kernels/linux-7.3-abc/bzImage"));
+        assert_eq!(cache.kernel("7.3", "abc"), std::path::Path::new("/c/kernels/linux-7.3-abc/bzImage"));
     }
 
     #[test]

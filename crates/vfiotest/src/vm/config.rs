@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use clap::Args;
 
+use super::kernel;
 use super::machine::{self, Accel, TOPOLOGY, Viommu};
 use crate::Fatal;
 use crate::guest::protocol::GuestCommand;
@@ -15,11 +16,39 @@ use crate::suite::{RunArgs, resolve_targets};
 /// Options of `vfiotest vm`.
 #[derive(Args, Debug)]
 pub struct VmArgs {
-    /// Guest kernel to boot; by default Linux 7.3 is built from Debian's source (once, cached).
-    /// With `-- bench`, give it twice or more (a kernel before and after a patch): each runs the
-    /// same bench in turn, and a ratio table compares each with the first.
+    /// Guest kernel to boot, as a bzImage; by default Linux 7.3 is built from Debian's source
+    /// (once, cached). Give several kernels (any mix of --kernel, --tree, --kernel-version and
+    /// --patch) to run the same suite on each and see which verdicts differ, or with `-- bench`
+    /// to compare their timings with the first's.
     #[arg(long, value_name = "BZIMAGE")]
     kernel: Vec<PathBuf>,
+    /// Build and boot your own kernel tree, out of tree (the tree is never written to), with
+    /// our configuration; a second run rebuilds only what changed.
+    #[arg(long, value_name = "PATH")]
+    tree: Vec<PathBuf>,
+    /// Build Debian's source of this kernel version: 6.1, 6.12, 7.2, 7.3, or `all` (each in
+    /// turn, ending with a table of every program's verdicts per kernel).
+    #[arg(long = "kernel-version", value_name = "VERSION|all")]
+    kernel_version: Vec<String>,
+    /// Apply this patch (an mbox as `git format-patch` writes it, or a plain diff) to Debian's
+    /// source of the chosen version (7.3 unless --kernel-version names one), build and boot it.
+    /// Repeatable: the patches apply in order, to one kernel.
+    #[arg(long, value_name = "FILE")]
+    patch: Vec<PathBuf>,
+    /// With --patch: also run the unpatched kernel, first, as the baseline.
+    #[arg(long, requires = "patch")]
+    baseline: bool,
+    /// Merge this kernel config fragment over ours when building (repeatable), e.g. one with
+    /// CONFIG_KASAN=y.
+    #[arg(long = "config", value_name = "FRAGMENT")]
+    config: Vec<PathBuf>,
+    /// Exit the way `git bisect run` reads it: 0 good, 1 bad, 125 when the kernel doesn't build
+    /// or boot, or every chosen test SKIPs.
+    #[arg(long)]
+    bisect: bool,
+    /// How many builds of trees and patches to keep in the cache; older ones are removed.
+    #[arg(long, value_name = "N", default_value_t = kernel::KEEP_BUILDS)]
+    keep_builds: usize,
     /// The QEMU binary; by default QEMU 10 from Debian's bookworm-backports (fetched once, cached).
     #[arg(long, value_name = "PATH")]
     qemu: Option<PathBuf>,
@@ -76,8 +105,14 @@ pub struct VmArgs {
 pub struct VmConfig {
     /// Print the topology, prepare, or boot.
     pub action: Action,
-    /// The kernels to boot; empty for ours (built from Debian's source, cached).
-    pub kernels: Vec<PathBuf>,
+    /// The kernels to boot, in turn: ours alone unless the user named others.
+    pub kernels: Vec<kernel::Source>,
+    /// What kernels built here are configured with.
+    pub kernel_config: kernel::Configuration,
+    /// Exit codes for `git bisect run`.
+    pub bisect: bool,
+    /// Builds of trees and patches kept in the cache.
+    pub keep_builds: usize,
     /// Another QEMU than ours.
     pub qemu: Option<PathBuf>,
     pub accel: Accel,
@@ -175,17 +210,25 @@ impl VmConfig {
             _ if args.prepare => Action::Prepare,
             _ => Action::Boot(work(args)?),
         };
+        let kernels = kernel_sources(args)?;
+        if kernels.len() > 1 && args.viommu.0.len() > 1 {
+            return Err(Fatal::fail("several kernels and --viommu all: run the matrix on one kernel at a time"));
+        }
+        if args.bisect && kernels.len() > 1 {
+            return Err(Fatal::fail("--bisect tries one kernel: give one --tree (or --kernel)"));
+        }
         if let Action::Boot(work) = &action
-            && args.kernel.len() > 1
-            && !work.is_bench()
+            && work.is_bench()
+            && args.viommu.0.len() > 1
         {
-            return Err(Fatal::fail(
-                "several --kernel are for comparing them: `vfiotest vm --kernel A --kernel B -- bench`",
-            ));
+            return Err(Fatal::fail("the bench runs behind one vIOMMU: leave out --viommu all"));
         }
         Ok(Self {
             action,
-            kernels: args.kernel.clone(),
+            kernels,
+            kernel_config: kernel::Configuration::with_user_fragments(&args.config)?,
+            bisect: args.bisect,
+            keep_builds: args.keep_builds,
             qemu: args.qemu.clone(),
             accel: args.accel,
             viommus: args.viommu.0.clone(),
@@ -203,7 +246,9 @@ impl VmConfig {
 
     /// Whether the machine is ours as built: our kernel, its command line untouched.
     pub fn is_ours(&self) -> bool {
-        self.kernels.is_empty() && self.append.is_none()
+        matches!(self.kernels[..], [kernel::Source::Debian(v)] if v == kernel::debian::ours())
+            && self.kernel_config.is_ours()
+            && self.append.is_none()
     }
 }
 
@@ -236,10 +281,50 @@ fn work(args: &VmArgs) -> Result<Work, Fatal> {
     if !bdfs.is_empty() {
         return Err(Fatal::fail("name the guest's devices with --device, not after `--`"));
     }
-    let ours = args.kernel.is_empty() && args.append.is_none();
+    let ours = names_no_kernel(args) && args.config.is_empty() && args.append.is_none();
     let require_ours = ours && run.require.is_none();
     let whole_programs = run.filters.0.is_empty();
     Ok(Work { command: GuestCommand::Run { args: args.run_args.clone() }, require_ours, programs, whole_programs })
+}
+
+/// Whether the user named no kernel: ours runs.
+fn names_no_kernel(args: &VmArgs) -> bool {
+    args.kernel.is_empty() && args.tree.is_empty() && args.kernel_version.is_empty() && args.patch.is_empty()
+}
+
+/// The kernels the user named, in this order: bzImages, trees, Debian versions, then the
+/// patched one (after its baseline, with --baseline); ours if none.
+fn kernel_sources(args: &VmArgs) -> Result<Vec<kernel::Source>, Fatal> {
+    use kernel::{Source, debian};
+    let mut versions = Vec::new();
+    for name in &args.kernel_version {
+        match name.as_str() {
+            "all" => versions.extend(debian::VERSIONS.iter()),
+            name => versions.push(debian::named(name)?),
+        }
+    }
+    let mut sources: Vec<Source> = args.kernel.iter().cloned().map(Source::Image).collect();
+    for tree in &args.tree {
+        sources.push(Source::Tree(kernel::check_tree(tree)?));
+    }
+    if args.patch.is_empty() {
+        sources.extend(versions.into_iter().map(Source::Debian));
+    } else {
+        let base = match versions[..] {
+            [] => debian::ours(),
+            [one] => one,
+            _ => return Err(Fatal::fail("--patch applies to one Debian version: give at most one --kernel-version")),
+        };
+        let patches = args.patch.iter().map(|p| kernel::Patch::read(p)).collect::<Result<Vec<_>, _>>()?;
+        if args.baseline {
+            sources.push(Source::Debian(base));
+        }
+        sources.push(Source::Patched { base, patches });
+    }
+    if sources.is_empty() {
+        sources.push(Source::Debian(debian::ours()));
+    }
+    Ok(sources)
 }
 
 fn select_devices(wanted: &[String]) -> Result<Vec<&'static str>, Fatal> {
@@ -302,6 +387,36 @@ mod tests {
     }
 
     #[test]
+    fn kernels_come_in_a_fixed_order_and_ours_by_default() {
+        use kernel::Source;
+        let patch = std::env::temp_dir().join(format!("vfiotest-config-{}.patch", std::process::id()));
+        std::fs::write(&patch, "--- a/x\n+++ b/x\n").unwrap();
+        let kinds = |args: &[&str]| -> Vec<String> {
+            let config = parse(args).unwrap();
+            config
+                .kernels
+                .iter()
+                .map(|s| match s {
+                    Source::Image(p) => format!("image {}", p.display()),
+                    Source::Debian(v) => format!("debian {}", v.name),
+                    Source::Tree(p) => format!("tree {}", p.display()),
+                    Source::Patched { base, patches } => format!("{}+{}", base.name, patches.len()),
+                })
+                .collect()
+        };
+        assert_eq!(kinds(&[]), ["debian 7.3"]);
+        assert!(parse(&[]).unwrap().is_ours());
+        assert!(!parse(&["--kernel-version", "6.12"]).unwrap().is_ours());
+        let p = patch.to_str().unwrap();
+        assert_eq!(kinds(&["--patch", p, "--kernel", "/bz", "--patch", p]), ["image /bz", "7.3+2"]);
+        assert_eq!(kinds(&["--patch", p, "--baseline", "--kernel-version", "6.12"]), ["debian 6.12", "6.12+1"]);
+        assert_eq!(kinds(&["--kernel-version", "all"]), ["debian 6.1", "debian 6.12", "debian 7.2", "debian 7.3"]);
+        let e = parse(&["--patch", p, "--kernel-version", "6.1", "--kernel-version", "7.3"]).unwrap_err();
+        assert!(e.message.contains("at most one --kernel-version"), "{}", e.message);
+        std::fs::remove_file(&patch).unwrap();
+    }
+
+    #[test]
     fn bad_guest_arguments_fail_on_the_host() {
         let e = parse(&["--", "nonsense"]).unwrap_err();
         assert!(e.message.contains("neither a test program"), "{}", e.message);
@@ -311,8 +426,18 @@ mod tests {
         assert!(!e.message.contains('\n'), "{}", e.message);
         let e = parse(&["--device", "0000:00:1f.0"]).unwrap_err();
         assert!(e.message.contains("not in the emulated machine"), "{}", e.message);
-        let e = parse(&["--kernel", "a", "--kernel", "b"]).unwrap_err();
-        assert!(e.message.contains("-- bench"), "{}", e.message);
+        let e = parse(&["--kernel", "a", "--kernel", "b", "--viommu", "all"]).unwrap_err();
+        assert!(e.message.contains("one kernel at a time"), "{}", e.message);
+        let e = parse(&["--kernel-version", "5.10"]).unwrap_err();
+        assert!(e.message.contains("offered for 6.1, 6.12, 7.2, 7.3, or all"), "{}", e.message);
+        let e = parse(&["--kernel", "a", "--kernel", "b", "--bisect"]).unwrap_err();
+        assert!(e.message.contains("--bisect tries one kernel"), "{}", e.message);
+        let e = parse(&["--tree", "/nonexistent"]).unwrap_err();
+        assert_eq!(e.message, "--tree /nonexistent: No such file or directory (os error 2)");
+        let e = parse(&["--tree", "/etc"]).unwrap_err();
+        assert!(e.message.contains("not a Linux kernel tree"), "{}", e.message);
+        let e = parse(&["--patch", "/nonexistent.patch"]).unwrap_err();
+        assert!(e.message.starts_with("--patch /nonexistent.patch: "), "{}", e.message);
         assert!(matches!(parse(&["--topology"]).unwrap().action, Action::Topology));
     }
 }

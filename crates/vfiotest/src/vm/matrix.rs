@@ -90,16 +90,17 @@ pub(super) fn run(session: &Session, viommus: &[Viommu]) -> Result<i32, Fatal> {
     });
     let stopped = stop_requested();
     let mut codes = Vec::new();
-    let mut table_cells = Vec::new();
+    let mut cells_of = Vec::new();
     for (p, cell) in prepared.iter().zip(cells) {
         let (code, cell) = cell.into_inner().unwrap_or_else(|p| p.into_inner()).unwrap_or_else(|| {
             let why = stopped.map_or("not run".to_owned(), |s| format!("not run: stopped by {}", signal_name(s)));
             (KSFT_FAIL, Cell { results: Vec::new(), problem: Some(why) })
         });
         codes.push(code);
-        table_cells.push((*p.viommu, cell));
+        cells_of.push((p.viommu, cell));
     }
-    eprint!("{}", table(&table_cells));
+    let columns: Vec<Column> = cells_of.iter().map(|(v, cell)| Column { name: v.name, cell, note: v.note }).collect();
+    eprint!("{}", table("vIOMMU", &columns));
     Ok(match stopped {
         Some(signal) => super::outcome::signal_exit_code(signal),
         None => combined(&codes),
@@ -141,8 +142,8 @@ fn end_of(
     }
 }
 
-/// The matrix's exit code from each vIOMMU's.
-fn combined(codes: &[i32]) -> i32 {
+/// The matrix's exit code from each column's.
+pub(super) fn combined(codes: &[i32]) -> i32 {
     match () {
         _ if codes.iter().any(|&c| c != KSFT_PASS && c != KSFT_SKIP) => KSFT_FAIL,
         _ if !codes.is_empty() && codes.iter().all(|&c| c == KSFT_SKIP) => KSFT_SKIP,
@@ -150,15 +151,22 @@ fn combined(codes: &[i32]) -> i32 {
     }
 }
 
-/// `program × vIOMMU`: each cell `pass/skip/fail` (and `xfail`, `xpass` where there are any)
-/// over the program's tests on every device; then each vIOMMU's note.
-pub(super) fn table(cells: &[(Viommu, Cell)]) -> String {
+/// One column of a table: a vIOMMU's or a kernel's verdicts, and its note.
+pub(super) struct Column<'a> {
+    pub(super) name: &'a str,
+    pub(super) cell: &'a Cell,
+    pub(super) note: &'a str,
+}
+
+/// `program × what` (vIOMMU or kernel): each cell `pass/skip/fail` (and `xfail`, `xpass` where
+/// there are any) over the program's tests on every device; then each column's problem and note.
+pub(super) fn table(what: &str, columns: &[Column]) -> String {
     let mut rows: BTreeMap<String, Vec<Summary>> = BTreeMap::new();
-    for (column, (_, cell)) in cells.iter().enumerate() {
-        for r in cell.results.iter().filter(|r| r.test != PROGRAM_VERDICT) {
+    for (index, column) in columns.iter().enumerate() {
+        for r in column.cell.results.iter().filter(|r| r.test != PROGRAM_VERDICT) {
             let program = r.program.split(' ').next().unwrap_or(&r.program).to_owned();
-            let row = rows.entry(program).or_insert_with(|| vec![Summary::default(); cells.len()]);
-            row[column].add(r.verdict);
+            let row = rows.entry(program).or_insert_with(|| vec![Summary::default(); columns.len()]);
+            row[index].add(r.verdict);
         }
     }
     let describe = |s: &Summary| {
@@ -169,30 +177,81 @@ pub(super) fn table(cells: &[(Viommu, Cell)]) -> String {
         text
     };
     let width = rows.keys().map(String::len).max().unwrap_or(7).max(7);
-    let mut out = format!("[vm] verdicts per vIOMMU (pass/skip/fail{}):\n", xfail_legend(&rows));
+    let column_width = columns.iter().map(|c| c.name.len()).max().unwrap_or(0).max(16);
+    let mut out = format!("[vm] verdicts per {what} (pass/skip/fail{}):\n", xfail_legend(&rows));
     let _ = write!(out, "[vm] {:<width$}", "program");
-    for (viommu, _) in cells {
-        let _ = write!(out, "  {:>16}", viommu.name);
+    for column in columns {
+        let _ = write!(out, "  {:>column_width$}", column.name);
     }
     out.push('\n');
     for (program, row) in &rows {
         let _ = write!(out, "[vm] {program:<width$}");
         for summary in row {
-            let _ = write!(out, "  {:>16}", describe(summary));
+            let _ = write!(out, "  {:>column_width$}", describe(summary));
         }
         out.push('\n');
     }
-    for (viommu, cell) in cells {
-        if let Some(problem) = &cell.problem {
-            let given = match cell.results.len() {
+    for column in columns {
+        if let Some(problem) = &column.cell.problem {
+            let given = match column.cell.results.len() {
                 0 => "no verdicts".to_owned(),
                 n => format!("{n} verdicts, then"),
             };
-            let _ = writeln!(out, "[vm] {}: {given}: {problem}", viommu.name);
+            let _ = writeln!(out, "[vm] {}: {given}: {problem}", column.name);
         }
-        if !viommu.note.is_empty() {
-            let _ = writeln!(out, "[vm] {}: {}", viommu.name, viommu.note);
+        if !column.note.is_empty() {
+            let _ = writeln!(out, "[vm] {}: {}", column.name, column.note);
         }
+    }
+    out
+}
+
+/// How many differing verdicts [`differences`] lists before it only counts them.
+const DIFFERENCES_SHOWN: usize = 40;
+
+/// Every test whose verdict on a later column differs from the first column's (a test one
+/// side lacks counts as "ABSENT"), one line each.
+pub(super) fn differences(columns: &[Column]) -> String {
+    let [first, rest @ ..] = columns else { return String::new() };
+    let verdicts = |cell: &Cell| -> BTreeMap<(String, String), String> {
+        cell.results
+            .iter()
+            .filter(|r| r.test != PROGRAM_VERDICT)
+            .map(|r| ((r.program.clone(), r.test.clone()), r.verdict.to_string().to_uppercase()))
+            .collect()
+    };
+    let base = verdicts(first.cell);
+    let mut lines = Vec::new();
+    for column in rest {
+        let other = verdicts(column.cell);
+        let keys: std::collections::BTreeSet<_> = base.keys().chain(other.keys()).collect();
+        for key in keys {
+            let (a, b) = (base.get(key), other.get(key));
+            if a != b {
+                let show = |v: Option<&String>| v.map_or("ABSENT".to_owned(), Clone::clone);
+                lines.push(format!(
+                    "[vm]   {} {}: {} {}, {} {}",
+                    key.0,
+                    key.1,
+                    first.name,
+                    show(a),
+                    column.name,
+                    show(b)
+                ));
+            }
+        }
+    }
+    let mut out = match lines.len() {
+        0 => "[vm] every verdict is the same on each kernel\n".to_owned(),
+        n => format!("[vm] {n} verdicts differ from {}'s:\n", first.name),
+    };
+    for line in lines.iter().take(DIFFERENCES_SHOWN) {
+        out.push_str(line);
+        out.push('\n');
+    }
+    if lines.len() > DIFFERENCES_SHOWN {
+        let _ =
+            writeln!(out, "[vm]   … and {} more (--results FILE keeps every verdict)", lines.len() - DIFFERENCES_SHOWN);
     }
     out
 }
@@ -221,16 +280,48 @@ mod tests {
         ];
         let virtio = vec![result("p 0000:00:03.0", "f.v.a", Status::Fail)];
         let cell = |results| Cell { results, problem: None };
-        let text = table(&[(INTEL, cell(intel)), (VIRTIO, cell(virtio))]);
+        let column = |v: &'static Viommu, cell| Column { name: v.name, cell, note: v.note };
+        let (intel, virtio) = (cell(intel), cell(virtio));
+        let text = table("vIOMMU", &[column(&INTEL, &intel), column(&VIRTIO, &virtio)]);
         let row = text.lines().find(|l| l.starts_with("[vm] p ")).unwrap();
         assert!(row.contains("1/1/0") && row.contains("0/0/1"), "{text}");
         assert!(text.contains("virtio: no interrupt remapping"), "each cell's reason: {text}");
-        let broken = table(&[(INTEL, Cell { results: Vec::new(), problem: Some("the guest hung".into()) })]);
+        let hung = Cell { results: Vec::new(), problem: Some("the guest hung".into()) };
+        let broken = table("vIOMMU", &[column(&INTEL, &hung)]);
         assert!(broken.contains("intel: no verdicts: the guest hung"), "{broken}");
         let late =
             Cell { results: vec![result("p 0000:00:03.0", "f.v.a", Status::Pass)], problem: Some("a stall".into()) };
-        let late = table(&[(VIRTIO, late)]);
+        let late = table("vIOMMU", &[column(&VIRTIO, &late)]);
         assert!(late.contains("virtio: 1 verdicts, then: a stall") && late.contains("1/0/0"), "{late}");
+    }
+
+    #[test]
+    fn differing_verdicts_between_kernels_are_listed() {
+        let old = Cell {
+            results: vec![
+                result("p 0000:00:03.0", "f.type1.a", Status::Pass),
+                result("p 0000:00:03.0", "f.iommufd.a", Status::Skip),
+            ],
+            problem: None,
+        };
+        let new = Cell {
+            results: vec![
+                result("p 0000:00:03.0", "f.type1.a", Status::Pass),
+                result("p 0000:00:03.0", "f.iommufd.a", Status::Pass),
+                result("q 0000:00:03.0", "f.iommufd.b", Status::Fail),
+            ],
+            problem: None,
+        };
+        let columns = [Column { name: "6.1", cell: &old, note: "" }, Column { name: "7.3", cell: &new, note: "" }];
+        let text = differences(&columns);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[0], "[vm] 2 verdicts differ from 6.1's:");
+        assert!(lines[1].contains("p 0000:00:03.0 f.iommufd.a: 6.1 SKIP, 7.3 PASS"), "{text}");
+        assert!(lines[2].contains("q 0000:00:03.0 f.iommufd.b: 6.1 ABSENT, 7.3 FAIL"), "{text}");
+        let same = [Column { name: "a", cell: &old, note: "" }, Column { name: "b", cell: &old, note: "" }];
+        assert_eq!(differences(&same), "[vm] every verdict is the same on each kernel\n");
+        let table = table("kernel", &columns);
+        assert!(table.starts_with("[vm] verdicts per kernel"), "{table}");
     }
 
     #[test]

@@ -22,11 +22,11 @@ mod qemu;
 mod signals;
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Mutex;
 use std::thread;
 
-use ksft::KSFT_PASS;
+use ksft::{KSFT_FAIL, KSFT_PASS, KSFT_SKIP};
 
 use crate::Fatal;
 use crate::cache::Cache;
@@ -34,13 +34,45 @@ use crate::guest::protocol::Payload;
 use bench_run::{BenchContext, bench_path};
 use boot::{Launch, Machine, TapOut, WorkDir, probe_kvm};
 use config::{Action, VmConfig, Work};
+use kernel::{Kernel, UNTESTABLE};
 use machine::{Accel, TOPOLOGY};
+use matrix::{Cell, Column};
 use outcome::finish;
 
 pub use config::VmArgs;
 
 pub fn main(args: &VmArgs) -> Result<i32, Fatal> {
     let config = VmConfig::parse(args)?;
+    let outcome = run(&config);
+    match config.bisect {
+        true => bisect_outcome(outcome),
+        // A kernel that didn't build or boot is a failure like any other.
+        false => outcome.map_err(|e| match e.code {
+            UNTESTABLE => Fatal { code: KSFT_FAIL, ..e },
+            _ => e,
+        }),
+    }
+}
+
+/// The exit code `git bisect run` reads: 0 good, 1 bad, 125 for a commit that can't be tested
+/// (the kernel doesn't build or boot, or every chosen test SKIPs), and 255 to stop bisecting
+/// when the run itself can't go on (a bad argument, no QEMU): no commit is to blame for that.
+fn bisect_outcome(outcome: Result<i32, Fatal>) -> Result<i32, Fatal> {
+    match outcome {
+        Ok(KSFT_PASS) => Ok(KSFT_PASS),
+        Ok(KSFT_SKIP) => Err(Fatal { code: UNTESTABLE, message: "every chosen test SKIPped: untestable".to_owned() }),
+        // A signal's code (128 + N) stops the bisection too.
+        Ok(code) if code > 128 => Ok(code),
+        Ok(_) => Ok(KSFT_FAIL),
+        Err(e) if e.code == UNTESTABLE || e.code == KSFT_FAIL || e.code > 128 => Err(e),
+        Err(e) => Err(Fatal { code: BISECT_STOP, ..e }),
+    }
+}
+
+/// What `--bisect` exits with when the run itself can't go on: `git bisect run` stops.
+const BISECT_STOP: i32 = 255;
+
+fn run(config: &VmConfig) -> Result<i32, Fatal> {
     if let Action::Topology = config.action {
         for d in TOPOLOGY {
             println!("{}  {:<45} {}", d.bdf, d.qemu, d.role);
@@ -48,12 +80,8 @@ pub fn main(args: &VmArgs) -> Result<i32, Fatal> {
         return Ok(KSFT_PASS);
     }
     let cache = Cache::locate();
-    let build_kernel = config.kernels.is_empty() && !kernel::cached_path(&cache).exists();
-    provision::ensure(build_kernel)?;
-    let kernels = match config.kernels.as_slice() {
-        [] => vec![kernel::ensure(&cache)?],
-        given => given.iter().map(|k| kernel::check_bzimage(k)).collect::<Result<Vec<_>, _>>()?,
-    };
+    let builds = config.kernels.iter().any(|k| k.may_build(&cache, &config.kernel_config));
+    provision::ensure(builds)?;
     let qemu = match &config.qemu {
         Some(path) => qemu::Emulator::at(path)?,
         None => qemu::ensure(&cache)?,
@@ -64,41 +92,93 @@ pub fn main(args: &VmArgs) -> Result<i32, Fatal> {
         .iter()
         .map(|v| (v.qemu_device.split(',').next().unwrap_or(v.qemu_device), format!("the {} vIOMMU", v.name)));
     qemu.ensure_devices(viommu_devices)?;
+    let get = |source| kernel::get(&cache, source, &config.kernel_config, config.keep_builds);
     let work = match &config.action {
         Action::Boot(work) => work,
         Action::Topology | Action::Prepare => {
-            for kernel in &kernels {
-                println!("kernel: {}", kernel.display());
+            for source in &config.kernels {
+                println!("kernel: {}", get(source)?.bzimage.display());
             }
             println!("qemu: {}", qemu.binary.display());
             return Ok(KSFT_PASS);
         }
     };
-    let session = |kernel| Session { config: &config, work, cache: &cache, qemu: &qemu, kernel };
-    if !work.is_bench() {
+    if work.is_bench() {
+        // Each kernel's bench in turn, each kept; then each compared with the first.
+        let kernels = config.kernels.iter().map(get).collect::<Result<Vec<_>, _>>()?;
+        let mut saved = Vec::new();
+        let mut code = KSFT_PASS;
+        for (i, kernel) in kernels.iter().enumerate() {
+            let path = bench_path(config, i, kernels.len())?;
+            let context = BenchContext { path: path.clone(), qemu: qemu.version.clone() };
+            let (kernel_code, _) =
+                run_kernel(&Session::new(config, work, &cache, &qemu, kernel), &config.viommus[0], Some(&context))?;
+            code = code.max(kernel_code);
+            saved.push(path);
+        }
+        if let [first, rest @ ..] = saved.as_slice() {
+            let before = crate::bench::report::SavedBench::load(first).map_err(Fatal::fail)?;
+            for path in rest {
+                let after = crate::bench::report::SavedBench::load(path).map_err(Fatal::fail)?;
+                print!("{}", crate::bench::report::ratio_table(&before, &after));
+            }
+        }
+        return Ok(code);
+    }
+    if let [source] = config.kernels.as_slice() {
+        let kernel = get(source)?;
+        kernel.report_gaps();
         return match config.viommus.as_slice() {
-            [viommu] => run_kernel(&session(&kernels[0]), viommu, None).map(|(code, _)| code),
-            viommus => matrix::run(&session(&kernels[0]), viommus),
+            [viommu] => {
+                run_kernel(&Session::new(config, work, &cache, &qemu, &kernel), viommu, None).map(|(code, _)| code)
+            }
+            viommus => matrix::run(&Session::new(config, work, &cache, &qemu, &kernel), viommus),
         };
     }
-    // Each kernel's bench in turn, each kept; then each compared with the first.
-    let mut saved = Vec::new();
-    let mut code = KSFT_PASS;
-    for (i, kernel) in kernels.iter().enumerate() {
-        let path = bench_path(&config, i, kernels.len())?;
-        let context = BenchContext { path: path.clone(), qemu: qemu.version.clone() };
-        let (kernel_code, _) = run_kernel(&session(kernel), &config.viommus[0], Some(&context))?;
-        code = code.max(kernel_code);
-        saved.push(path);
+    // The suite on each kernel in turn, then what differs between them.
+    let mut codes = Vec::new();
+    let mut columns = Vec::new();
+    for source in &config.kernels {
+        let (code, cell, label) = match get(source) {
+            Ok(kernel) => {
+                eprintln!("[vm] ==== kernel {} ====", kernel.label);
+                kernel.report_gaps();
+                // Each kernel's TAP is a document of its own; this line says whose.
+                println!("# kernel {}", kernel.label);
+                match run_kernel(&Session::new(config, work, &cache, &qemu, &kernel), &config.viommus[0], None) {
+                    Ok((code, results)) => (code, Cell { results, problem: None }, kernel.label),
+                    Err(e) => (KSFT_FAIL, Cell { results: Vec::new(), problem: Some(e.message) }, kernel.label),
+                }
+            }
+            Err(e) => {
+                eprintln!("vfiotest: {}", e.message);
+                (KSFT_FAIL, Cell { results: Vec::new(), problem: Some(e.message) }, source_label(source))
+            }
+        };
+        codes.push(code);
+        columns.push((label, cell));
     }
-    if let [first, rest @ ..] = saved.as_slice() {
-        let before = crate::bench::report::SavedBench::load(first).map_err(Fatal::fail)?;
-        for path in rest {
-            let after = crate::bench::report::SavedBench::load(path).map_err(Fatal::fail)?;
-            print!("{}", crate::bench::report::ratio_table(&before, &after));
-        }
+    let columns: Vec<Column> = columns.iter().map(|(name, cell)| Column { name, cell, note: "" }).collect();
+    eprint!("{}", matrix::table("kernel", &columns));
+    eprint!("{}", matrix::differences(&columns));
+    Ok(matrix::combined(&codes))
+}
+
+/// A kernel's name in messages before it is built.
+fn source_label(source: &kernel::Source) -> String {
+    match source {
+        kernel::Source::Image(path) => path.display().to_string(),
+        kernel::Source::Debian(version) => version.name.to_owned(),
+        kernel::Source::Tree(path) => format!("tree {}", path.display()),
+        kernel::Source::Patched { base, .. } => format!("{} patched", base.name),
     }
-    Ok(code)
+}
+
+/// `label` as a file name's part: letters, digits, dots and dashes.
+fn slug(label: &str) -> String {
+    let slug: String =
+        label.chars().map(|c| if c.is_ascii_alphanumeric() || c == '.' || c == '-' { c } else { '-' }).collect();
+    slug.split('-').filter(|s| !s.is_empty()).collect::<Vec<_>>().join("-")
 }
 
 /// What every run of one `vfiotest vm` shares: the request, the cache, the emulator and the
@@ -108,7 +188,26 @@ struct Session<'a> {
     work: &'a Work,
     cache: &'a Cache,
     qemu: &'a qemu::Emulator,
-    kernel: &'a Path,
+    kernel: &'a Kernel,
+    /// Where this run's verdicts go as JSON (behind several vIOMMUs, one file each beside it).
+    results: Option<PathBuf>,
+}
+
+impl<'a> Session<'a> {
+    fn new(
+        config: &'a VmConfig,
+        work: &'a Work,
+        cache: &'a Cache,
+        qemu: &'a qemu::Emulator,
+        kernel: &'a Kernel,
+    ) -> Self {
+        // Several kernels' verdicts go to one file each, beside the one asked for.
+        let results = match config.kernels.len() {
+            1 => config.results.clone(),
+            _ => config.results.as_ref().map(|p| p.with_extension(format!("{}.json", slug(&kernel.label)))),
+        };
+        Self { config, work, cache, qemu, kernel, results }
+    }
 }
 
 /// One run behind one vIOMMU, ready to boot: its initramfs and its machines' shares.
@@ -123,7 +222,7 @@ impl Prepared<'_> {
         Launch {
             qemu: session.qemu,
             viommu: self.viommu,
-            kernel: session.kernel,
+            kernel: &session.kernel.bzimage,
             initrd: &self.initrd,
             qemu_args: &session.config.qemu_args,
         }
@@ -177,8 +276,8 @@ fn conclude(
     let config = session.config;
     // Behind several vIOMMUs, each one's verdicts go to a file of its own.
     let results = match config.viommus.len() {
-        1 => config.results.clone(),
-        _ => config.results.as_ref().map(|p| p.with_extension(format!("{}.json", prepared.viommu.name))),
+        1 => session.results.clone(),
+        _ => session.results.as_ref().map(|p| p.with_extension(format!("{}.json", prepared.viommu.name))),
     };
     let code = finish(config, results.as_deref(), accel, &runs, bench)?;
     // Only whole programs say what a program takes: a run with kselftest filters doesn't. Each
