@@ -14,3 +14,9 @@ pub fn kernel_source() -> Option<PathBuf> {
         None => cache::Cache::locate().newest_kernel_tree(),
     }
 }
+
+/// The root of `vfiotest vm`'s cache.
+#[allow(dead_code)] // Not every includer needs it.
+pub fn cache_root() -> PathBuf {
+    cache::Cache::locate().root().to_owned()
+}

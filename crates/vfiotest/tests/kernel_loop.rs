@@ -30,11 +30,11 @@ fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
-/// The user's tree: Debian's, as hard links, at a fixed path (so its build is reused by the
-/// next run of this test), with the edited file restored to Debian's text as a new file.
-fn user_tree(debian: &Path) -> PathBuf {
-    let root = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("kernel-loop");
-    let tree = root.join("linux");
+/// The user's tree: Debian's, as hard links, at a fixed path in the cache (so its build, about
+/// as long as the default kernel's, is reused by the next run of this test from any clone),
+/// with the edited file restored to Debian's text as a new file.
+fn user_tree(cache: &Path, debian: &Path) -> PathBuf {
+    let tree = cache.join("kernel-loop-test/linux");
     if !tree.join("Makefile").exists() {
         let _ = fs::remove_dir_all(&tree);
         fs::create_dir_all(&tree).unwrap();
@@ -84,9 +84,9 @@ fn main() {
         println!("kernel_loop: SKIP: no unpacked kernel source (run `vfiotest vm --prepare` first)");
         std::process::exit(4);
     };
-    let cache = PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache/vfiotest");
-    let builds = std::env::var_os("VFIOTEST_CACHE").map_or(cache, PathBuf::from).join("builds");
-    let tree = user_tree(&debian);
+    let cache = kernel_source::cache_root();
+    let builds = cache.join("builds");
+    let tree = user_tree(&cache, &debian);
     let tree_arg = tree.to_str().unwrap();
     let run = ["vm", "--tree", tree_arg, "--device", DEVICE, "--", PROGRAM];
 
@@ -142,7 +142,7 @@ fn main() {
     println!("kernel_loop: --patch built (seeded from the stock build) and ran {PROGRAM} in {patched:.0} s");
 
     // 6. A patch that doesn't apply: one line naming it and its first rejected hunk.
-    let bad = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("kernel-loop/bad.patch");
+    let bad = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("bad.patch");
     fs::write(
         &bad,
         format!("--- a/{EDITED}\n+++ b/{EDITED}\n@@ -1,1 +1,1 @@\n-no such line in the file\n+a replacement\n"),

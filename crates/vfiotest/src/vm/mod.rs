@@ -1,10 +1,11 @@
 //! `vfiotest vm`: boot the emulated machine and run the suite in it.
 //!
-//! Host side: install what is missing, get the guest kernel (built once from Debian's
-//! linux-source-7.3, cached), pack an initramfs holding this very binary, boot QEMU (one
-//! machine per host core, each with its share of the programs; see `shard`), and follow each
-//! serial console: TAP goes to stdout, everything else to a log, and a guest panic, oops or
-//! hang ends the run as a failure with the console's tail.
+//! Host side: install what is missing, get the guest kernel (`kernel`: built once from Debian's
+//! linux-source-7.3 and cached, or from the user's tree, another Debian version or patches),
+//! pack an initramfs holding this very binary, boot QEMU (one machine per host core, each with
+//! its share of the programs; see `plan`), and follow each serial console: TAP goes to stdout,
+//! everything else to a log, and a guest panic, oops or hang ends the run as a failure with the
+//! console's tail. Several kernels run in turn, and the verdicts that differ are listed.
 
 mod apt;
 mod bench_run;

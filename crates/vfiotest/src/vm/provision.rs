@@ -29,6 +29,8 @@ const KERNEL_BUILD: &[Need] = &[
     Need { path: "/usr/bin/perl", package: "perl" },
     Need { path: "/usr/include/libelf.h", package: "libelf-dev" },
     Need { path: "/usr/include/openssl/opensslv.h", package: "libssl-dev" },
+    // Applies `--patch` files.
+    Need { path: "/usr/bin/git", package: "git" },
 ];
 
 /// Ensures the packages for running (and, if `build_kernel`, for building the kernel) are
