@@ -161,22 +161,21 @@ pub struct Work {
 }
 
 impl Work {
-    /// The payload's command behind `viommu`: a run on our machine requires every feature
-    /// but those `viommu` can't have, and expects its emulator's known bugs.
-    pub fn command_for(&self, viommu: &Viommu) -> GuestCommand {
-        match &self.command {
-            GuestCommand::Run { args } if self.require_ours => {
-                let wanted: Vec<&str> =
-                    vfio::Feature::ALL.iter().filter(|f| !viommu.lacks.contains(f)).map(|f| f.name()).collect();
-                let mut args = args.clone();
-                args.extend(["--require".to_owned(), wanted.join(",")]);
-                for (pattern, bug) in viommu.known_bugs {
-                    args.extend(["--known-bug".to_owned(), format!("{pattern}={bug}")]);
-                }
-                GuestCommand::Run { args }
-            }
-            command => command.clone(),
+    /// The payload's command behind `viommu` on a kernel with `kernel_bugs`: a run expects its
+    /// emulator's and its kernel's known bugs, and on our machine requires every feature but
+    /// those `viommu` can't have.
+    pub fn command_for(&self, viommu: &Viommu, kernel_bugs: &[(&str, &str)]) -> GuestCommand {
+        let GuestCommand::Run { args } = &self.command else { return self.command.clone() };
+        let mut args = args.clone();
+        if self.require_ours {
+            let wanted: Vec<&str> =
+                vfio::Feature::ALL.iter().filter(|f| !viommu.lacks.contains(f)).map(|f| f.name()).collect();
+            args.extend(["--require".to_owned(), wanted.join(",")]);
         }
+        for (pattern, bug) in viommu.known_bugs.iter().chain(kernel_bugs) {
+            args.extend(["--known-bug".to_owned(), format!("{pattern}={bug}")]);
+        }
+        GuestCommand::Run { args }
     }
 
     /// Whether the guest runs the bench: one machine, its clock real.
@@ -370,18 +369,21 @@ mod tests {
         assert_eq!(w.programs, ["vfio_dma_buf_test", "vfio_p2p_dma_test"]);
         assert!(!w.whole_programs, "a filter: not a whole program's time");
         assert_eq!(w.label(), "vfiotest");
-        let GuestCommand::Run { args } = w.command_for(&machine::INTEL) else { panic!() };
+        let GuestCommand::Run { args } = w.command_for(&machine::INTEL, &[]) else { panic!() };
         let every = vfio::Feature::ALL.map(|f| f.name()).join(",");
         assert_eq!(args[args.len() - 2..], ["--require".to_owned(), every], "our machine requires every feature");
-        let GuestCommand::Run { args } = w.command_for(&machine::VIRTIO) else { panic!() };
+        let GuestCommand::Run { args } = w.command_for(&machine::VIRTIO, &[]) else { panic!() };
         let required = args.last().unwrap();
         assert!(!required.contains("irq-remap") && !required.contains("iommu-pgtables"), "{required}");
         assert!(required.contains("iommufd"), "what virtio-iommu allows stays required: {required}");
         let w = work(&["--", "vfio_dma_mapping_mmio_test"]);
         assert!(w.whole_programs && w.label() == "vfio_dma_mapping_mmio_test");
         let w = work(&["--kernel", "/bz", "--", "vfio_dma_mapping_mmio_test"]);
-        let GuestCommand::Run { args } = w.command_for(&machine::INTEL) else { panic!() };
+        let GuestCommand::Run { args } = w.command_for(&machine::INTEL, &[]) else { panic!() };
         assert!(!args.contains(&"--require".to_owned()), "a user's kernel may lack features");
+        let GuestCommand::Run { args } = w.command_for(&machine::AMD, &[("p/t.*", "a kernel's bug")]) else { panic!() };
+        assert!(args.ends_with(&["--known-bug".to_owned(), "p/t.*=a kernel's bug".to_owned()]), "{args:?}");
+        assert!(args.iter().filter(|a| *a == "--known-bug").count() > 1, "the emulator's bugs too: {args:?}");
         assert!(work(&["--", "bench", "--memory", "bar"]).is_bench());
         assert_eq!(work(&["--", "setup-proof"]).command, GuestCommand::SetupProof);
     }

@@ -259,7 +259,11 @@ fn prepare<'a>(
 ) -> Result<Prepared<'a>, Fatal> {
     let initrd = scratch.path.join(format!("initramfs-{}.cpio", viommu.name));
     let bdfs = session.config.bdfs.iter().map(|b| b.to_string()).collect();
-    initramfs::build(me.to_vec(), &Payload { bdfs, command: session.work.command_for(viommu) }, &initrd)?;
+    initramfs::build(
+        me.to_vec(),
+        &Payload { bdfs, command: session.work.command_for(viommu, session.kernel.known_bugs) },
+        &initrd,
+    )?;
     let plan = plan::machines(session.config, session.work, history);
     Ok(Prepared { viommu, initrd, plan })
 }

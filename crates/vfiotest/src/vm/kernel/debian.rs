@@ -15,6 +15,10 @@ pub struct Version {
     /// What `--kernel-version` takes: "6.12".
     pub name: &'static str,
     pub suite: &'static str,
+    /// Tests that fail on this version for a reason found and named (`program/test` patterns,
+    /// each with the reason and the upstream commit that changed it): they run, and show XFAIL
+    /// (XPASS once a stable update carries the change).
+    pub known_bugs: &'static [(&'static str, &'static str)],
 }
 
 impl Version {
@@ -27,10 +31,10 @@ impl Version {
 /// The versions `--kernel-version` offers, oldest first: Debian 12's own, its backport, and
 /// Debian 13's backports (7.3 builds the default guest kernel).
 pub const VERSIONS: &[Version] = &[
-    Version { name: "6.1", suite: "bookworm" },
-    Version { name: "6.12", suite: "bookworm-backports" },
-    Version { name: "7.2", suite: "trixie-backports" },
-    Version { name: "7.3", suite: "trixie-backports" },
+    Version { name: "6.1", suite: "bookworm", known_bugs: &[] },
+    Version { name: "6.12", suite: "bookworm-backports", known_bugs: &[] },
+    Version { name: "7.2", suite: "trixie-backports", known_bugs: &[] },
+    Version { name: "7.3", suite: "trixie-backports", known_bugs: &[] },
 ];
 
 /// The version the default guest kernel is built from.

@@ -114,6 +114,8 @@ pub struct Kernel {
     pub label: String,
     /// Options of our fragment the kernel's tree doesn't define (an older kernel).
     pub lacks: Vec<String>,
+    /// Tests known to fail on this kernel, and why (a Debian version's; none for a tree).
+    pub known_bugs: &'static [(&'static str, &'static str)],
 }
 
 impl Kernel {
@@ -142,9 +144,12 @@ pub const KEEP_BUILDS: usize = 4;
 /// One line; a kernel that can't be built has [`UNTESTABLE`] as its code.
 pub fn get(cache: &Cache, source: &Source, config: &Configuration, keep: usize) -> Result<Kernel, Fatal> {
     match source {
-        Source::Image(path) => {
-            Ok(Kernel { bzimage: check_bzimage(path)?, label: path.display().to_string(), lacks: Vec::new() })
-        }
+        Source::Image(path) => Ok(Kernel {
+            bzimage: check_bzimage(path)?,
+            label: path.display().to_string(),
+            lacks: Vec::new(),
+            known_bugs: &[],
+        }),
         Source::Debian(version) => debian_kernel(cache, version, config),
         Source::Tree(path) => {
             let tree = tree::check(path)?;
@@ -159,7 +164,8 @@ pub fn get(cache: &Cache, source: &Source, config: &Configuration, keep: usize) 
             ensure_space(cache, TREE_BUILD_SPACE)?;
             let built = build::build(&tree, &dir, &config.fragment())?;
             store::prune(&cache.builds(), keep, &dir);
-            Ok(Kernel { bzimage: built.bzimage, label: format!("tree {name} ({version})"), lacks: built.lacks })
+            let label = format!("tree {name} ({version})");
+            Ok(Kernel { bzimage: built.bzimage, label, lacks: built.lacks, known_bugs: &[] })
         }
         Source::Patched { base, patches } => {
             // The stock kernel first: its build seeds the patched one, so only what the patches
@@ -187,7 +193,7 @@ pub fn get(cache: &Cache, source: &Source, config: &Configuration, keep: usize) 
                 1 => format!("{}+1 patch", base.name),
                 n => format!("{}+{n} patches", base.name),
             };
-            Ok(Kernel { bzimage: built.bzimage, label, lacks: stock.lacks })
+            Ok(Kernel { bzimage: built.bzimage, label, lacks: stock.lacks, known_bugs: base.known_bugs })
         }
     }
 }
@@ -213,6 +219,7 @@ fn debian_kernel(cache: &Cache, version: &'static Version, config: &Configuratio
             bzimage: bzimage.clone(),
             label: label.clone(),
             lacks: lacks.lines().map(str::to_owned).collect(),
+            known_bugs: version.known_bugs,
         })
     };
     if let Some(kernel) = cached() {
@@ -243,7 +250,7 @@ fn debian_kernel(cache: &Cache, version: &'static Version, config: &Configuratio
         .map_err(|e| Fatal::fail(format!("{}: {e}", lacks_file.display())))?;
     fs::rename(&staged, &bzimage).map_err(|e| Fatal::fail(format!("{}: {e}", bzimage.display())))?;
     eprintln!("[kernel] done: {}", bzimage.display());
-    Ok(Kernel { bzimage, label, lacks: built.lacks })
+    Ok(Kernel { bzimage, label, lacks: built.lacks, known_bugs: version.known_bugs })
 }
 
 /// Where an x86 boot image keeps its setup header's magic, "HdrS" (Documentation/arch/x86/boot.rst).
