@@ -119,7 +119,43 @@ fn map_full_bar(t: &mut MmioFixture) -> Outcome {
         let range = bar
             .range(area.offset as usize, len)
             .ok_or_else(|| Verdict::Fail(format!("area {:#x}+{len:#x} lies outside the BAR mapping", area.offset)))?;
+        if iommu.mode().allows_va_mmio() && len as u64 > PROBE_ABOVE {
+            fits_in_time(iommu, iova, bar, area.offset as usize, len)?;
+        }
         map_and_check(iommu, iova, &what, range)?;
+    }
+    Ok(())
+}
+
+/// A BAR area larger than this is first tried on a small piece, so a kernel that maps it too
+/// slowly is told up front rather than by the timeout.
+const PROBE_ABOVE: u64 = 16 << 30;
+/// The piece tried.
+const PROBE: usize = 64 << 20;
+/// What the whole map may take, of the test's 30 s (its unmap takes as long again).
+const MAP_BUDGET: Duration = Duration::from_secs(12);
+
+/// SKIPs, saying why, if mapping `len` bytes of `bar` at `offset` would outlast the test's
+/// time: type1 before Linux 6.15 maps a pfnmap 4 KiB at a time (128 GiB: minutes), where
+/// since 0fd06844de5d it takes the pfnmap's own huge mappings whole.
+fn fits_in_time(iommu: &Arc<Iommu>, iovas: &mut IovaAllocator, bar: &BarMapping, offset: usize, len: usize) -> Outcome {
+    let range = bar.range(offset, PROBE).expect("the probe lies inside the area");
+    let at = iovas.alloc(PROBE as u64)?;
+    let start = Instant::now();
+    let mapping = iommu.map(range, at)?;
+    let took = start.elapsed();
+    mapping.unmap()?;
+    let whole = took.mul_f64(len as f64 / PROBE as f64);
+    if whole > MAP_BUDGET {
+        skip!(
+            "this kernel maps the BAR's pfnmap too slowly for the test's time: {} MiB took {}, so all {} GiB \
+             would take about {:.0} s (type1 maps a pfnmap 4 KiB at a time before 0fd06844de5d \
+             \"vfio/type1: Use mapping page mask for pfnmaps\", Linux 6.15)",
+            PROBE >> 20,
+            ms(took),
+            len >> 30,
+            whole.as_secs_f64()
+        );
     }
     Ok(())
 }
