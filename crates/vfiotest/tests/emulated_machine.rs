@@ -1,6 +1,7 @@
 //! End to end: boot the emulated machine, run the whole suite in a real Linux 7.3 guest on
 //! emulated devices behind every emulated IOMMU of the matrix (`--viommu all`), and check the
-//! exact verdict of every test behind each.
+//! exact verdict of every test behind each; then the same on Debian's 6.12 LTS kernel
+//! (`--kernel-version 6.12`, see `expected_on`).
 //!
 //! The expected table says, per device, what each test must say on this machine: upstream's
 //! verdicts where ours are the same, and ours where they differ on purpose (the README's table
@@ -221,9 +222,50 @@ fn expected_behind(viommu: &Viommu) -> Expected {
 #[path = "../../../tests-support/vm_results.rs"]
 mod vm_results;
 
+/// The LTS kernels the whole suite also runs on (Debian's source, `--kernel-version`), behind
+/// intel, each checked against [`expected_on`].
+const LTS: &[&str] = &["6.12"];
+
+/// What `expected()` (our 7.3 behind intel) becomes on Debian's `version`: what the kernel
+/// lacks SKIPs naming it; what it gets wrong is an XFAIL naming the upstream fix it lacks (the
+/// known bugs in `vm::kernel::debian`).
+fn expected_on(version: &str) -> Expected {
+    assert_eq!(version, "6.12", "expectations are written for 6.12 only");
+    let mut table = expected();
+    for ((program, test), verdict) in table.iter_mut() {
+        if test == PROGRAM_VERDICT || verdict.0 != Pass {
+            continue;
+        }
+        let name = program.split(' ').next().unwrap_or(program);
+        let last = test.rsplit('.').next().unwrap_or(test);
+        let type1 = test.contains(".vfio_type1");
+        let cdev = test.contains(".iommufd_") && !test.contains(".iommufd_compat");
+        // No BAR export as a dma-buf before 6.19 (CONFIG_VFIO_PCI_DMABUF): iommufd's P2P needs it.
+        if name == "vfio_dma_buf_test" || (name == "vfio_p2p_dma_test" && test.contains(".iommufd")) {
+            *verdict = (Skip, "ENOTTY: the kernel lacks VFIO_DEVICE_FEATURE_DMA_BUF");
+        }
+        // Type1 maps a pfnmap 4 KiB at a time before 6.15: the 128 GiB BAR says so up front.
+        if program == "vfio_dma_mapping_mmio_test 0000:00:03.0" && last == "map_full_bar" && type1 {
+            *verdict = (Skip, "maps the BAR's pfnmap too slowly for the test's time");
+        }
+        if name == "vfio_dma_mapping_test" && last == "overflow" && type1 {
+            *verdict = (XFail, "EOVERFLOW since 6012379ede6a");
+        }
+        if name == "vfio_pci_sriov_uapi_test" && cdev {
+            *verdict = (XFail, "fixed by be2e70b96c3e");
+        }
+    }
+    table
+}
+
 /// Every verdict behind `viommu` that isn't the expected one, and every expected one missing.
 fn wrong_verdicts(viommu: &Viommu, got: &[vm_results::Verdict]) -> Vec<String> {
-    let mut expected = expected_behind(viommu);
+    wrong_against(viommu.name, expected_behind(viommu), got)
+}
+
+/// Every verdict in `got` that isn't the one in `expected`, and every expected one missing,
+/// each prefixed with `label`.
+fn wrong_against(label: &str, mut expected: Expected, got: &[vm_results::Verdict]) -> Vec<String> {
     let mut wrong = Vec::new();
     for r in got {
         match expected.remove(&(r.program.clone(), r.test.clone())) {
@@ -236,7 +278,7 @@ fn wrong_verdicts(viommu: &Viommu, got: &[vm_results::Verdict]) -> Vec<String> {
         }
     }
     wrong.extend(expected.keys().map(|(p, t)| format!("missing: {p} / {t}")));
-    wrong.into_iter().map(|w| format!("{}: {w}", viommu.name)).collect()
+    wrong.into_iter().map(|w| format!("{label}: {w}")).collect()
 }
 
 fn main() {
@@ -252,4 +294,11 @@ fn main() {
     assert_eq!(code, Some(0), "vfiotest vm --viommu all exit status");
     let verdicts: usize = got.values().map(Vec::len).sum();
     println!("emulated_machine: all {verdicts} verdicts behind {} vIOMMUs as expected", VIOMMUS.len());
+    for version in LTS {
+        let (code, got) = vm_results::run_vm(env!("CARGO_BIN_EXE_vfiotest"), &["--kernel-version", version], &[]);
+        let wrong = wrong_against(&format!("Linux {version}"), expected_on(version), &got);
+        assert!(wrong.is_empty(), "{} wrong verdicts:\n{}", wrong.len(), wrong.join("\n"));
+        assert_eq!(code, Some(0), "vfiotest vm --kernel-version {version} exit status");
+        println!("emulated_machine: all {} verdicts on Debian's {version} as expected", got.len());
+    }
 }
