@@ -45,7 +45,7 @@ pub struct VmArgs {
     /// Exit the way `git bisect run` reads it: 0 good, 1 bad, 125 when the kernel doesn't build
     /// or boot, or every chosen test SKIPs.
     #[arg(long)]
-    bisect: bool,
+    pub(super) bisect: bool,
     /// How many builds of trees and patches to keep in the cache; older ones are removed.
     #[arg(long, value_name = "N", default_value_t = kernel::KEEP_BUILDS)]
     keep_builds: usize,

@@ -43,13 +43,17 @@ use outcome::finish;
 pub use config::VmArgs;
 
 pub fn main(args: &VmArgs) -> Result<i32, Fatal> {
-    let config = VmConfig::parse(args)?;
+    let config = VmConfig::parse(args).map_err(|e| match args.bisect {
+        true => Fatal { code: BISECT_STOP, ..e },
+        false => e,
+    })?;
     let outcome = run(&config);
     match config.bisect {
         true => bisect_outcome(outcome),
-        // A kernel that didn't build or boot is a failure like any other.
+        // A kernel that didn't build or boot, or a host that can't run the machine, is a
+        // failure like any other.
         false => outcome.map_err(|e| match e.code {
-            UNTESTABLE => Fatal { code: KSFT_FAIL, ..e },
+            UNTESTABLE | BISECT_STOP => Fatal { code: KSFT_FAIL, ..e },
             _ => e,
         }),
     }
@@ -65,9 +69,14 @@ fn bisect_outcome(outcome: Result<i32, Fatal>) -> Result<i32, Fatal> {
         // A signal's code (128 + N) stops the bisection too.
         Ok(code) if code > 128 => Ok(code),
         Ok(_) => Ok(KSFT_FAIL),
-        Err(e) if e.code == UNTESTABLE || e.code == KSFT_FAIL || e.code > 128 => Err(e),
-        Err(e) => Err(Fatal { code: BISECT_STOP, ..e }),
+        Err(e) if e.code == KSFT_SKIP => Err(Fatal { code: UNTESTABLE, ..e }),
+        Err(e) => Err(e),
     }
+}
+
+/// A failure of the host, before any kernel is tried: under `--bisect` it stops the bisection.
+fn cant_run(e: Fatal) -> Fatal {
+    Fatal { code: BISECT_STOP, ..e }
 }
 
 /// What `--bisect` exits with when the run itself can't go on: `git bisect run` stops.
@@ -82,18 +91,23 @@ fn run(config: &VmConfig) -> Result<i32, Fatal> {
     }
     let cache = Cache::locate();
     let builds = config.kernels.iter().any(|k| k.may_build(&cache, &config.kernel_config));
-    provision::ensure(builds)?;
+    provision::ensure(builds).map_err(cant_run)?;
     let qemu = match &config.qemu {
-        Some(path) => qemu::Emulator::at(path)?,
-        None => qemu::ensure(&cache)?,
-    };
+        Some(path) => qemu::Emulator::at(path),
+        None => qemu::ensure(&cache),
+    }
+    .map_err(cant_run)?;
     eprintln!("[vm] {} ({})", qemu.version, qemu.binary.display());
     let viommu_devices = config
         .viommus
         .iter()
         .map(|v| (v.qemu_device.split(',').next().unwrap_or(v.qemu_device), format!("the {} vIOMMU", v.name)));
-    qemu.ensure_devices(viommu_devices)?;
-    let get = |source| kernel::get(&cache, source, &config.kernel_config, config.keep_builds);
+    qemu.ensure_devices(viommu_devices).map_err(cant_run)?;
+    // Whatever keeps a kernel from being built says nothing of how it behaves.
+    let get = |source| {
+        kernel::get(&cache, source, &config.kernel_config, config.keep_builds)
+            .map_err(|e| Fatal { code: UNTESTABLE, ..e })
+    };
     let work = match &config.action {
         Action::Boot(work) => work,
         Action::Topology | Action::Prepare => {
@@ -351,4 +365,24 @@ fn run_kernel(
         }
     };
     conclude(session, &prepared, accel, runs, &history, bench)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bisect_codes_are_git_bisect_runs() {
+        let code = |outcome: Result<i32, Fatal>| match bisect_outcome(outcome) {
+            Ok(code) => code,
+            Err(e) => e.code,
+        };
+        assert_eq!(code(Ok(KSFT_PASS)), 0, "good");
+        assert_eq!(code(Ok(KSFT_FAIL)), 1, "bad");
+        assert_eq!(code(Ok(KSFT_SKIP)), 125, "every test skipped: can't tell");
+        assert_eq!(code(Ok(130)), 130, "a signal stops the bisection");
+        assert_eq!(code(Err(Fatal { code: UNTESTABLE, message: "build".into() })), 125);
+        assert_eq!(code(Err(Fatal::fail("the guest kernel failed: a panic"))), 1, "a panic in a test is bad");
+        assert_eq!(code(Err(cant_run(Fatal::fail("no QEMU")))), 255, "the host's trouble stops it");
+    }
 }
