@@ -34,8 +34,39 @@ impl Fatal {
     }
 }
 
+/// clap's complaint in one line: its first line, with the list that follows it when it ends in
+/// a colon ("the following required arguments were not provided: --patch <FILE>").
+pub fn clap_error_line(error: &clap::Error) -> String {
+    let text = error.render().to_string();
+    let mut lines = text.lines();
+    let first = lines.next().unwrap_or("invalid arguments").trim_start_matches("error: ").to_owned();
+    match first.ends_with(':') {
+        true => {
+            let listed: Vec<&str> = lines.take_while(|l| !l.trim().is_empty()).map(str::trim).collect();
+            format!("{first} {}", listed.join(", "))
+        }
+        false => first,
+    }
+}
+
 impl<E: std::error::Error> From<E> for Fatal {
     fn from(e: E) -> Self {
         Self::fail(e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_clap_error_is_one_line_with_what_it_lists() {
+        let command = || {
+            clap::Command::new("vm")
+                .arg(clap::Arg::new("patch").long("patch").value_name("FILE"))
+                .arg(clap::Arg::new("baseline").long("baseline").num_args(0).requires("patch"))
+        };
+        let e = command().try_get_matches_from(["vm", "--baseline"]).unwrap_err();
+        assert_eq!(super::clap_error_line(&e), "the following required arguments were not provided: --patch <FILE>");
+        let e = command().try_get_matches_from(["vm", "--nonsense"]).unwrap_err();
+        assert_eq!(super::clap_error_line(&e), "unexpected argument '--nonsense' found");
     }
 }

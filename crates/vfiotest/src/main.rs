@@ -100,10 +100,7 @@ fn parse() -> Result<(Cli, Filters), Fatal> {
             std::process::exit(0);
         }
         Err(e) => {
-            // clap's error is several lines; keep the first, which says what is wrong.
-            let text = e.render().to_string();
-            let first = text.lines().next().unwrap_or("invalid arguments").trim_start_matches("error: ");
-            return Err(Fatal::fail(format!("{first} (see vfiotest --help)")));
+            return Err(Fatal::fail(format!("{} (see vfiotest --help)", vfiotest::clap_error_line(&e))));
         }
     };
     let filters = match matches.subcommand() {

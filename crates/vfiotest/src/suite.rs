@@ -72,10 +72,7 @@ impl RunArgs {
     /// clap's complaint, in one line.
     pub fn parse_from(args: &[String]) -> Result<Self, Fatal> {
         let command = Self::augment_args(clap::Command::new("run").no_binary_name(true));
-        let matches = command.try_get_matches_from(args).map_err(|e| {
-            let text = e.render().to_string();
-            Fatal::fail(text.lines().next().unwrap_or("invalid arguments").trim_start_matches("error: ").to_owned())
-        })?;
+        let matches = command.try_get_matches_from(args).map_err(|e| Fatal::fail(crate::clap_error_line(&e)))?;
         let mut parsed = Self::from_arg_matches(&matches).map_err(|e| Fatal::fail(e.to_string()))?;
         parsed.filters = filters_in_order(&matches);
         Ok(parsed)

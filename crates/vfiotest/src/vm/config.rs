@@ -43,7 +43,8 @@ pub struct VmArgs {
     #[arg(long = "config", value_name = "FRAGMENT")]
     config: Vec<PathBuf>,
     /// Exit the way `git bisect run` reads it: 0 good, 1 bad, 125 when the kernel doesn't build
-    /// or boot, or every chosen test SKIPs.
+    /// or boot, or every chosen test SKIPs, and 255 (stop bisecting) when the run itself can't
+    /// go on (a bad argument, no QEMU).
     #[arg(long)]
     pub(super) bisect: bool,
     /// How many builds of trees and patches to keep in the cache; older ones are removed.

@@ -185,7 +185,11 @@ pub fn get(cache: &Cache, source: &Source, config: &Configuration, keep: usize) 
             let build_dir = src.join(format!("build-{}", config.key()));
             let seed = base_src.join(format!("build-{}", config.key()));
             if !build_dir.exists() && seed.join(".config").exists() {
-                debian::run(std::process::Command::new("cp").arg("-a").arg(&seed).arg(&build_dir))?;
+                // Copied aside, then renamed: a copy cut short must not pass for a build.
+                let staged = build_dir.with_extension("copying");
+                let _ = fs::remove_dir_all(&staged);
+                debian::run(std::process::Command::new("cp").arg("-a").arg(&seed).arg(&staged))?;
+                fs::rename(&staged, &build_dir).map_err(|e| Fatal::fail(format!("{}: {e}", build_dir.display())))?;
             }
             let built = build::build(&src, &build_dir, &config.fragment())?;
             store::prune(&cache.builds(), keep, &dir);
