@@ -8,6 +8,7 @@ use std::path::PathBuf;
 mod cache;
 
 /// The newest unpacked kernel source tree, or `$VFIOTEST_KERNEL_SRC`.
+#[allow(dead_code)] // Not every includer needs it.
 pub fn kernel_source() -> Option<PathBuf> {
     match std::env::var_os("VFIOTEST_KERNEL_SRC") {
         Some(dir) => Some(PathBuf::from(dir)),

@@ -102,12 +102,31 @@ impl PageTableReader {
         match self {
             Self::IntelDebugfs => {
                 let path = self.source(bdf);
-                let dump = std::fs::read_to_string(&path).map_err(|e| Error::file(&path, e))?;
+                let dump = match std::fs::read_to_string(&path) {
+                    Ok(dump) => dump,
+                    // Older kernels (6.1) dump every device's table in one file, a section each.
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                        let all = Path::new(INTEL_DEBUGFS).join("domain_translation_struct");
+                        let dump = std::fs::read_to_string(&all).map_err(|e| Error::file(&all, e))?;
+                        device_section(&dump, bdf).to_owned()
+                    }
+                    Err(e) => return Err(Error::file(&path, e)),
+                };
                 Ok(find_leaf(&dump, iova).and_then(|walk| walk.leaf()))
             }
             Self::AmdDebugfsKcore => amd::leaf(bdf, iova),
         }
     }
+}
+
+/// `bdf`'s section of an Intel `domain_translation_struct` that dumps every device: the lines
+/// after `Device <bdf> @0x<pgd>`, up to the blank line that ends it; empty if it has none.
+fn device_section(dump: &str, bdf: Bdf) -> &str {
+    let header = format!("Device {bdf} @");
+    let Some(start) = dump.find(&header) else { return "" };
+    let body = &dump[start..];
+    let body = &body[body.find('\n').map_or(body.len(), |n| n + 1)..];
+    &body[..body.find("\n\n").map_or(body.len(), |n| n + 1)]
 }
 
 /// Where the Intel IOMMU driver's debugfs lives.
@@ -212,6 +231,19 @@ mod tests {
         assert_eq!((two_meg.pde, two_meg.pte), (0x1_0600_0083, 0));
         assert_eq!(two_meg.leaf_size(), Some(2 << 20));
         assert_eq!(find_leaf(DUMP, 1 << 30).unwrap().leaf_size(), Some(1 << 30));
+    }
+
+    #[test]
+    fn an_old_kernels_single_dump_is_read_by_device() {
+        let dump = "Device 0000:00:03.0 @0x1000\nIOVA_PFN\t\tPML5E\n0x0000000000100 |\ta\tb\n\n\
+                    Device 0000:00:04.0 @0x2000\nIOVA_PFN\t\tPML5E\n0x0000000000200 |\tc\td\n\n";
+        let four: Bdf = "0000:00:04.0".parse().unwrap();
+        assert_eq!(device_section(dump, four), "IOVA_PFN\t\tPML5E\n0x0000000000200 |\tc\td\n");
+        let three: Bdf = "0000:00:03.0".parse().unwrap();
+        assert!(
+            device_section(dump, three).contains("0x0000000000100") && !device_section(dump, three).contains("0x200")
+        );
+        assert_eq!(device_section(dump, "0000:00:05.0".parse().unwrap()), "");
     }
 
     #[test]
