@@ -35,7 +35,7 @@ impl Fatal {
 }
 
 /// clap's complaint in one line: its first line, with the list that follows it when it ends in
-/// a colon ("the following required arguments were not provided: --patch <FILE>").
+/// a colon (`the following required arguments were not provided: --patch <FILE>`).
 pub fn clap_error_line(error: &clap::Error) -> String {
     let text = error.render().to_string();
     let mut lines = text.lines();
