@@ -42,9 +42,12 @@ pub fn prune(builds: &Path, keep: usize, current: &Path) {
         0 => String::new(),
         n => format!("; removed the {n} used least recently"),
     };
+    let builds_of = match kept.len() {
+        1 => "1 build".to_owned(),
+        n => format!("{n} builds"),
+    };
     eprintln!(
-        "[kernel] {} builds of trees and patches in {}, {:.1} GiB (the last {} used are kept{pruned})",
-        kept.len(),
+        "[kernel] {builds_of} of trees and patches in {}, {:.1} GiB (the last {} used are kept{pruned})",
         builds.display(),
         bytes as f64 / f64::from(1u32 << 30),
         keep.max(1),
