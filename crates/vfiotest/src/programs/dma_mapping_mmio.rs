@@ -127,11 +127,16 @@ fn map_full_bar(t: &mut MmioFixture) -> Outcome {
     Ok(())
 }
 
-/// A BAR area larger than this is first tried on a small piece, so a kernel that maps it too
-/// slowly is told up front rather than by the timeout.
+/// A BAR area larger than this is first tried on pieces, so a kernel that maps it too slowly
+/// is told up front rather than by the timeout.
 const PROBE_ABOVE: u64 = 16 << 30;
-/// The piece tried.
-const PROBE: usize = 64 << 20;
+/// The first piece tried, small enough for a kernel that faults a pfnmap in page by page.
+const SMALL_PROBE: usize = 32 << 20;
+/// The second piece: a whole 1 GiB leaf, as the full map uses. A small piece says little on a
+/// kernel that maps huge leaves: its time is mostly the ioctl's and the fault's, not per page.
+const LEAF_PROBE: usize = 1 << 30;
+/// The longest the second piece may take to be worth trying.
+const LEAF_PROBE_LIMIT: Duration = Duration::from_secs(5);
 /// What the whole map may take, of the test's 30 s (its unmap takes as long again).
 const MAP_BUDGET: Duration = Duration::from_secs(12);
 
@@ -139,19 +144,35 @@ const MAP_BUDGET: Duration = Duration::from_secs(12);
 /// time: type1 before Linux 6.15 maps a pfnmap 4 KiB at a time (128 GiB: minutes), where
 /// since 0fd06844de5d it takes the pfnmap's own huge mappings whole.
 fn fits_in_time(iommu: &Arc<Iommu>, iovas: &mut IovaAllocator, bar: &BarMapping, offset: usize, len: usize) -> Outcome {
-    let range = bar.range(offset, PROBE).expect("the probe lies inside the area");
-    let at = iovas.alloc(PROBE as u64)?;
-    let start = Instant::now();
-    let mapping = iommu.map(range, at)?;
-    let took = start.elapsed();
-    mapping.unmap()?;
-    let whole = took.mul_f64(len as f64 / PROBE as f64);
+    let mut time_map = |piece: usize| -> Result<Duration, Verdict> {
+        let range = bar.range(offset, piece).expect("the probe lies inside the area");
+        let at = iovas.alloc(piece as u64)?;
+        let start = Instant::now();
+        let mapping = iommu.map(range, at)?;
+        let took = start.elapsed();
+        mapping.unmap()?;
+        Ok(took)
+    };
+    let scaled = |took: Duration, piece: usize, to: usize| took.mul_f64(to as f64 / piece as f64);
+    let small = time_map(SMALL_PROBE)?;
+    let (piece, took) = match scaled(small, SMALL_PROBE, LEAF_PROBE) {
+        leaf if leaf > LEAF_PROBE_LIMIT || len < LEAF_PROBE => (SMALL_PROBE, small),
+        _ => (LEAF_PROBE, time_map(LEAF_PROBE)?),
+    };
+    let whole = scaled(took, piece, len);
+    println!(
+        "# probe: {} MiB mapped in {}: all {} GiB would take about {:.1} s",
+        piece >> 20,
+        ms(took),
+        len >> 30,
+        whole.as_secs_f64()
+    );
     if whole > MAP_BUDGET {
         skip!(
             "this kernel maps the BAR's pfnmap too slowly for the test's time: {} MiB took {}, so all {} GiB \
              would take about {:.0} s (type1 maps a pfnmap 4 KiB at a time before 0fd06844de5d \
              \"vfio/type1: Use mapping page mask for pfnmaps\", Linux 6.15)",
-            PROBE >> 20,
+            piece >> 20,
             ms(took),
             len >> 30,
             whole.as_secs_f64()
