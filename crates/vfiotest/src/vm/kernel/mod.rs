@@ -182,8 +182,8 @@ pub fn get(cache: &Cache, source: &Source, config: &Configuration, keep: usize) 
             store::touch(&dir);
             ensure_space(cache, TREE_BUILD_SPACE)?;
             let src = patch::patched_tree(&base_src, &dir, patches)?;
-            let build_dir = src.join(format!("build-{}", config.key()));
-            let seed = base_src.join(format!("build-{}", config.key()));
+            let build_dir = src.join(format!("build-{}", key));
+            let seed = base_src.join(format!("build-{}", key));
             if !build_dir.exists() && seed.join(".config").exists() {
                 // Copied aside, then renamed: a copy cut short must not pass for a build.
                 let staged = build_dir.with_extension("copying");
