@@ -121,13 +121,25 @@ fn compile_c(src: &Path) -> PathBuf {
     exe
 }
 
+#[path = "../../../tests-support/trial.rs"]
+mod trial;
+use trial::Completion;
+
 fn main() {
     if std::env::var_os(RUST_SIDE).is_some() {
         std::process::exit(rust_main());
     }
+    trial::main(vec![trial::check_if(
+        "prints_what_kselftest_harness_h_prints",
+        prints_what_kselftest_harness_h_prints,
+    )]);
+}
+
+fn prints_what_kselftest_harness_h_prints() -> Completion {
     let Some(src) = kernel_source::kernel_source() else {
-        println!("golden: SKIP: no unpacked linux-source-7.3 (run `vfiotest vm --prepare` or set VFIOTEST_KERNEL_SRC)");
-        return;
+        return Completion::ignored_with(
+            "no unpacked linux-source-7.3 (run `vfiotest vm --prepare` or set VFIOTEST_KERNEL_SRC)",
+        );
     };
     let c_demo = compile_c(&src);
     let cases: [(&[&str], Option<&str>); 5] = [
@@ -154,4 +166,5 @@ fn main() {
         assert_eq!(rust.code, c.code, "exit code differs ({case})");
     }
     println!("golden: {} cases print what kselftest_harness.h prints, byte for byte", cases.len());
+    Completion::Completed
 }

@@ -46,12 +46,20 @@ fn catalogue() -> Vec<Program> {
     vec![Program::new("demo", tests), Program::new("demo 2", other)]
 }
 
+#[path = "../../../tests-support/trial.rs"]
+mod trial;
+
 fn main() {
     let programs = catalogue();
     if let Some(code) = run_child(&programs) {
         std::process::exit(code);
     }
+    trial::main(vec![trial::check("runs_programs_as_kselftest_does", move || {
+        runs_programs_as_kselftest_does(programs)
+    })]);
+}
 
+fn runs_programs_as_kselftest_does(programs: Vec<Program>) {
     // Alone, a program keeps TAP on stdout and diagnostics on stderr, as a C selftest does.
     let (mut out, mut err) = (Vec::new(), Vec::new());
     let code = run_programs("vfio", &programs[..1], &Filters::default(), &mut out, &mut err);

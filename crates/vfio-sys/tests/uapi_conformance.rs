@@ -116,12 +116,15 @@ fn ioctls() -> Vec<(&'static str, u64)> {
 mod kernel_source;
 use kernel_source::kernel_source;
 
-fn main() {
+#[path = "../../../tests-support/trial.rs"]
+mod trial;
+use trial::Completion;
+
+fn layouts_match_the_kernel_headers() -> Completion {
     let Some(src) = kernel_source() else {
-        println!(
-            "uapi_conformance: SKIP: no unpacked linux-source-7.3 (run `vfiotest vm --prepare` or set VFIOTEST_KERNEL_SRC)"
+        return Completion::ignored_with(
+            "no unpacked linux-source-7.3 (run `vfiotest vm --prepare` or set VFIOTEST_KERNEL_SRC)",
         );
-        return;
     };
     let (mut c, mut want) = (String::new(), String::new());
     c.push_str("#include <stddef.h>\n#include <stdio.h>\n#include <linux/vfio.h>\n#include <linux/iommufd.h>\nint main(void) {\n");
@@ -171,4 +174,9 @@ fn main() {
         diff.join("\n")
     );
     println!("uapi_conformance: {} structs and {} constants match {}", structs().len(), ioctls().len(), src.display());
+    Completion::Completed
+}
+
+fn main() {
+    trial::main(vec![trial::check_if("layouts_match_the_kernel_headers", layouts_match_the_kernel_headers)]);
 }

@@ -6,6 +6,14 @@ use std::str::FromStr;
 use crate::Error;
 
 /// A PCI device address: `segment:bus:device.function`, e.g. `0000:00:03.0`.
+///
+/// ```
+/// let bdf: vfio::Bdf = "0000:01:00.0".parse()?;
+/// assert_eq!((bdf.bus, bdf.device, bdf.function), (1, 0, 0));
+/// // Only the full sysfs form, as the kernel prints it: no segment, no device.
+/// assert!("01:00.0".parse::<vfio::Bdf>().is_err());
+/// # Ok::<(), vfio::Error>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Bdf {
     /// PCI segment (domain).

@@ -71,6 +71,21 @@ pub fn normalize(mut ranges: Vec<IovaRange>, what: &str) -> Result<Vec<IovaRange
 ///
 /// Each allocation is aligned to its size rounded up to a power of two (at most 1 GiB), so a
 /// huge-page-aligned buffer gets an IOVA that allows huge IOPTEs.
+///
+/// ```
+/// use vfio::{IovaAllocator, IovaRange};
+///
+/// // The x86 MSI window splits the space in two, as the kernel reports it.
+/// let below = IovaRange { start: 0, last: 0xfedf_ffff };
+/// let above = IovaRange { start: 0xfef0_0000, last: (1 << 48) - 1 };
+/// let mut iovas = IovaAllocator::new(vec![above, below])?;
+/// assert_eq!(iovas.alloc(4096)?, 0);
+/// // 2 MiB goes on a 2 MiB boundary, so the IOMMU can map it with one huge IOPTE.
+/// assert_eq!(iovas.alloc(2 << 20)?, 2 << 20);
+/// // 4 GiB doesn't fit below the window: it goes above it, 1 GiB aligned.
+/// assert_eq!(iovas.alloc(4 << 30)?, 0x1_0000_0000);
+/// # Ok::<(), vfio::Error>(())
+/// ```
 #[derive(Debug, Clone)]
 pub struct IovaAllocator {
     ranges: Vec<IovaRange>,

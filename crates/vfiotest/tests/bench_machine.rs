@@ -7,9 +7,12 @@ use std::process::Command;
 
 use serde_json::Value;
 
+#[path = "../../../tests-support/trial.rs"]
+mod trial;
+
 const MIB: u64 = 1 << 20;
 
-fn main() {
+fn small_matrix_is_ordered_as_the_page_tables_demand() {
     let results = std::env::temp_dir().join(format!("vfiotest-bench-{}.json", std::process::id()));
     let status = Command::new(env!("CARGO_BIN_EXE_vfiotest"))
         .args(["vm", "--results"])
@@ -73,4 +76,11 @@ fn main() {
         cells.len(),
         misaligned / aligned
     );
+}
+
+fn main() {
+    trial::main(vec![trial::check(
+        "small_matrix_is_ordered_as_the_page_tables_demand",
+        small_matrix_is_ordered_as_the_page_tables_demand,
+    )]);
 }

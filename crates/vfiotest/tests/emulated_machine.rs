@@ -222,6 +222,10 @@ fn expected_behind(viommu: &Viommu) -> Expected {
 #[path = "../../../tests-support/vm_results.rs"]
 mod vm_results;
 
+#[path = "../../../tests-support/trial.rs"]
+mod trial;
+use trial::Completion;
+
 /// The LTS kernels the whole suite also runs on (Debian's source, `--kernel-version`), behind
 /// intel, each checked against [`expected_on`]: 6.12 always; 6.1 when its kernel is already
 /// built (`vfiotest vm --kernel-version 6.1 --prepare`), since building it adds about ten
@@ -304,7 +308,8 @@ fn wrong_against(label: &str, mut expected: Expected, got: &[vm_results::Verdict
     wrong.into_iter().map(|w| format!("{label}: {w}")).collect()
 }
 
-fn main() {
+/// Every vIOMMU of the matrix, against [`expected_behind`].
+fn every_viommu() {
     let (code, got) = vm_results::run_vm_matrix(env!("CARGO_BIN_EXE_vfiotest"));
     let mut wrong = Vec::new();
     for viommu in VIOMMUS {
@@ -317,17 +322,28 @@ fn main() {
     assert_eq!(code, Some(0), "vfiotest vm --viommu all exit status");
     let verdicts: usize = got.values().map(Vec::len).sum();
     println!("emulated_machine: all {verdicts} verdicts behind {} vIOMMUs as expected", VIOMMUS.len());
-    for &(version, always) in LTS {
-        if !always && !built(version) {
-            println!(
-                "emulated_machine: Debian's {version} is not built here; `vfiotest vm --kernel-version {version} --prepare` adds it"
-            );
-            continue;
-        }
-        let (code, got) = vm_results::run_vm(env!("CARGO_BIN_EXE_vfiotest"), &["--kernel-version", version], &[]);
-        let wrong = wrong_against(&format!("Linux {version}"), expected_on(version), &got);
-        assert!(wrong.is_empty(), "{} wrong verdicts:\n{}", wrong.len(), wrong.join("\n"));
-        assert_eq!(code, Some(0), "vfiotest vm --kernel-version {version} exit status");
-        println!("emulated_machine: all {} verdicts on Debian's {version} as expected", got.len());
+}
+
+/// Debian's LTS `version` behind intel, against [`expected_on`].
+fn lts_kernel(version: &'static str, always: bool) -> Completion {
+    if !always && !built(version) {
+        return Completion::ignored_with(format!(
+            "Debian's {version} is not built here; `vfiotest vm --kernel-version {version} --prepare` adds it"
+        ));
     }
+    let (code, got) = vm_results::run_vm(env!("CARGO_BIN_EXE_vfiotest"), &["--kernel-version", version], &[]);
+    let wrong = wrong_against(&format!("Linux {version}"), expected_on(version), &got);
+    assert!(wrong.is_empty(), "{} wrong verdicts:\n{}", wrong.len(), wrong.join("\n"));
+    assert_eq!(code, Some(0), "vfiotest vm --kernel-version {version} exit status");
+    println!("emulated_machine: all {} verdicts on Debian's {version} as expected", got.len());
+    Completion::Completed
+}
+
+fn main() {
+    let mut trials = vec![trial::check("every_viommu", every_viommu)];
+    for &(version, always) in LTS {
+        let name = format!("debian_{}", version.replace('.', "_"));
+        trials.push(trial::check_if(&name, move || lts_kernel(version, always)));
+    }
+    trial::main(trials);
 }

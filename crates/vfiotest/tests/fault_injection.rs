@@ -6,13 +6,16 @@
 
 use ksft::Status;
 
+#[path = "../../../tests-support/trial.rs"]
+mod trial;
+
 #[path = "../../../tests-support/vm_results.rs"]
 mod vm_results;
 
 const ENGINES: [&str; 2] = ["0000:00:05.0", "0000:01:00.0"];
 const TESTS: [&str; 3] = ["memcpy_from_unmapped_iova", "memcpy_to_unmapped_iova", "mix_and_match"];
 
-fn main() {
+fn a_failed_recovery_fails_every_copy_test() {
     let mut guest = vec!["vfio_pci_driver_test", "--inject-fault", "driver-wedge"];
     let runs: Vec<String> = TESTS.iter().map(|t| format!("vfio_pci_driver_test.vfio_type1v2_iommu.{t}")).collect();
     for run in &runs {
@@ -28,4 +31,8 @@ fn main() {
     }
     assert_eq!(code, Some(1));
     println!("fault_injection: a driver whose recovery fails fails every copy test, on both engines");
+}
+
+fn main() {
+    trial::main(vec![trial::check("a_failed_recovery_fails_every_copy_test", a_failed_recovery_fails_every_copy_test)]);
 }

@@ -7,6 +7,9 @@
 
 use ksft::Status;
 
+#[path = "../../../tests-support/trial.rs"]
+mod trial;
+
 #[path = "../../../tests-support/vm_results.rs"]
 mod vm_results;
 
@@ -42,15 +45,30 @@ fn assert_diagnosed(behind: &str, (code, results): (Option<i32>, Vec<vm_results:
     assert_eq!(code, Some(1), "{behind}: a failed run exits 1");
 }
 
-fn main() {
+fn intel_without_intremap_is_diagnosed() {
     assert_diagnosed("intel, intremap=off", run(&["--append", "intremap=off"]));
+    println!("host_diagnosis: intel with intremap=off: no interrupt remapping, named with its fix");
+}
+
+fn virtio_without_unsafe_interrupts_is_diagnosed() {
     // A module parameter given twice on the kernel's command line takes the last value.
     let unsafe_off = "vfio_iommu_type1.allow_unsafe_interrupts=0 iommufd.allow_unsafe_interrupts=0";
     assert_diagnosed("virtio", run(&["--viommu", "virtio", "--append", unsafe_off]));
+    println!("host_diagnosis: virtio-iommu (no interrupt remapping on x86): named with its fix");
+}
 
+fn the_named_fix_works() {
     let (code, results) =
         run(&["--append", "intremap=off vfio_iommu_type1.allow_unsafe_interrupts=1 iommufd.allow_unsafe_interrupts=1"]);
     assert!(results.iter().all(|r| r.verdict == Status::Pass), "the named fix works: {:?}", results.len());
     assert_eq!(code, Some(0));
-    println!("host_diagnosis: no interrupt remapping is named with its fix (intel, virtio), and the fix works");
+    println!("host_diagnosis: with the fix the diagnosis names, every test passes");
+}
+
+fn main() {
+    trial::main(vec![
+        trial::check("intel_without_intremap_is_diagnosed", intel_without_intremap_is_diagnosed),
+        trial::check("virtio_without_unsafe_interrupts_is_diagnosed", virtio_without_unsafe_interrupts_is_diagnosed),
+        trial::check("the_named_fix_works", the_named_fix_works),
+    ]);
 }

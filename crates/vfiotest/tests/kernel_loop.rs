@@ -10,6 +10,10 @@
 #[path = "../../../tests-support/kernel_source.rs"]
 mod kernel_source;
 
+#[path = "../../../tests-support/trial.rs"]
+mod trial;
+use trial::Completion;
+
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -79,10 +83,9 @@ fn compiled(cache_builds: &Path, tree: &Path) -> Vec<String> {
         .collect()
 }
 
-fn main() {
+fn tree_edit_bisect_and_patch() -> Completion {
     let Some(debian) = kernel_source::kernel_source() else {
-        println!("kernel_loop: SKIP: no unpacked kernel source (run `vfiotest vm --prepare` first)");
-        std::process::exit(4);
+        return Completion::ignored_with("no unpacked kernel source (run `vfiotest vm --prepare` first)");
     };
     let cache = kernel_source::cache_root();
     let builds = cache.join("builds");
@@ -158,4 +161,9 @@ fn main() {
         "{last}"
     );
     println!("kernel_loop: tree, edit, bisect codes and patches as expected");
+    Completion::Completed
+}
+
+fn main() {
+    trial::main(vec![trial::check_if("tree_edit_bisect_and_patch", tree_edit_bisect_and_patch)]);
 }

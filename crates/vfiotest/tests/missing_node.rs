@@ -5,10 +5,13 @@
 
 use ksft::Status;
 
+#[path = "../../../tests-support/trial.rs"]
+mod trial;
+
 #[path = "../../../tests-support/vm_results.rs"]
 mod vm_results;
 
-fn main() {
+fn a_hidden_node_fails_naming_it() {
     let vm = ["--append", "vfiotest.rm_node=/dev/iommu,/dev/vfio/vfio", "--device", "0000:00:04.0"];
     let (code, got) = vm_results::run_vm(env!("CARGO_BIN_EXE_vfiotest"), &vm, &["vfio_dma_mapping_mmio_test"]);
     let tests: Vec<_> = got.iter().filter(|r| r.is_test()).collect();
@@ -25,4 +28,8 @@ fn main() {
     }
     assert_eq!(code, Some(1));
     println!("missing_node: a hidden /dev/iommu or /dev/vfio/vfio fails, naming the node and devtmpfs");
+}
+
+fn main() {
+    trial::main(vec![trial::check("a_hidden_node_fails_naming_it", a_hidden_node_fails_naming_it)]);
 }

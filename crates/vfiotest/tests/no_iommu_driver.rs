@@ -6,7 +6,10 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-fn main() {
+#[path = "../../../tests-support/trial.rs"]
+mod trial;
+
+fn a_kernel_without_the_viommu_driver_is_named_in_one_line() {
     let started = Instant::now();
     let out = Command::new(env!("CARGO_BIN_EXE_vfiotest"))
         .args(["vm", "--append", "intel_iommu=off", "--device", "0000:00:03.0", "--", "vfio_dma_mapping_test"])
@@ -23,4 +26,11 @@ fn main() {
     assert!(!String::from_utf8_lossy(&out.stdout).contains("not ok"), "no test ran, so none failed");
     assert!(started.elapsed() < Duration::from_secs(100), "no hang: {:?}", started.elapsed());
     println!("no_iommu_driver: a kernel without the vIOMMU's driver is named in one line, in {:?}", started.elapsed());
+}
+
+fn main() {
+    trial::main(vec![trial::check(
+        "a_kernel_without_the_viommu_driver_is_named_in_one_line",
+        a_kernel_without_the_viommu_driver_is_named_in_one_line,
+    )]);
 }

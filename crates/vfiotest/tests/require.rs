@@ -5,6 +5,9 @@
 
 use ksft::Status;
 
+#[path = "../../../tests-support/trial.rs"]
+mod trial;
+
 #[path = "../../../tests-support/vm_results.rs"]
 mod vm_results;
 
@@ -21,7 +24,7 @@ fn subject_is_the_page_table(test: &str) -> bool {
     test.starts_with("vfio_dma_buf_map.") && NEED_PAGE_TABLES.iter().any(|t| test.ends_with(&format!(".{t}")))
 }
 
-fn main() {
+fn page_table_tests_skip_without_a_reader() {
     let (code, results) = run(&[]);
     let mut checked = 0;
     for r in results.iter().filter(|r| r.is_test()) {
@@ -38,7 +41,10 @@ fn main() {
     }
     assert_eq!(checked, 3 * NEED_PAGE_TABLES.len(), "three iommufd modes");
     assert_eq!(code, Some(0), "skips and passes");
+    println!("require: page-table tests SKIP without a reader");
+}
 
+fn require_turns_those_skips_into_fails() {
     let (code, results) = run(&["--require", "iommu-pgtables"]);
     let failed: Vec<_> = results.iter().filter(|r| r.verdict == Status::Fail && r.is_test()).collect();
     assert_eq!(failed.len(), 3 * NEED_PAGE_TABLES.len(), "exactly the page-table tests fail");
@@ -47,5 +53,12 @@ fn main() {
         assert!(r.reason.contains("required feature iommu-pgtables is missing"), "{}: {:?}", r.test, r.reason);
     }
     assert_eq!(code, Some(1));
-    println!("require: page-table tests SKIP without a reader, and FAIL naming it when it is required");
+    println!("require: --require iommu-pgtables turns exactly those SKIPs into FAILs naming it");
+}
+
+fn main() {
+    trial::main(vec![
+        trial::check("page_table_tests_skip_without_a_reader", page_table_tests_skip_without_a_reader),
+        trial::check("require_turns_those_skips_into_fails", require_turns_those_skips_into_fails),
+    ]);
 }

@@ -5,6 +5,9 @@
 
 use ksft::Status;
 
+#[path = "../../../tests-support/trial.rs"]
+mod trial;
+
 #[path = "../../../tests-support/vm_results.rs"]
 mod vm_results;
 
@@ -23,7 +26,7 @@ const STEPS: [&str; 11] = [
     "cleanup_after_force",
 ];
 
-fn main() {
+fn setup_and_cleanup_steps() {
     let (code, got) =
         vm_results::run_vm(env!("CARGO_BIN_EXE_vfiotest"), &["--device", "0000:00:07.0"], &["setup-proof"]);
     let names: Vec<&str> = got.iter().map(|r| r.test.trim_start_matches("vfio_setup.")).collect();
@@ -33,4 +36,8 @@ fn main() {
     }
     assert_eq!(code, Some(0));
     println!("setup_safety: all {} steps as expected", got.len());
+}
+
+fn main() {
+    trial::main(vec![trial::check("setup_and_cleanup_steps", setup_and_cleanup_steps)]);
 }

@@ -8,6 +8,9 @@ use std::time::{Duration, Instant};
 use rustix::process::{Pid, Signal, kill_process};
 use vfiotest::guest::protocol::GuestMark;
 
+#[path = "../../../tests-support/trial.rs"]
+mod trial;
+
 /// Processes whose command line mentions `needle`.
 fn processes_mentioning(needle: &str) -> Vec<String> {
     std::fs::read_dir("/proc")
@@ -50,8 +53,19 @@ fn stop_during_run(signal: Signal, expected_code: i32) {
     assert!(processes_mentioning(&marker).is_empty(), "QEMU outlived vfiotest after {signal:?}");
 }
 
-fn main() {
+fn sigterm_stops_the_run() {
     stop_during_run(Signal::TERM, 143);
+    println!("vm_lifecycle: SIGTERM stops the run, shows the console and leaves no QEMU");
+}
+
+fn sigint_stops_the_run() {
     stop_during_run(Signal::INT, 130);
-    println!("vm_lifecycle: SIGTERM and SIGINT stop the run, show the console and leave no QEMU");
+    println!("vm_lifecycle: SIGINT stops the run, shows the console and leaves no QEMU");
+}
+
+fn main() {
+    trial::main(vec![
+        trial::check("sigterm_stops_the_run", sigterm_stops_the_run),
+        trial::check("sigint_stops_the_run", sigint_stops_the_run),
+    ]);
 }
