@@ -92,8 +92,8 @@ const TEST_COUNTS: [(&str, usize); 13] = [
     ("vfio_pci_device_init_perf_test", 5),
     // Ours: five modes × anonymous memory or a BAR × two tests.
     ("vfio_dma_mapping_perm_test", 20),
-    // Ours: five modes × two cuts.
-    ("vfio_dma_unmap_split_test", 10),
+    // Ours: five modes × two cuts, then five modes × a cut inside a huge leaf.
+    ("vfio_dma_unmap_split_test", 15),
     // Ours: three export tests, then the three iommufd modes × six map tests.
     ("vfio_dma_buf_test", 21),
     // Ours: the mmap check, then the two type1 modes × the IOPTE and reset checks.
@@ -186,6 +186,7 @@ fn subject_is_an_iopte(program: &str, test: &str) -> bool {
             matches!(last, "map_whole_bar" | "map_slice" | "revoke_on_memory_disable" | "revoke_on_reset")
         }
         "vfio_p2p_dma_test" => last == "bar_decode_off",
+        "vfio_dma_unmap_split_test" => last == "cut_inside_huge_leaf",
         _ => false,
     }
 }

@@ -138,7 +138,7 @@ fn tree_edit_bisect_and_patch() -> Completion {
     // 5. The project's own patch onto Debian's source: only what it touches is compiled.
     let patch = concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../../vm/patches/0001-vfio-type1-Unmap-huge-IOMMU-leaves-without-walking-them.patch"
+        "/../../vm/patches/type1-unmap/0001-vfio-type1-Unmap-a-DMA-of-reserved-pfns-only-in-one-.patch"
     );
     let (out, patched) = vfiotest(&["vm", "--patch", patch, "--device", DEVICE, "--", PROGRAM]);
     let stderr = text(&out.stderr);

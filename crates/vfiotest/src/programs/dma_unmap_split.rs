@@ -5,9 +5,18 @@
 //! refusing to bisect a mapping. iommufd's container emulation of v1 cuts the mapping
 //! instead, unmapping exactly the range asked for; its v2 and native iommufd refuse with
 //! ENOENT. Each test asserts what Linux 7.3 does and what is left mapped afterwards.
+//!
+//! `vfio_dma_unmap_leaf`: the same cut, inside one 2 MiB IOMMU leaf (a hugetlb page at a
+//! 2 MiB-aligned IOVA). The IOMMU API forbids unmapping part of a leaf (`iommu_unmap()`'s
+//! kernel-doc); no mode may pass the cut down to the driver, so whatever the vIOMMU's driver
+//! would do with it (remove the whole leaf, as Intel's and AMD's do, or refuse, as ARM's
+//! io-pgtable does), the answer and the page table afterwards are the same: the leaf is
+//! whole, or, in iommufd's v1 emulation (which maps with base pages so that it can cut), all
+//! but the page. A kernel change that lets a cut reach a driver shows here.
 
-use ksft::{Case, Outcome, Test, ensure_eq};
-use vfio::{Bdf, Errno, IommuMode, Mmap, page_size};
+use ksft::{Case, Outcome, Test, ensure, ensure_eq};
+use vfio::pgtable::PageTableReader;
+use vfio::{Backing, Bdf, Errno, Feature, IommuMode, Mmap, page_size};
 
 use super::{DeviceFixture, mode_variants};
 
@@ -66,8 +75,58 @@ fn unmap_head(t: &mut SplitFixture) -> Outcome {
     })
 }
 
+/// One 2 MiB IOMMU leaf's worth: a 2 MiB hugetlb page.
+const LEAF: u64 = 2 << 20;
+
+/// Maps the hugetlb page in one leaf, unmaps one page inside it, and checks the answer, the
+/// IOMMU page table after it, then the unmap of the whole and that nothing is left.
+fn cut_inside_huge_leaf(t: &mut SplitFixture) -> Outcome {
+    let page = page_size() as u64;
+    let bdf = t.dev.device.bdf();
+    // The subject is what the IOMMU maps: without its page table this can't be told.
+    let reader = PageTableReader::for_device(bdf)?;
+    let leaf_size = |iova: u64| -> Result<Option<u64>, vfio::Error> { Ok(reader.leaf(bdf, iova)?.map(|l| l.size)) };
+    let iova = t.dev.iova.alloc(LEAF)?;
+    let mapping = t.dev.iommu.map(t.memory.whole(), iova)?;
+    let mode = t.dev.iommu.mode();
+    let emulated_v1 = mode == IommuMode::IommufdCompatType1;
+    let first_leaf = if emulated_v1 { page } else { LEAF };
+    ensure_eq!(leaf_size(iova)?, Some(first_leaf), "the IOMMU leaf at IOVA {iova:#x} in {mode}");
+
+    let (answer, left): (Answer, u64) = match mode {
+        IommuMode::VfioType1 => (Ok(0), LEAF),
+        IommuMode::VfioType1v2 => (Err(Errno::INVAL), LEAF),
+        IommuMode::IommufdCompatType1 => (Ok(page), LEAF - page),
+        IommuMode::IommufdCompatType1v2 | IommuMode::Iommufd => (Err(Errno::NOENT), LEAF),
+    };
+    let got = t.dev.iommu.unmap(iova + page, page).map_err(|e| e.errno().unwrap_or(Errno::IO));
+    let said = got.map_or_else(|e| vfio::Errnum(e).to_string(), |n| format!("{n:#x} bytes unmapped"));
+    println!("{mode}: the unmap of page 1 of a 2 MiB leaf: {said}");
+    ensure_eq!(got, answer, "the unmap of one page inside a 2 MiB leaf in {mode}");
+    ensure_eq!(leaf_size(iova)?, Some(first_leaf), "the leaf at IOVA {iova:#x} after the cut, in {mode}");
+    let cut = if emulated_v1 { None } else { Some(LEAF) };
+    ensure_eq!(leaf_size(iova + page)?, cut, "what maps IOVA {:#x} (the page cut) after the cut, in {mode}", iova + page);
+
+    ensure_eq!(mapping.unmap()?, left, "bytes still mapped after the cut, in {mode}");
+    for at in [iova, iova + page, iova + LEAF - page] {
+        ensure!(leaf_size(at)?.is_none(), "IOVA {at:#x} is still in the IOMMU page table after the unmap, in {mode}");
+    }
+    Ok(())
+}
+
+/// Hugetlb pages are a boot-time reservation: without one the fixture can't run here.
+fn hugetlb_leaf() -> Result<Mmap, ksft::Verdict> {
+    Mmap::anonymous_backed(LEAF as usize, Backing::Hugetlb2M).map_err(|e| match e.errno() {
+        Some(errno) => {
+            let reason = format!("no 2 MiB hugetlb page: mmap() failed: {}", vfio::Errnum(errno));
+            vfio::Error::unsupported(Feature::Hugetlb2M, reason).into()
+        }
+        None => e.into(),
+    })
+}
+
 pub fn tests(bdf: Bdf) -> Vec<Test> {
-    ksft::fixture(
+    let mut tests = ksft::fixture(
         "vfio_dma_unmap_split",
         &mode_variants(),
         move |&mode: &IommuMode| {
@@ -76,5 +135,15 @@ pub fn tests(bdf: Bdf) -> Vec<Test> {
             Ok(SplitFixture { dev, memory })
         },
         &[Case::new("unmap_middle", unmap_middle), Case::new("unmap_head", unmap_head)],
-    )
+    );
+    tests.extend(ksft::fixture(
+        "vfio_dma_unmap_leaf",
+        &mode_variants(),
+        move |&mode: &IommuMode| {
+            let dev = DeviceFixture::open(bdf, mode)?;
+            Ok(SplitFixture { dev, memory: hugetlb_leaf()? })
+        },
+        &[Case::new("cut_inside_huge_leaf", cut_inside_huge_leaf)],
+    ));
+    tests
 }

@@ -174,10 +174,11 @@ pub fn get(cache: &Cache, source: &Source, config: &Configuration, keep: usize) 
             let base_src = debian::source(cache, base)?;
             let key = config.key();
             let parts = [base.name.as_bytes(), key.as_bytes()];
+            let changes: Vec<Vec<u8>> = patches.iter().map(Patch::changes).collect();
             let dir = cache.builds().join(format!(
                 "patch-{}-{}",
                 base.name,
-                hash(parts.into_iter().chain(patches.iter().map(|p| p.text.as_slice())))
+                hash(parts.into_iter().chain(changes.iter().map(Vec::as_slice)))
             ));
             store::touch(&dir);
             ensure_space(cache, TREE_BUILD_SPACE)?;

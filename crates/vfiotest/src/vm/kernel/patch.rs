@@ -7,12 +7,13 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::io::Write;
+use std::process::{Command, Stdio};
 
 use super::UNTESTABLE;
 use crate::Fatal;
 
-/// A patch the user gave: its path, for messages, and its content, which keys the build.
+/// A patch the user gave: its path, for messages, and its content, whose diffs key the build.
 #[derive(Debug, Clone)]
 pub struct Patch {
     pub path: PathBuf,
@@ -24,6 +25,25 @@ impl Patch {
     pub fn read(path: &Path) -> Result<Self, Fatal> {
         let text = fs::read(path).map_err(|e| Fatal::fail(format!("--patch {}: {e}", path.display())))?;
         Ok(Self { path: path.to_owned(), text })
+    }
+
+    /// What `git apply` reads of it: its diffs, without the commit messages, so that rewording
+    /// a patch (adding numbers to its message, say) doesn't rebuild the kernel.
+    pub fn changes(&self) -> Vec<u8> {
+        let mut changes = Vec::new();
+        let mut in_diff = false;
+        for line in self.text.split_inclusive(|&b| b == b'\n') {
+            if line.starts_with(b"diff ") || (!in_diff && line.starts_with(b"--- ")) {
+                in_diff = true;
+            } else if line.starts_with(b"From ") {
+                // The next message of an mbox; no line of a diff starts so.
+                in_diff = false;
+            }
+            if in_diff {
+                changes.extend_from_slice(line);
+            }
+        }
+        changes
     }
 }
 
@@ -70,15 +90,22 @@ fn link_copy(base: &Path, src: &Path) -> Result<(), Fatal> {
 }
 
 /// Applies one patch in `src` (`git apply`, which takes an mbox or a plain diff), or says why not.
+/// The text read (and hashed) is what is applied, through stdin: the path the user gave may be
+/// relative to a directory git doesn't run in, or have changed since.
 fn apply(src: &Path, ceiling: &Path, patch: &Patch) -> Result<(), String> {
-    let out = Command::new("git")
+    let mut git = Command::new("git")
         .args(["apply", "--whitespace=nowarn", "-p1"])
-        .arg(&patch.path)
         .current_dir(src)
         // The cache may sit inside somebody's git repository: never look above the tree.
         .env("GIT_CEILING_DIRECTORIES", ceiling)
-        .output()
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .map_err(|e| format!("git apply: {e}"))?;
+    // A patch git refuses early closes the pipe: its answer is in the exit status.
+    let _ = git.stdin.take().map(|mut stdin| stdin.write_all(&patch.text));
+    let out = git.wait_with_output().map_err(|e| format!("git apply: {e}"))?;
     match out.status.success() {
         true => Ok(()),
         false => Err(format!(
@@ -110,6 +137,19 @@ mod tests {
         --- a/d/f.c\n+++ b/d/f.c\n@@ -1,3 +1,3 @@\n one\n-two\n+TWO\n three\n";
 
     #[test]
+    fn only_the_diffs_key_a_build() {
+        let patch = |text: &str| Patch { path: PathBuf::from("p"), text: text.as_bytes().to_vec() };
+        let reworded = PATCH.replace("Subject: [PATCH] x\n", "Subject: [PATCH] y\n\nNumbers: 5.35s -> 9us\n");
+        assert_eq!(patch(PATCH).changes(), patch(&reworded).changes(), "a new message, the same change");
+        assert_ne!(patch(PATCH).changes(), patch(&PATCH.replace("+TWO", "+2")).changes());
+        assert!(String::from_utf8(patch(PATCH).changes()).unwrap().starts_with("--- a/d/f.c\n"));
+        // In an mbox of two, the second message is left out too.
+        let two = format!("{PATCH}From 2 Mon Sep 17 00:00:00 2001\nSubject: [PATCH] z\n\n---\n{}", &PATCH[PATCH.find("--- a").unwrap()..]);
+        let two_reworded = two.replace("Subject: [PATCH] z", "Subject: [PATCH] zz");
+        assert_eq!(patch(&two).changes(), patch(&two_reworded).changes());
+    }
+
+    #[test]
     fn a_patched_tree_leaves_the_base_as_it_was() {
         let root = std::env::temp_dir().join(format!("vfiotest-patch-{}", std::process::id()));
         let base = root.join("src-7.3.4");
@@ -118,7 +158,10 @@ mod tests {
         fs::write(base.join("d/f.c"), "one\ntwo\nthree\n").unwrap();
         fs::write(base.join("d/g.c"), "untouched\n").unwrap();
         fs::write(root.join("fix.patch"), PATCH).unwrap();
-        let patch = Patch::read(&root.join("fix.patch")).unwrap();
+        // Given relative to the user's directory, which is not where git runs: what was read
+        // is what is applied.
+        let read = Patch::read(&root.join("fix.patch")).unwrap();
+        let patch = Patch { path: PathBuf::from("relative/fix.patch"), ..read };
         let src = patched_tree(&base, &root.join("patch-1"), &[patch]).unwrap();
         assert_eq!(fs::read_to_string(src.join("d/f.c")).unwrap(), "one\nTWO\nthree\n");
         assert_eq!(fs::read_to_string(base.join("d/f.c")).unwrap(), "one\ntwo\nthree\n", "the base is untouched");
