@@ -199,18 +199,19 @@ impl PageWalk {
     }
 }
 
-/// Finds the leaf that starts at `iova` in a `domain_translation_struct` dump.
+/// Finds the leaf that maps `iova` (it may start below it) in a `domain_translation_struct` dump.
 pub fn find_leaf(dump: &str, iova: u64) -> Option<PageWalk> {
-    let pfn = iova >> 12;
     dump.lines().find_map(|line| {
         let mut fields = line.split(|c: char| c == '|' || c.is_whitespace()).filter(|f| !f.is_empty());
         let hex = |f: &str| u64::from_str_radix(f.strip_prefix("0x")?, 16).ok();
-        if hex(fields.next()?)? != pfn {
-            return None;
-        }
+        let start = hex(fields.next()?)? << 12;
         let mut entries = fields.map(|f| hex(f).unwrap_or_default());
         let mut next = || entries.next().unwrap_or_default();
-        Some(PageWalk { pml5e: next(), pml4e: next(), pdpe: next(), pde: next(), pte: next() })
+        let walk = PageWalk { pml5e: next(), pml4e: next(), pdpe: next(), pde: next(), pte: next() };
+        // The dump has a line per leaf, at the leaf's first IOVA: a huge leaf maps the IOVAs
+        // after it too.
+        let size = walk.leaf_size()?;
+        (start <= iova && iova - start < size).then_some(walk)
     })
 }
 
@@ -231,6 +232,15 @@ mod tests {
         assert_eq!((two_meg.pde, two_meg.pte), (0x1_0600_0083, 0));
         assert_eq!(two_meg.leaf_size(), Some(2 << 20));
         assert_eq!(find_leaf(DUMP, 1 << 30).unwrap().leaf_size(), Some(1 << 30));
+    }
+
+    #[test]
+    fn finds_the_leaf_an_iova_inside_it_is_mapped_by() {
+        assert_eq!(find_leaf(DUMP, 0x20_1000), find_leaf(DUMP, 0x20_0000), "a page inside the 2 MiB leaf");
+        assert_eq!(find_leaf(DUMP, 0x3f_ffff).map(|w| w.leaf_size()), Some(Some(2 << 20)));
+        assert_eq!(find_leaf(DUMP, (1 << 30) + 0x123_4567).map(|w| w.pdpe), Some(0x1_4000_0083));
+        assert_eq!(find_leaf(DUMP, 0x1000), None, "after the 4 KiB leaf at 0, nothing");
+        assert_eq!(find_leaf(DUMP, 0x40_0000), None, "after the 2 MiB leaf, nothing");
     }
 
     #[test]

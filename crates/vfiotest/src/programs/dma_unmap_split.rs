@@ -105,7 +105,12 @@ fn cut_inside_huge_leaf(t: &mut SplitFixture) -> Outcome {
     ensure_eq!(got, answer, "the unmap of one page inside a 2 MiB leaf in {mode}");
     ensure_eq!(leaf_size(iova)?, Some(first_leaf), "the leaf at IOVA {iova:#x} after the cut, in {mode}");
     let cut = if emulated_v1 { None } else { Some(LEAF) };
-    ensure_eq!(leaf_size(iova + page)?, cut, "what maps IOVA {:#x} (the page cut) after the cut, in {mode}", iova + page);
+    ensure_eq!(
+        leaf_size(iova + page)?,
+        cut,
+        "what maps IOVA {:#x} (the page cut) after the cut, in {mode}",
+        iova + page
+    );
 
     ensure_eq!(mapping.unmap()?, left, "bytes still mapped after the cut, in {mode}");
     for at in [iova, iova + page, iova + LEAF - page] {

@@ -6,8 +6,8 @@
 //! by a unit test), so Debian's tree stays as it was.
 
 use std::fs;
-use std::path::{Path, PathBuf};
 use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use super::UNTESTABLE;
@@ -144,7 +144,10 @@ mod tests {
         assert_ne!(patch(PATCH).changes(), patch(&PATCH.replace("+TWO", "+2")).changes());
         assert!(String::from_utf8(patch(PATCH).changes()).unwrap().starts_with("--- a/d/f.c\n"));
         // In an mbox of two, the second message is left out too.
-        let two = format!("{PATCH}From 2 Mon Sep 17 00:00:00 2001\nSubject: [PATCH] z\n\n---\n{}", &PATCH[PATCH.find("--- a").unwrap()..]);
+        let two = format!(
+            "{PATCH}From 2 Mon Sep 17 00:00:00 2001\nSubject: [PATCH] z\n\n---\n{}",
+            &PATCH[PATCH.find("--- a").unwrap()..]
+        );
         let two_reworded = two.replace("Subject: [PATCH] z", "Subject: [PATCH] zz");
         assert_eq!(patch(&two).changes(), patch(&two_reworded).changes());
     }
