@@ -205,13 +205,16 @@ pub fn find_leaf(dump: &str, iova: u64) -> Option<PageWalk> {
         let mut fields = line.split(|c: char| c == '|' || c.is_whitespace()).filter(|f| !f.is_empty());
         let hex = |f: &str| u64::from_str_radix(f.strip_prefix("0x")?, 16).ok();
         let start = hex(fields.next()?)? << 12;
+        if start > iova {
+            return None;
+        }
         let mut entries = fields.map(|f| hex(f).unwrap_or_default());
         let mut next = || entries.next().unwrap_or_default();
         let walk = PageWalk { pml5e: next(), pml4e: next(), pdpe: next(), pde: next(), pte: next() };
         // The dump has a line per leaf, at the leaf's first IOVA: a huge leaf maps the IOVAs
         // after it too.
         let size = walk.leaf_size()?;
-        (start <= iova && iova - start < size).then_some(walk)
+        (iova - start < size).then_some(walk)
     })
 }
 

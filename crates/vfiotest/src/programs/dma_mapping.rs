@@ -4,9 +4,9 @@
 
 use ksft::{Case, Outcome, Test, Verdict, ensure, ensure_eq};
 use vfio::pgtable;
-use vfio::{Backing, Bdf, Errno, Feature, IommuMode, Mmap, page_size};
+use vfio::{Backing, Bdf, Errno, IommuMode, Mmap, page_size};
 
-use super::{DeviceFixture, mode_variants, mode_variants_by};
+use super::{DeviceFixture, anonymous_memory, mode_variants, mode_variants_by};
 
 #[derive(Clone, Copy)]
 struct MappingVariant {
@@ -50,21 +50,7 @@ pub fn tests(bdf: Bdf) -> Vec<Test> {
 
 fn dma_map_unmap(t: &mut DeviceFixture, variant: &MappingVariant) -> Outcome {
     let size = variant.size();
-    let buffer = match Mmap::anonymous_backed(size as usize, variant.backing) {
-        Ok(buffer) => buffer,
-        // Hugetlb pages are a boot-time reservation; without them the variant can't run here.
-        // Upstream's reason, word for word (its trailing newline too).
-        Err(e) if variant.backing != Backing::Normal && e.errno().is_some() => {
-            let errno = e.errno().unwrap_or(vfio::Errno::NOMEM);
-            let feature = match variant.backing {
-                Backing::Hugetlb1G => Feature::Hugetlb1G,
-                _ => Feature::Hugetlb2M,
-            };
-            let reason = format!("mmap() failed: {} ({})\n", vfio::Errnum(errno).strerror(), errno.raw_os_error());
-            return Err(vfio::Error::unsupported(feature, reason).into());
-        }
-        Err(e) => return Err(e.into()),
-    };
+    let buffer = anonymous_memory(size as usize, variant.backing)?;
     let iova = t.iova.alloc(size)?;
     let mapping = t.iommu.map(buffer.whole(), iova)?;
     println!("Mapped HVA {:#x} (size {size:#x}) at IOVA {iova:#x}", buffer.addr());

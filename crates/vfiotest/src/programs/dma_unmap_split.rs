@@ -16,9 +16,9 @@
 
 use ksft::{Case, Outcome, Test, ensure, ensure_eq};
 use vfio::pgtable::PageTableReader;
-use vfio::{Backing, Bdf, Errno, Feature, IommuMode, Mmap, page_size};
+use vfio::{Backing, Bdf, Errno, IommuMode, Mmap, page_size};
 
-use super::{DeviceFixture, mode_variants};
+use super::{DeviceFixture, anonymous_memory, mode_variants};
 
 /// The three pages' memory, then the device and context.
 struct SplitFixture {
@@ -119,17 +119,6 @@ fn cut_inside_huge_leaf(t: &mut SplitFixture) -> Outcome {
     Ok(())
 }
 
-/// Hugetlb pages are a boot-time reservation: without one the fixture can't run here.
-fn hugetlb_leaf() -> Result<Mmap, ksft::Verdict> {
-    Mmap::anonymous_backed(LEAF as usize, Backing::Hugetlb2M).map_err(|e| match e.errno() {
-        Some(errno) => {
-            let reason = format!("no 2 MiB hugetlb page: mmap() failed: {}", vfio::Errnum(errno));
-            vfio::Error::unsupported(Feature::Hugetlb2M, reason).into()
-        }
-        None => e.into(),
-    })
-}
-
 pub fn tests(bdf: Bdf) -> Vec<Test> {
     let mut tests = ksft::fixture(
         "vfio_dma_unmap_split",
@@ -146,7 +135,7 @@ pub fn tests(bdf: Bdf) -> Vec<Test> {
         &mode_variants(),
         move |&mode: &IommuMode| {
             let dev = DeviceFixture::open(bdf, mode)?;
-            Ok(SplitFixture { dev, memory: hugetlb_leaf()? })
+            Ok(SplitFixture { dev, memory: anonymous_memory(LEAF as usize, Backing::Hugetlb2M)? })
         },
         &[Case::new("cut_inside_huge_leaf", cut_inside_huge_leaf)],
     ));

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use ksft::{Outcome, Verdict, ensure};
 use vfio::driver::{self, DRIVER_MEMORY, DmaDriver};
 use vfio::pci::{VFIO_PCI_CONFIG_REGION_INDEX, VFIO_PCI_MSI_IRQ_INDEX, VFIO_PCI_MSIX_IRQ_INDEX};
-use vfio::{BarMapping, Bdf, Device, DmaBuffer, Iommu, IommuMode, IovaAllocator};
+use vfio::{Backing, BarMapping, Bdf, Device, DmaBuffer, Feature, Iommu, IommuMode, IovaAllocator, Mmap};
 
 /// Opens `bdf` into `iommu` and maps every mmappable BAR, with the checks upstream's
 /// `vfio_pci_device_init()` makes for every test: VFIO never offers config space for mmap(),
@@ -144,6 +144,24 @@ impl Engine {
         let memory = Arc::try_unwrap(self.memory)
             .map_err(|_| Verdict::Fail("the driver kept its memory after remove()".into()))?;
         Ok(memory.close()?)
+    }
+}
+
+/// `size` bytes of anonymous memory of `backing`. Hugetlb pages are a boot-time reservation:
+/// where the mmap fails, the machine has none to give, so the test can't run here (SKIP, or
+/// FAIL under `--require`), with upstream's reason word for word (its trailing newline too).
+pub fn anonymous_memory(size: usize, backing: Backing) -> Result<Mmap, Verdict> {
+    match Mmap::anonymous_backed(size, backing) {
+        Err(e) if backing != Backing::Normal && e.errno().is_some() => {
+            let errno = e.errno().unwrap_or(vfio::Errno::NOMEM);
+            let feature = match backing {
+                Backing::Hugetlb1G => Feature::Hugetlb1G,
+                _ => Feature::Hugetlb2M,
+            };
+            let reason = format!("mmap() failed: {} ({})\n", vfio::Errnum(errno).strerror(), errno.raw_os_error());
+            Err(vfio::Error::unsupported(feature, reason).into())
+        }
+        memory => Ok(memory?),
     }
 }
 

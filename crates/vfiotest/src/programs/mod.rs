@@ -22,5 +22,7 @@ mod variants;
 
 pub use catalogue::{COLLECTION, Devices, PROGRAMS, PerDevicePrologue, ProgramSpec, catalogue};
 pub use checks::check_iopte;
-pub use fixture::{DeviceFixture, Engine, close_with_bars, ensure_nothing_mapped, largest, open_with_bars};
+pub use fixture::{
+    DeviceFixture, Engine, anonymous_memory, close_with_bars, ensure_nothing_mapped, largest, open_with_bars,
+};
 pub use variants::{mode_variants, mode_variants_by, mode_variants_where};
