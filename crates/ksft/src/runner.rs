@@ -126,6 +126,8 @@ fn refuse(refusal: &Refusal, output: &mut Tap<'_>) -> i32 {
 /// Counts, as in kselftest's `# Totals` line: the one tally of verdicts, for the harness and for
 /// whatever reads its TAP back. As kselftest counts them, an XPASS is not a failure.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Summary {
     /// Passed.
     pub pass: u32,

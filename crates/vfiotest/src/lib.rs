@@ -7,6 +7,7 @@ pub mod bench;
 pub mod cache;
 pub mod guest;
 pub mod programs;
+pub mod reports;
 pub mod setup;
 pub mod suite;
 pub mod vm;

@@ -9,6 +9,7 @@ use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use ksft::{Filters, KSFT_PASS, KSFT_SKIP};
 use vfio::Bdf;
 use vfio::sysfs::Sysfs;
+use vfiotest::reports::{Recorder, ReportArgs};
 use vfiotest::suite::{RunArgs, filters_in_order, resolve_targets};
 use vfiotest::{Fatal, bench, programs, setup, vm};
 
@@ -22,7 +23,15 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the test programs on devices bound to vfio-pci (kselftest TAP on stdout).
-    Run(RunArgs),
+    Run {
+        #[command(flatten)]
+        args: RunArgs,
+        #[command(flatten)]
+        reports: ReportArgs,
+    },
+    /// Turn a results document (`--results FILE`) into another report: KCIDB, JUnit XML, or
+    /// LAVA's test signals on stdout; or print the document's JSON schema.
+    Report(ReportCommand),
     /// List programs and their tests.
     List(ListArgs),
     /// Boot the emulated machine (QEMU + a Linux 7.3 guest) and run the suite inside it.
@@ -58,6 +67,22 @@ enum Command {
         /// The nvme whose disk is tried.
         bdf: String,
     },
+}
+
+#[derive(Args)]
+#[command(group = clap::ArgGroup::new("input").args(["results_file", "schema"]).required(true))]
+struct ReportCommand {
+    /// A results document, as `vfiotest run --results` or `vfiotest vm --results` wrote it.
+    #[arg(value_name = "RESULTS")]
+    results_file: Option<std::path::PathBuf>,
+    /// Print the results document's JSON schema and exit.
+    #[arg(long, conflicts_with_all = ["lava", "kcidb", "junit", "results"])]
+    schema: bool,
+    /// Print LAVA's test signals for every verdict (what `lava-test-case` would print).
+    #[arg(long)]
+    lava: bool,
+    #[command(flatten)]
+    reports: ReportArgs,
 }
 
 #[derive(Args)]
@@ -113,10 +138,11 @@ fn parse() -> Result<(Cli, Filters), Fatal> {
 
 fn dispatch((cli, filters): (Cli, Filters)) -> Result<i32, Fatal> {
     match cli.command {
-        Command::Run(mut args) => {
+        Command::Run { mut args, reports } => {
             args.filters = filters;
-            run(&args)
+            run(&args, &reports)
         }
+        Command::Report(command) => report(&command),
         Command::List(args) => list(args.program.as_deref()),
         Command::Vm(args) => vm::main(&args),
         Command::Bench(args) => bench::main(&args),
@@ -128,7 +154,8 @@ fn dispatch((cli, filters): (Cli, Filters)) -> Result<i32, Fatal> {
     }
 }
 
-fn run(args: &RunArgs) -> Result<i32, Fatal> {
+fn run(args: &RunArgs, reports: &ReportArgs) -> Result<i32, Fatal> {
+    let started = vfiotest::reports::now();
     // Before anything runs, in the harness and in each test's child alike (same arguments).
     if let Some(list) = &args.require {
         vfio::feature::require(vfio::Feature::parse_list(list)?);
@@ -173,13 +200,46 @@ fn run(args: &RunArgs) -> Result<i32, Fatal> {
     for &bdf in &bdfs {
         sysfs.ensure_vfio_bound(bdf)?;
     }
-    Ok(ksft::run_programs(
+    if !reports.any() {
+        return Ok(ksft::run_programs(
+            programs::COLLECTION,
+            &catalogue,
+            &args.filters,
+            &mut std::io::stdout(),
+            &mut std::io::stderr(),
+        ));
+    }
+    // Read before the tests: a device's driver and BARs as the run found them.
+    let inventory = vfiotest::reports::inventory(&bdfs);
+    let recorder = Recorder::new(catalogue.first().map_or("", |p| p.name.as_str()));
+    let code = ksft::run_programs(
         programs::COLLECTION,
         &catalogue,
         &args.filters,
-        &mut std::io::stdout(),
-        &mut std::io::stderr(),
-    ))
+        &mut recorder.tee(0, std::io::stdout()),
+        &mut recorder.tee(1, std::io::stderr()),
+    );
+    reports.write(&vfiotest::reports::document(started, inventory, &recorder.into_results()))?;
+    Ok(code)
+}
+
+fn report(command: &ReportCommand) -> Result<i32, Fatal> {
+    if command.schema {
+        print!("{}", vfiotest_report::results::schema());
+        return Ok(KSFT_PASS);
+    }
+    let path = command.results_file.as_ref().expect("clap requires RESULTS without --schema");
+    let text = std::fs::read_to_string(path).map_err(|e| Fatal::fail(format!("{}: {e}", path.display())))?;
+    let results =
+        vfiotest_report::Results::from_json(&text).map_err(|e| Fatal::fail(format!("{}: {e}", path.display())))?;
+    if !command.lava && !command.reports.any() {
+        return Err(Fatal::fail("say what to write: --lava, --kcidb FILE, --junit FILE or --results FILE"));
+    }
+    command.reports.write(&results)?;
+    if command.lava {
+        print!("{}", vfiotest_report::lava::signals(&results));
+    }
+    Ok(KSFT_PASS)
 }
 
 fn print_tests(catalogue: &[ksft::Program]) -> Result<i32, Fatal> {

@@ -54,6 +54,11 @@ fn run() -> Result<(), String> {
     for bdf in payload.bdfs.iter().filter(|_| binds) {
         say(GuestMark::Setup(vfiotest(&["setup", bdf])))?;
     }
+    if binds {
+        let bdfs: Vec<vfio::Bdf> = payload.bdfs.iter().filter_map(|b| b.parse().ok()).collect();
+        let inventory = serde_json::to_string(&crate::reports::inventory(&bdfs)).map_err(|e| e.to_string())?;
+        say(GuestMark::Inventory(inventory))?;
+    }
     say(GuestMark::Begin)?;
     let (argv, env) = payload.argv(switches.units.as_deref());
     let output = || port_clone(Path::new(RESULTS_PORT));

@@ -119,6 +119,8 @@ pub enum GuestMark {
     Begin,
     /// Something the payload should have removed (e.g. VFs).
     LeftBehind(String),
+    /// What the machine is, as JSON ([`crate::reports::Inventory`]), for the results document.
+    Inventory(String),
     /// The payload ended with this exit code.
     End(i32),
 }
@@ -136,6 +138,7 @@ impl fmt::Display for GuestMark {
             Self::Setup(what) => write!(f, "setup {what}"),
             Self::Begin => f.write_str("begin"),
             Self::LeftBehind(what) => write!(f, "left behind: {what}"),
+            Self::Inventory(json) => write!(f, "inventory {json}"),
             Self::End(code) => write!(f, "end exit={code}"),
         }
     }
@@ -155,6 +158,8 @@ impl GuestMark {
                     Self::End(code.trim().parse().unwrap_or(ksft::KSFT_FAIL))
                 } else if let Some(what) = note.strip_prefix("left behind: ") {
                     Self::LeftBehind(what.to_owned())
+                } else if let Some(json) = note.strip_prefix("inventory ") {
+                    Self::Inventory(json.to_owned())
                 } else if let Some(what) = note.strip_prefix("booted ") {
                     Self::Booted(what.to_owned())
                 } else {
@@ -183,6 +188,7 @@ mod tests {
             GuestMark::Setup("0000:00:07.0: vfio-pci (was nvme), IOMMU group 5".into()),
             GuestMark::Begin,
             GuestMark::LeftBehind("0000:01:00.0 has 1 VFs".into()),
+            GuestMark::Inventory("{\"modes\":[]}".into()),
             GuestMark::End(4),
         ];
         for mark in marks {

@@ -13,7 +13,7 @@ use crate::cache::Cache;
 /// Where a bench run's JSON goes: `--results FILE` for a single kernel (`FILE` with the
 /// kernel's number before its extension for several), else the cache's `bench/`.
 pub(super) fn bench_path(config: &VmConfig, index: usize, kernels: usize) -> Result<PathBuf, Fatal> {
-    if let Some(path) = &config.results {
+    if let Some(path) = &config.reports.results {
         return Ok(match kernels {
             1 => path.clone(),
             _ => path.with_extension(format!("{index}.json")),

@@ -11,6 +11,7 @@ use super::kernel;
 use super::machine::{self, Accel, TOPOLOGY, Viommu};
 use crate::Fatal;
 use crate::guest::protocol::GuestCommand;
+use crate::reports::ReportArgs;
 use crate::suite::{RunArgs, resolve_targets};
 
 /// Options of `vfiotest vm`.
@@ -75,9 +76,10 @@ pub struct VmArgs {
     /// Call the guest hung after this many seconds without console output.
     #[arg(long, value_name = "SECONDS", default_value_t = 300)]
     silence: u64,
-    /// Write every verdict to this file as JSON (for `-- bench`: the bench's results).
-    #[arg(long, value_name = "FILE")]
-    results: Option<PathBuf>,
+    /// Reports beside the TAP: `--results` (for `-- bench`: the bench's results), `--kcidb`,
+    /// `--junit`; behind several vIOMMUs or kernels, one file each, named for it.
+    #[command(flatten)]
+    reports: ReportArgs,
     /// Show the whole guest console, not just the suite's output.
     #[arg(long)]
     verbose: bool,
@@ -128,8 +130,9 @@ pub struct VmConfig {
     /// The whole run's limit, and how long the guest may stay silent.
     pub timeout: Duration,
     pub silence: Duration,
-    /// Where the verdicts (or the bench's results) go as JSON.
-    pub results: Option<PathBuf>,
+    /// Where the verdicts go, in each format asked for (`results`: the bench's results, for
+    /// the bench).
+    pub reports: ReportArgs,
     pub verbose: bool,
     pub slowest: Option<usize>,
     /// Machines at once, at most.
@@ -237,7 +240,7 @@ impl VmConfig {
             qemu_args: args.qemu_args.clone(),
             timeout: Duration::from_secs(args.timeout),
             silence: Duration::from_secs(args.silence),
-            results: args.results.clone(),
+            reports: args.reports.clone(),
             verbose: args.verbose,
             slowest: args.slowest,
             jobs: args.jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),

@@ -106,6 +106,8 @@ pub struct Console {
     pub no_iommu: bool,
     /// The guest's init said it booted.
     pub booted: bool,
+    /// What the guest said it is (kernel, IOMMU modes, devices), for the results document.
+    pub inventory: Option<crate::reports::Inventory>,
     /// When the line being read arrived.
     now: Instant,
     /// When the current test's `RUN` line arrived, and the current program's header.
@@ -131,12 +133,18 @@ impl Console {
             left_behind: Vec::new(),
             no_iommu: false,
             booted: false,
+            inventory: None,
             now: Instant::now(),
             test_started: None,
             program_started: None,
             test_name: String::new(),
             test_messages: Vec::new(),
         }
+    }
+
+    /// A reader of TAP alone (`vfiotest run`'s own output), with no marks to wait for.
+    pub fn reading_tap(single_program: &str) -> Self {
+        Self { phase: Phase::Testing, ..Self::new(single_program) }
     }
 
     /// Takes one line of the kernel's console (without its newline): a fatal kernel message,
@@ -228,6 +236,11 @@ impl Console {
                 return Event::Finished(*code);
             }
             GuestMark::NoIommu => self.no_iommu = true,
+            // A mark that doesn't read is only lost to the results document.
+            GuestMark::Inventory(json) => {
+                self.inventory = serde_json::from_str(json).ok();
+                return Event::Log;
+            }
             GuestMark::Booted(_) => self.booted = true,
             GuestMark::Setup(_) => {}
         }

@@ -221,6 +221,14 @@ impl Accel {
             Self::Tcg | Self::Auto => "TCG (one thread)",
         }
     }
+
+    /// QEMU's name for it, as reports give it: `kvm` or `tcg`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Kvm => "kvm",
+            Self::Tcg | Self::Auto => "tcg",
+        }
+    }
 }
 
 /// TCG runs both vCPUs on one host thread. QEMU 10.0.2's multi-threaded TCG loses the wakeup

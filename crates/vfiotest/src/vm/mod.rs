@@ -204,8 +204,10 @@ struct Session<'a> {
     cache: &'a Cache,
     qemu: &'a qemu::Emulator,
     kernel: &'a Kernel,
-    /// Where this run's verdicts go as JSON (behind several vIOMMUs, one file each beside it).
-    results: Option<PathBuf>,
+    /// Where this run's verdicts go (behind several vIOMMUs, one file each beside them).
+    reports: crate::reports::ReportArgs,
+    /// When the run started, for its reports.
+    started: String,
 }
 
 impl<'a> Session<'a> {
@@ -217,11 +219,11 @@ impl<'a> Session<'a> {
         kernel: &'a Kernel,
     ) -> Self {
         // Several kernels' verdicts go to one file each, beside the one asked for.
-        let results = match config.kernels.len() {
-            1 => config.results.clone(),
-            _ => config.results.as_ref().map(|p| p.with_extension(format!("{}.json", slug(&kernel.label)))),
+        let reports = match config.kernels.len() {
+            1 => config.reports.clone(),
+            _ => config.reports.beside(&slug(&kernel.label)),
         };
-        Self { config, work, cache, qemu, kernel, results }
+        Self { config, work, cache, qemu, kernel, reports, started: crate::reports::now() }
     }
 }
 
@@ -294,11 +296,17 @@ fn conclude(
 ) -> Result<(i32, Vec<console::TestResult>), Fatal> {
     let config = session.config;
     // Behind several vIOMMUs, each one's verdicts go to a file of its own.
-    let results = match config.viommus.len() {
-        1 => session.results.clone(),
-        _ => session.results.as_ref().map(|p| p.with_extension(format!("{}.json", prepared.viommu.name))),
+    let reports = match config.viommus.len() {
+        1 => session.reports.clone(),
+        _ => session.reports.beside(prepared.viommu.name),
     };
-    let code = finish(config, results.as_deref(), accel, &runs, bench)?;
+    let about = outcome::About {
+        started: &session.started,
+        qemu: &session.qemu.version,
+        viommu: prepared.viommu.name,
+        kernel: &session.kernel.label,
+    };
+    let code = finish(config, &reports, &about, accel, &runs, bench)?;
     // Only whole programs say what a program takes: a run with kselftest filters doesn't. Each
     // machine ran with its share's clock, as the accelerator allowed.
     if session.work.whole_programs {

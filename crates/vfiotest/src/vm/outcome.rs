@@ -2,7 +2,6 @@
 //! timeout, a hang, state left behind), the verdicts written out, and the exit code.
 
 use std::collections::VecDeque;
-use std::fs;
 
 use ksft::{KSFT_FAIL, KSFT_PASS, KSFT_SKIP};
 
@@ -13,6 +12,8 @@ use super::console;
 use super::machine::Accel;
 use super::signals::signal_name;
 use crate::Fatal;
+use crate::reports::{Inventory, ReportArgs};
+use vfiotest_report::{Emulated, Kernel, Machine};
 
 /// What went wrong with a machine's run as a whole, if anything.
 pub(super) fn problem(config: &VmConfig, run: &MachineRun) -> Option<String> {
@@ -57,9 +58,18 @@ fn qemu_quit(tail: &VecDeque<String>) -> String {
     }
 }
 
+/// What the host knows of a run that the guest doesn't, for its reports.
+pub(super) struct About<'a> {
+    pub(super) started: &'a str,
+    pub(super) qemu: &'a str,
+    pub(super) viommu: &'a str,
+    pub(super) kernel: &'a str,
+}
+
 pub(super) fn finish(
     config: &VmConfig,
-    results_file: Option<&std::path::Path>,
+    reports: &ReportArgs,
+    about: &About,
     accel: Accel,
     runs: &[MachineRun],
     bench_context: Option<&BenchContext>,
@@ -69,9 +79,8 @@ pub(super) fn finish(
         save_bench(run, context, accel)?;
     }
     let results: Vec<&console::TestResult> = runs.iter().flat_map(|run| &run.console.results).collect();
-    if let Some(path) = results_file.filter(|_| !bench) {
-        let json = serde_json::to_string_pretty(&results).expect("results serialize");
-        fs::write(path, json + "\n").map_err(|e| Fatal::fail(format!("{}: {e}", path.display())))?;
+    if reports.any() && !bench {
+        reports.write(&document(about, accel, runs))?;
     }
     if let Some((run, problem)) = runs.iter().find_map(|run| problem(config, run).map(|p| (run, p))) {
         eprintln!(
@@ -126,6 +135,24 @@ pub(super) fn finish(
         ),
     }
     Ok(exit_code(fail, guest_code, results.is_empty() && !bench))
+}
+
+/// The results document of a run: the guest's inventory, with what only the host knows.
+fn document(about: &About, accel: Accel, runs: &[MachineRun]) -> vfiotest_report::Results {
+    let said = runs.iter().find_map(|run| run.console.inventory.clone());
+    // A guest that never said what it is (it died first) still has its verdicts reported.
+    let mut inventory = said.unwrap_or_else(|| Inventory {
+        machine: Machine { hostname: String::new(), arch: std::env::consts::ARCH.to_owned(), emulated: None },
+        kernel: Kernel { release: about.kernel.to_owned(), version: String::new(), label: None },
+        modes: Vec::new(),
+        devices: Vec::new(),
+    });
+    inventory.machine.hostname = rustix::system::uname().nodename().to_string_lossy().into_owned();
+    inventory.machine.emulated =
+        Some(Emulated { qemu: about.qemu.to_owned(), accel: accel.name().to_owned(), viommu: about.viommu.to_owned() });
+    inventory.kernel.label = Some(about.kernel.to_owned());
+    let results: Vec<console::TestResult> = runs.iter().flat_map(|run| run.console.results.iter().cloned()).collect();
+    crate::reports::document(about.started.to_owned(), inventory, &results)
 }
 
 /// The run's exit code, the kselftest way: any failed test fails it; else the guest's own code
