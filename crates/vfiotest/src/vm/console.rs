@@ -117,6 +117,9 @@ pub struct Console {
     /// about itself (`# test: message` lines): a failure's reason.
     test_name: String,
     test_messages: Vec<String>,
+    /// What the current program said outside its tests (a whole-program SKIP's reason, a
+    /// refusal): its own verdict's reason.
+    program_note: Option<String>,
 }
 
 impl Console {
@@ -139,6 +142,7 @@ impl Console {
             program_started: None,
             test_name: String::new(),
             test_messages: Vec::new(),
+            program_note: None,
         }
     }
 
@@ -197,11 +201,13 @@ impl Console {
                     self.nested = true;
                     self.program = program.to_owned();
                     self.program_started = Some(self.now);
-                } else if self.nested
-                    && let Some(TapLine::Result { status, name, reason, .. }) =
-                        line.strip_prefix("# ").and_then(parse_line)
-                {
-                    self.record(status, name, reason);
+                    self.program_note = None;
+                } else if self.nested {
+                    match line.strip_prefix("# ").and_then(parse_line) {
+                        Some(TapLine::Result { status, name, reason, .. }) => self.record(status, name, reason),
+                        _ if self.test_started.is_none() => self.note_program(said),
+                        _ => {}
+                    }
                 }
                 Event::Tap
             }
@@ -247,9 +253,28 @@ impl Console {
         Event::Note(mark.note())
     }
 
+    /// Keeps what a program says outside its tests that may explain its own verdict: a
+    /// whole-program SKIP's reason, else the first thing it said (a refusal's message).
+    fn note_program(&mut self, said: &str) {
+        if let Some(reason) = said.strip_prefix("1..0 # SKIP ") {
+            self.program_note = Some(reason.to_owned());
+        } else if self.program_note.is_none()
+            && !said.is_empty()
+            && !said.starts_with("Totals:")
+            && !matches!(parse_line(said), Some(TapLine::Version | TapLine::Plan(_)))
+        {
+            self.program_note = Some(said.to_owned());
+        }
+    }
+
     fn record(&mut self, verdict: Status, name: String, reason: String) {
         // kselftest prints no reason on a failed result; the test's own lines have it.
         let reason = match (verdict, reason.is_empty()) {
+            _ if name == PROGRAM_VERDICT => match (self.program_note.take(), reason.is_empty()) {
+                (Some(note), true) => note,
+                (Some(note), false) => format!("{note} ({reason})"),
+                (None, _) => reason,
+            },
             (Status::Fail, true) => std::mem::take(&mut self.test_messages).join("; "),
             _ => reason,
         };
@@ -348,6 +373,26 @@ mod tests {
         let tally = c.tally();
         assert_eq!((tally.pass, tally.skip, tally.fail), (1, 0, 1), "program verdicts don't count twice");
         assert_eq!(c.exit_code, Some(1));
+    }
+
+    #[test]
+    fn a_program_skipped_whole_keeps_its_reason() {
+        let mut c = Console::new("unused");
+        feed_all(
+            &mut c,
+            "vfiotest-vm: begin\nTAP version 13\n1..2\n# selftests: vfio: sriov 0000:00:03.0\n\
+             # 1..0 # SKIP SR-IOV may not be supported by the PF: 0000:00:03.0\n\
+             ok 1 selftests: vfio: sriov 0000:00:03.0 # SKIP\n# selftests: vfio: prog 0000:00:04.0\n\
+             # VFIO_GROUP_GET_DEVICE_FD: EBUSY\nnot ok 2 selftests: vfio: prog 0000:00:04.0 # exit=1\n",
+        );
+        let got: Vec<_> = c.results.iter().map(|r| (r.verdict, r.reason.as_str())).collect();
+        assert_eq!(
+            got,
+            [
+                (Status::Skip, "SR-IOV may not be supported by the PF: 0000:00:03.0"),
+                (Status::Fail, "VFIO_GROUP_GET_DEVICE_FD: EBUSY (exit=1)"),
+            ]
+        );
     }
 
     #[test]
