@@ -33,6 +33,20 @@ impl Fatal {
     pub fn exit_skip(message: impl Into<String>) -> Self {
         Self { code: KSFT_SKIP, message: message.into() }
     }
+
+    /// The message as the user sees it: one line, and short enough to read even when it
+    /// quotes a huge argument (its middle is cut).
+    pub fn line(&self) -> String {
+        const MOST: usize = 400;
+        let line = self.message.replace('\n', "; ");
+        let chars = line.chars().count();
+        if chars <= MOST {
+            return line;
+        }
+        let head: String = line.chars().take(MOST / 2).collect();
+        let tail: String = line.chars().skip(chars - MOST / 4).collect();
+        format!("{head}…({} characters cut)…{tail}", chars - MOST / 2 - MOST / 4)
+    }
 }
 
 /// clap's complaint in one line: its first line, with the list that follows it when it ends in
@@ -58,6 +72,15 @@ impl<E: std::error::Error> From<E> for Fatal {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_message_shows_as_one_readable_line() {
+        let huge = super::Fatal::fail(format!("{:?} is neither a test program nor a BDF\nsecond", "x".repeat(100_000)));
+        let line = huge.line();
+        assert!(!line.contains('\n') && line.chars().count() < 450, "{}", line.len());
+        assert!(line.starts_with("\"xxx") && line.ends_with("nor a BDF; second"), "{line}");
+        assert_eq!(super::Fatal::fail("short").line(), "short");
+    }
+
     #[test]
     fn a_clap_error_is_one_line_with_what_it_lists() {
         let command = || {

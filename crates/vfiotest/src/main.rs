@@ -102,7 +102,7 @@ fn main() -> ExitCode {
     let code = match parse().and_then(dispatch) {
         Ok(code) => code,
         Err(fatal) => {
-            eprintln!("vfiotest: {}", fatal.message);
+            eprintln!("vfiotest: {}", fatal.line());
             fatal.code
         }
     };
@@ -125,7 +125,12 @@ fn parse() -> Result<(Cli, Filters), Fatal> {
             std::process::exit(0);
         }
         Err(e) => {
-            return Err(Fatal::fail(format!("{} (see vfiotest --help)", vfiotest::clap_error_line(&e))));
+            let message = format!("{} (see vfiotest --help)", vfiotest::clap_error_line(&e));
+            // Under `vm --bisect`, a bad argument must stop `git bisect run`, not mark a commit bad.
+            let args: Vec<String> = std::env::args().collect();
+            let bisecting = args.get(1).is_some_and(|c| c == "vm") && args.iter().any(|a| a == "--bisect");
+            let code = if bisecting { vm::BISECT_STOP } else { ksft::KSFT_FAIL };
+            return Err(Fatal { code, message });
         }
     };
     let filters = match matches.subcommand() {

@@ -36,9 +36,19 @@ pub struct Record {
 
 /// The state file: the boot it belongs to, and a record per device.
 #[derive(Debug, Default, Serialize, Deserialize)]
-struct State {
+pub struct State {
     boot_id: String,
     devices: BTreeMap<String, Record>,
+}
+
+impl State {
+    /// Reads a state file's text; only its shape is checked here, not its boot or devices.
+    ///
+    /// # Errors
+    /// serde's complaint, in one line.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        serde_json::from_str(text).map_err(|e| e.to_string())
+    }
 }
 
 /// Drivers a group member may be on without making the group unusable for VFIO.
@@ -62,6 +72,15 @@ fn manual_fix(path: &Path) -> String {
     )
 }
 
+/// Rebinding drivers and writing the state under /run takes root: say so before trying, not
+/// with whatever sysfs answers first.
+fn need_root(what: &str) -> Result<(), Fatal> {
+    match rustix::process::geteuid().is_root() {
+        true => Ok(()),
+        false => Err(Fatal::fail(format!("{what} needs root: it rebinds drivers through sysfs"))),
+    }
+}
+
 fn load(path: &Path) -> Result<State, Fatal> {
     let text = match fs::read_to_string(path) {
         Ok(text) => text,
@@ -70,7 +89,7 @@ fn load(path: &Path) -> Result<State, Fatal> {
         }
         Err(e) => return Err(Fatal::fail(format!("{}: {e}", path.display()))),
     };
-    let state: State = serde_json::from_str(&text)
+    let state = State::parse(&text)
         .map_err(|e| Fatal::fail(format!("{} is corrupt ({e}): {}", path.display(), manual_fix(path))))?;
     if state.boot_id != boot_id() {
         return Err(Fatal::fail(format!(
@@ -234,6 +253,7 @@ fn has_address(routes: &str, inet6: &str, iface: &str) -> bool {
 
 /// `vfiotest setup`: binds each device to vfio-pci, as described in the module docs.
 pub fn setup(bdfs: &[Bdf], force: bool) -> Result<i32, Fatal> {
+    need_root("setup")?;
     let (sysfs, host, path) = (Sysfs::system(), Host::system(), state_path());
     // Every check first: a refusal leaves every device as it was.
     for &bdf in bdfs {
@@ -298,6 +318,8 @@ pub fn cleanup(bdfs: &[Bdf]) -> Result<i32, Fatal> {
     };
     if targets.is_empty() {
         println!("nothing to restore: no device recorded in {}", path.display());
+    } else {
+        need_root("cleanup")?;
     }
     let mut code = KSFT_PASS;
     for bdf in targets {

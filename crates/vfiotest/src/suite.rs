@@ -154,6 +154,11 @@ pub fn resolve_targets(targets: &[String]) -> Result<(Vec<&'static str>, Vec<Bdf
     {
         bdfs = env.split_whitespace().map(|s| s.parse::<Bdf>()).collect::<Result<_, _>>()?;
     }
+    // A device named twice would be opened twice by one program; upstream's harness takes each
+    // once.
+    if let Some(twice) = bdfs.iter().enumerate().find_map(|(i, b)| bdfs[..i].contains(b).then_some(b)) {
+        return Err(Fatal::fail(format!("{twice} is named twice")));
+    }
     Ok((names, bdfs))
 }
 

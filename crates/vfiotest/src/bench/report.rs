@@ -43,7 +43,15 @@ impl SavedBench {
     /// The file can't be read or isn't a bench run.
     pub fn load(path: &Path) -> Result<Self, String> {
         let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        serde_json::from_str(&text).map_err(|e| format!("{}: not a bench run: {e}", path.display()))
+        Self::parse(&text).map_err(|e| format!("{}: {e}", path.display()))
+    }
+
+    /// Reads a bench run from its JSON.
+    ///
+    /// # Errors
+    /// The text isn't a bench run.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        serde_json::from_str(text).map_err(|e| format!("not a bench run: {e}"))
     }
 }
 

@@ -93,7 +93,7 @@ pub struct VmArgs {
     qemu_args: Vec<String>,
     /// Run the programs on up to N machines at once (each TCG machine keeps one host core
     /// busy); by default as many as the host has cores.
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = at_least_one)]
     jobs: Option<usize>,
     /// At the end, list the N tests that took longest.
     #[arg(long, value_name = "N")]
@@ -343,6 +343,15 @@ fn select_devices(wanted: &[String]) -> Result<Vec<&'static str>, Fatal> {
             })
         })
         .collect()
+}
+
+/// A count that must be 1 or more.
+fn at_least_one(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".to_owned()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 #[cfg(test)]

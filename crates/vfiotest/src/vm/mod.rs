@@ -80,7 +80,7 @@ fn cant_run(e: Fatal) -> Fatal {
 }
 
 /// What `--bisect` exits with when the run itself can't go on: `git bisect run` stops.
-const BISECT_STOP: i32 = 255;
+pub const BISECT_STOP: i32 = 255;
 
 fn run(config: &VmConfig) -> Result<i32, Fatal> {
     if let Action::Topology = config.action {
@@ -93,7 +93,7 @@ fn run(config: &VmConfig) -> Result<i32, Fatal> {
     let builds = config.kernels.iter().any(|k| k.may_build(&cache, &config.kernel_config));
     provision::ensure(builds).map_err(cant_run)?;
     let qemu = match &config.qemu {
-        Some(path) => qemu::Emulator::at(path),
+        Some(path) => qemu::Emulator::at(path).map_err(|e| Fatal { message: format!("--qemu {}", e.message), ..e }),
         None => qemu::ensure(&cache),
     }
     .map_err(cant_run)?;
