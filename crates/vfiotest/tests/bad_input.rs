@@ -233,10 +233,10 @@ fn check(case: &'static Case) {
         assert!(mounted.is_ok_and(|s| s.success()), "mount a 4 KiB tmpfs (needs root)");
     }
     let results = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../contrib/lava/example-results.json");
-    let huge = "y".repeat(100_000);
+    let (huge, host) = ("y".repeat(100_000), host_device());
     let fill = |arg: &str| {
         arg.replace("{dir}", dir.to_str().unwrap())
-            .replace("{host}", &host_device())
+            .replace("{host}", &host)
             .replace("{results}", results.to_str().unwrap())
             .replace("{huge}", &huge)
     };
