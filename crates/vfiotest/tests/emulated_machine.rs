@@ -14,7 +14,7 @@
 
 use std::collections::BTreeMap;
 
-use ksft::Status::{self, Pass, Skip, XFail};
+use ksft::Status::{self, Fail, Pass, Skip, XFail};
 use vfio::Bdf;
 use vfiotest::programs::{self, PROGRAMS};
 use vfiotest::vm::console::PROGRAM_VERDICT;
@@ -295,6 +295,27 @@ fn wrong_verdicts(viommu: &Viommu, got: &[vm_results::Verdict]) -> Vec<String> {
     wrong_against(viommu.name, expected_behind(viommu), got)
 }
 
+/// Whether `r` is the FAIL of a race every kernel here has and loses now and then: iommufd's
+/// container emulation publishes the compat IOAS before it is finalized, so a group that
+/// races the first attach gets ENOENT from `VFIO_GROUP_GET_DEVICE_FD`
+/// (`iommufd_vfio_compat_ioas_create()`; the fix is `vm/patches/iommufd-compat-race`, and
+/// `tests/kernel_patches.rs` widens the window to make it certain). The suite must show it as
+/// the FAIL it is; this test takes that FAIL, and only that one, as a right verdict where a
+/// PASS is expected, and says it saw it.
+fn lost_the_compat_race(r: &vm_results::Verdict) -> bool {
+    r.program == "vfio_container_race_test"
+        && r.test.contains(".iommufd_compat")
+        && r.verdict == Fail
+        && r.reason.contains("VFIO_GROUP_GET_DEVICE_FD")
+        && r.reason.contains("ENOENT")
+}
+
+/// The exit code a run with these verdicts must have: 1 if the kernel lost the compat race
+/// (and that was the only failure: any other is a wrong verdict), else 0.
+fn expected_exit(got: &[vm_results::Verdict]) -> i32 {
+    i32::from(got.iter().any(lost_the_compat_race))
+}
+
 /// Every verdict in `got` that isn't the one in `expected`, and every expected one missing,
 /// each prefixed with `label`.
 fn wrong_against(label: &str, mut expected: Expected, got: &[vm_results::Verdict]) -> Vec<String> {
@@ -302,6 +323,9 @@ fn wrong_against(label: &str, mut expected: Expected, got: &[vm_results::Verdict
     for r in got {
         match expected.remove(&(r.program.clone(), r.test.clone())) {
             None => wrong.push(format!("unexpected test {} / {}: {}", r.program, r.test, r.verdict)),
+            Some((Pass, _)) if lost_the_compat_race(r) => {
+                println!("emulated_machine: {label}: the kernel lost the known compat race: {} ({})", r.test, r.reason)
+            }
             Some((verdict, reason)) if verdict != r.verdict || !r.reason.contains(reason) => wrong.push(format!(
                 "{} / {}: expected {verdict} {reason:?}, got {} {:?}",
                 r.program, r.test, r.verdict, r.reason
@@ -324,7 +348,8 @@ fn every_viommu() {
         }
     }
     assert!(wrong.is_empty(), "{} wrong verdicts:\n{}", wrong.len(), wrong.join("\n"));
-    assert_eq!(code, Some(0), "vfiotest vm --viommu all exit status");
+    let exit = got.values().map(|v| expected_exit(v)).max().unwrap_or(0);
+    assert_eq!(code, Some(exit), "vfiotest vm --viommu all exit status");
     let verdicts: usize = got.values().map(Vec::len).sum();
     println!("emulated_machine: all {verdicts} verdicts behind {} vIOMMUs as expected", VIOMMUS.len());
 }
@@ -339,7 +364,7 @@ fn lts_kernel(version: &'static str, always: bool) -> Completion {
     let (code, got) = vm_results::run_vm(env!("CARGO_BIN_EXE_vfiotest"), &["--kernel-version", version], &[]);
     let wrong = wrong_against(&format!("Linux {version}"), expected_on(version), &got);
     assert!(wrong.is_empty(), "{} wrong verdicts:\n{}", wrong.len(), wrong.join("\n"));
-    assert_eq!(code, Some(0), "vfiotest vm --kernel-version {version} exit status");
+    assert_eq!(code, Some(expected_exit(&got)), "vfiotest vm --kernel-version {version} exit status");
     println!("emulated_machine: all {} verdicts on Debian's {version} as expected", got.len());
     Completion::Completed
 }
