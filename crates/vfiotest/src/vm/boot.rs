@@ -153,6 +153,12 @@ pub(super) fn spawn_qemu(
     // If we die without a chance to clean up (SIGKILL), the kernel kills QEMU too.
     let mut cmd = Command::new("setpriv");
     cmd.args(["--pdeathsig", "KILL", "--"]).arg(qemu.get_program()).args(qemu.get_args());
+    for (key, value) in qemu.get_envs() {
+        match value {
+            Some(value) => cmd.env(key, value),
+            None => cmd.env_remove(key),
+        };
+    }
     let mut child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

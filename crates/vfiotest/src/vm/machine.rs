@@ -298,6 +298,15 @@ pub struct Guest<'a> {
 pub fn qemu_command(qemu: &Emulator, viommu: &Viommu, accel: Accel, clock: Clock, guest: &Guest) -> Command {
     let Guest { kernel, initrd, disk, results, extra_cmdline } = *guest;
     let mut cmd = Command::new(&qemu.binary);
+    if let Some(malloc) = &qemu.preload {
+        // First, so it is the malloc; what the user preloads stays.
+        let mut preload = malloc.as_os_str().to_owned();
+        if let Some(theirs) = std::env::var_os("LD_PRELOAD").filter(|v| !v.is_empty()) {
+            preload.push(":");
+            preload.push(theirs);
+        }
+        cmd.env("LD_PRELOAD", preload);
+    }
     cmd.args(qemu.firmware_args());
     match accel {
         Accel::Kvm => cmd.args(["-accel", "kvm", "-cpu", "host", "-machine", "q35,kernel-irqchip=split"]),
@@ -398,8 +407,10 @@ mod tests {
 
     #[test]
     fn command_line_places_each_device() {
-        let qemu = Emulator { binary: "qemu".into(), firmware: vec!["/fw".into()], version: String::new() };
+        let qemu =
+            Emulator { binary: "qemu".into(), firmware: vec!["/fw".into()], version: String::new(), preload: None };
         let cmd = qemu_command(&qemu, &INTEL, Accel::Tcg, Clock::Icount, &test_guest());
+        assert!(cmd.get_envs().all(|(k, _)| k != "LD_PRELOAD"), "a QEMU without a malloc of ours runs as it is");
         let args: Vec<_> = cmd.get_args().map(|a| a.to_string_lossy().into_owned()).collect();
         assert_eq!(args[..2], ["-L", "/fw"]);
         let port = args.iter().position(|a| a.starts_with("pcie-root-port,id=rp09,")).unwrap();
@@ -421,5 +432,18 @@ mod tests {
         assert!(!plain.get_args().any(|a| a == "-icount"));
         let kvm = qemu_command(&qemu, &INTEL, Accel::Kvm, Clock::Icount, &test_guest());
         assert!(!kvm.get_args().any(|a| a == "-icount"), "icount is TCG's");
+    }
+
+    #[test]
+    fn our_malloc_is_preloaded_first() {
+        let qemu = Emulator {
+            binary: "qemu".into(),
+            firmware: Vec::new(),
+            version: String::new(),
+            preload: Some("/lib/libjemalloc.so.2".into()),
+        };
+        let cmd = qemu_command(&qemu, &INTEL, Accel::Tcg, Clock::Real, &test_guest());
+        let preload = cmd.get_envs().find(|(k, _)| *k == "LD_PRELOAD").and_then(|(_, v)| v).expect("LD_PRELOAD set");
+        assert!(preload.to_string_lossy().starts_with("/lib/libjemalloc.so.2"), "{preload:?}");
     }
 }
