@@ -280,7 +280,7 @@ fn prepare<'a>(
         &Payload { bdfs, command: session.work.command_for(viommu, session.kernel.known_bugs) },
         &initrd,
     )?;
-    let plan = plan::machines(session.config, session.work, history);
+    let plan = plan::machines(session.config, session.work, history, viommu.name);
     Ok(Prepared { viommu, initrd, plan })
 }
 
@@ -311,14 +311,17 @@ fn conclude(
     // machine ran with its share's clock, as the accelerator allowed.
     if session.work.whole_programs {
         let mut history = history.lock().unwrap_or_else(|p| p.into_inner());
-        history.record(prepared.plan.iter().zip(&runs).flat_map(|(share, run)| {
-            let clock = share.clock.under(accel);
-            run.console
-                .results
-                .iter()
-                .filter(|r| r.test == console::PROGRAM_VERDICT)
-                .map(move |r| (r.program.clone(), clock, r.duration_s))
-        }));
+        history.record(
+            prepared.viommu.name,
+            prepared.plan.iter().zip(&runs).flat_map(|(share, run)| {
+                let clock = share.clock.under(accel);
+                run.console
+                    .results
+                    .iter()
+                    .filter(|r| r.test == console::PROGRAM_VERDICT)
+                    .map(move |r| (r.program.clone(), clock, r.duration_s))
+            }),
+        );
     }
     let results = runs.into_iter().flat_map(|run| run.console.results).collect();
     Ok((code, results))

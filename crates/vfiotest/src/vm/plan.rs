@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use super::config::{VmConfig, Work};
-use super::machine::Clock;
+use super::machine::{Clock, INTEL};
 use crate::cache::Cache;
 use crate::programs::ProgramSpec;
 
@@ -28,8 +28,9 @@ const ICOUNT_SLOWDOWN: f64 = 1.6;
 const WAIT_SPEEDUP: f64 = 4.0;
 
 /// Seconds each program (by its name in the run, e.g. `vfio_dma_mapping_test 0000:00:03.0`)
-/// took in earlier runs, on a machine with icount or without, kept in the cache; over the
-/// committed prior, so a fresh clone's first run is planned as well as a warm one.
+/// took in earlier runs, on a machine with icount or without, behind each vIOMMU, kept in the
+/// cache; over the committed prior, so a fresh clone's first run is planned as well as a warm
+/// one.
 #[derive(Debug, Default)]
 pub struct History {
     path: PathBuf,
@@ -41,12 +42,19 @@ pub struct History {
 /// (`vm/refresh-durations.sh`): the planner's knowledge before this machine has any.
 const PRIOR: &str = include_str!("../../../../vm/program-durations.json");
 
-/// The history's key for `program` on a machine with `clock`.
-fn key(program: &str, clock: Clock) -> String {
-    match clock {
-        Clock::Icount => format!("{program} @icount"),
-        Clock::Real => program.to_owned(),
+/// The history's key for `program` on a machine with `clock` behind `viommu`. The same program
+/// takes a third longer behind some (the 128 GiB BAR's unmap behind `amd`), so a matrix
+/// planned by the default's times ends on one long machine. The default vIOMMU's keys name
+/// none, as they did before there were others.
+fn key(program: &str, clock: Clock, viommu: &str) -> String {
+    let mut key = program.to_owned();
+    if viommu != INTEL.name {
+        key = format!("{key} @{viommu}");
     }
+    if clock == Clock::Icount {
+        key += " @icount";
+    }
+    key
 }
 
 impl History {
@@ -59,18 +67,21 @@ impl History {
     }
 
     /// What `program` with `tests` tests is expected to take on a machine with icount or
-    /// without: what it took there (here, else in the prior); else what it took on the other
-    /// kind, scaled by what it mostly does (`waits`: icount skips its idle time; else icount
-    /// slows its computing); else a guess.
-    pub fn estimate(&self, program: &str, tests: usize, clock: Clock, waits: bool) -> f64 {
+    /// without, behind `viommu`: what it took there (here, else in the prior; behind this
+    /// vIOMMU, else behind the default); else what it took on the other kind, scaled by what it
+    /// mostly does (`waits`: icount skips its idle time; else icount slows its computing); else
+    /// a guess.
+    pub fn estimate(&self, program: &str, tests: usize, clock: Clock, waits: bool, viommu: &str) -> f64 {
         let other = match clock {
             Clock::Icount => Clock::Real,
             Clock::Real => Clock::Icount,
         };
         let icount = clock == Clock::Icount;
         let seen = |clock| {
-            let key = key(program, clock);
-            self.seconds.get(&key).or_else(|| self.prior.get(&key)).copied()
+            [viommu, INTEL.name].into_iter().find_map(|v| {
+                let key = key(program, clock, v);
+                self.seconds.get(&key).or_else(|| self.prior.get(&key)).copied()
+            })
         };
         let icount_speedup = if waits { WAIT_SPEEDUP } else { 1.0 / ICOUNT_SLOWDOWN };
         match (seen(clock), seen(other)) {
@@ -82,13 +93,13 @@ impl History {
         }
     }
 
-    /// Records what programs took in this run, each on a machine with icount or without, and
-    /// saves the history (best effort: it only balances later runs). A program's time varies
-    /// by a tenth from run to run on a shared host, so the history keeps an average: half the
-    /// last value, half the new one.
-    pub fn record(&mut self, took: impl IntoIterator<Item = (String, Clock, f64)>) {
+    /// Records what programs took in this run behind `viommu`, each on a machine with icount
+    /// or without, and saves the history (best effort: it only balances later runs). A
+    /// program's time varies by a tenth from run to run on a shared host, so the history keeps
+    /// an average: half the last value, half the new one.
+    pub fn record(&mut self, viommu: &str, took: impl IntoIterator<Item = (String, Clock, f64)>) {
         for (program, clock, seconds) in took {
-            let key = key(&program, clock);
+            let key = key(&program, clock, viommu);
             let average = self.seconds.get(&key).map_or(seconds, |last| (last + seconds) / 2.0);
             self.seconds.insert(key, average);
         }
@@ -196,9 +207,9 @@ pub fn plan(units: &[Unit], jobs: usize) -> Vec<Share> {
         .collect()
 }
 
-/// The programs of this run split over the machines, each with its clock: one share (all of
-/// it) unless several machines are worth booting.
-pub fn machines(config: &VmConfig, work: &Work, history: &History) -> Vec<Share> {
+/// The programs of this run behind `viommu` split over the machines, each with its clock: one
+/// share (all of it) unless several machines are worth booting.
+pub fn machines(config: &VmConfig, work: &Work, history: &History, viommu: &str) -> Vec<Share> {
     let bdfs: Vec<vfio::Bdf> = config.bdfs.iter().filter_map(|b| b.parse().ok()).collect();
     // The bench measures time: one machine, its clock real. The setup proof is one program.
     if !work.is_suite() {
@@ -210,7 +221,7 @@ pub fn machines(config: &VmConfig, work: &Work, history: &History) -> Vec<Share>
         .iter()
         .map(|p| {
             let waits = ProgramSpec::of(&p.name).is_none_or(|spec| spec.waits);
-            let estimate = |clock| history.estimate(&p.name, p.tests.len(), clock, waits);
+            let estimate = |clock| history.estimate(&p.name, p.tests.len(), clock, waits, viommu);
             Unit { plain_s: estimate(Clock::Real), icount_s: estimate(Clock::Icount) }
         })
         .collect();
@@ -272,22 +283,31 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("vfiotest-history-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let mut history = History::load(&Cache::at(&dir));
-        assert_eq!(history.estimate("p", 10, Clock::Icount, false), 10.0 * GUESS_PER_TEST_S);
-        history.record([("p".to_owned(), Clock::Real, 4.0)]);
-        history.record([("p".to_owned(), Clock::Real, 2.0)]);
-        assert_eq!(history.estimate("p", 10, Clock::Real, false), 3.0);
+        let intel = INTEL.name;
+        assert_eq!(history.estimate("p", 10, Clock::Icount, false, intel), 10.0 * GUESS_PER_TEST_S);
+        history.record(intel, [("p".to_owned(), Clock::Real, 4.0)]);
+        history.record(intel, [("p".to_owned(), Clock::Real, 2.0)]);
+        assert_eq!(history.estimate("p", 10, Clock::Real, false, intel), 3.0);
         let near = |a: f64, b: f64| (a - b).abs() < 1e-9;
         assert!(
-            near(history.estimate("p", 10, Clock::Icount, false), 3.0 * ICOUNT_SLOWDOWN),
+            near(history.estimate("p", 10, Clock::Icount, false, intel), 3.0 * ICOUNT_SLOWDOWN),
             "computing: icount slows it"
         );
         assert!(
-            near(history.estimate("p", 10, Clock::Icount, true), 3.0 / WAIT_SPEEDUP),
+            near(history.estimate("p", 10, Clock::Icount, true, intel), 3.0 / WAIT_SPEEDUP),
             "waiting: icount speeds it up"
         );
-        history.record([("p".to_owned(), Clock::Icount, 5.0)]);
-        assert_eq!(History::load(&Cache::at(&dir)).estimate("p", 10, Clock::Icount, false), 5.0, "saved, by clock");
-        assert_eq!(History::load(&Cache::at(&dir)).estimate("p", 10, Clock::Real, false), 3.0);
+        history.record(intel, [("p".to_owned(), Clock::Icount, 5.0)]);
+        let saved = History::load(&Cache::at(&dir));
+        assert_eq!(saved.estimate("p", 10, Clock::Icount, false, intel), 5.0, "saved, by clock");
+        assert_eq!(saved.estimate("p", 10, Clock::Real, false, intel), 3.0);
+        // Another vIOMMU starts from the default's times and then keeps its own.
+        assert_eq!(saved.estimate("p", 10, Clock::Real, false, "amd"), 3.0);
+        history.record("amd", [("p".to_owned(), Clock::Real, 9.0)]);
+        let saved = History::load(&Cache::at(&dir));
+        assert_eq!(saved.estimate("p", 10, Clock::Real, false, "amd"), 9.0, "behind amd, its own");
+        assert_eq!(saved.estimate("p", 10, Clock::Real, false, intel), 3.0, "the default's unchanged");
+        assert_eq!(saved.estimate("p", 10, Clock::Icount, false, "amd"), 5.0, "the default's, on its clock");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
@@ -298,7 +318,8 @@ mod tests {
         let prior: BTreeMap<String, f64> = serde_json::from_str(PRIOR).expect("vm/program-durations.json is JSON");
         let bdfs: Vec<vfio::Bdf> = super::super::machine::TOPOLOGY.iter().map(|d| d.bdf.parse().unwrap()).collect();
         for program in crate::programs::catalogue(&[], &bdfs) {
-            let known = [Clock::Real, Clock::Icount].iter().any(|&c| prior.contains_key(&key(&program.name, c)));
+            let known =
+                [Clock::Real, Clock::Icount].iter().any(|&c| prior.contains_key(&key(&program.name, c, INTEL.name)));
             assert!(known, "{} is not in vm/program-durations.json (run vm/refresh-durations.sh)", program.name);
         }
         assert!(prior.values().all(|s| s.is_finite() && *s > 0.0));
