@@ -1,10 +1,11 @@
 #!/bin/bash
 # Refresh the planner's prior, vm/program-durations.json: what each program of the default
-# topology takes on the emulated machine, with the guest clock counting instructions (icount)
-# and without. `vfiotest vm` plans a run from the local history in ~/.cache/vfiotest and falls
-# back to this prior, so a fresh clone's first run is split as well as a warm one.
+# topology takes on the emulated machine behind each vIOMMU, with the guest clock counting
+# instructions (icount) and without. `vfiotest vm` plans a run from the local history in
+# ~/.cache/vfiotest and falls back to this prior, so a fresh clone's first run is split as well
+# as a warm one.
 #
-# usage: vm/refresh-durations.sh [RUNS]   (default 3 whole-suite runs, about 75 s each warm)
+# usage: vm/refresh-durations.sh [RUNS]   (default 3 runs of the vIOMMU matrix, about 5 min each warm)
 #
 # Each run records the clock its machines used; over several runs the planner places programs
 # on both, so both keys fill. Commit the result with the numbers' machine in the message.
@@ -12,8 +13,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 cache=${VFIOTEST_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/vfiotest}
 for run in $(seq "${1:-3}"); do
-    echo "[refresh] whole suite, run $run" >&2
-    cargo run --release -q -- vm >/dev/null
+    echo "[refresh] whole suite behind every vIOMMU, run $run" >&2
+    cargo run --release -q -- vm --viommu all >/dev/null
 done
 cp "$cache/program-durations.json" vm/program-durations.json
 echo "[refresh] vm/program-durations.json: $(grep -c '"' vm/program-durations.json) programs×clocks" >&2
