@@ -43,8 +43,8 @@ pub struct History {
 const PRIOR: &str = include_str!("../../../../vm/program-durations.json");
 
 /// The history's key for `program` on a machine with `clock` behind `viommu`. The same program
-/// takes a third longer behind some (the 128 GiB BAR's unmap behind `amd`), so a matrix
-/// planned by the default's times ends on one long machine. The default vIOMMU's keys name
+/// can take much longer behind another (`vfio_dma_mapping_test`, 2-6 s more per device behind
+/// `amd` and `virtio`), so a matrix planned by the default's times ends on one long machine. The default vIOMMU's keys name
 /// none, as they did before there were others.
 fn key(program: &str, clock: Clock, viommu: &str) -> String {
     let mut key = program.to_owned();

@@ -116,8 +116,8 @@ const JEMALLOC: &str = "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2";
 /// The malloc our QEMU runs with, installing it first when we may: jemalloc, not glibc's.
 /// QEMU's RCU thread calls glibc's `malloc_trim()` after each grace period, and the suite makes
 /// many (every BAR toggle, reset and IOMMU switch rebuilds the guest's memory map): strace
-/// counted about 6,000 `madvise(MADV_DONTNEED)` a second per machine, each page faulted back in
-/// later. jemalloc's free memory is not glibc's to trim, and the whole suite took 10-15% less
+/// counted 3,000-6,000 `madvise(MADV_DONTNEED)` a second per machine, each page faulted back
+/// in later. jemalloc's free memory is not glibc's to trim, and the whole suite took 10-15% less
 /// CPU (README, "How it is fast"). Without it QEMU runs as it is, only slower.
 fn allocator() -> Option<PathBuf> {
     let lib = Path::new(JEMALLOC);
