@@ -272,6 +272,7 @@ fn prepare<'a>(
     me: &[u8],
     scratch: &WorkDir,
     history: &plan::History,
+    goal: plan::Goal,
 ) -> Result<Prepared<'a>, Fatal> {
     let initrd = scratch.path.join(format!("initramfs-{}.cpio", viommu.name));
     let bdfs = session.config.bdfs.iter().map(|b| b.to_string()).collect();
@@ -280,7 +281,7 @@ fn prepare<'a>(
         &Payload { bdfs, command: session.work.command_for(viommu, session.kernel.known_bugs) },
         &initrd,
     )?;
-    let plan = plan::machines(session.config, session.work, history, viommu.name);
+    let plan = plan::machines(session.config, session.work, history, viommu.name, goal);
     Ok(Prepared { viommu, initrd, plan })
 }
 
@@ -347,7 +348,7 @@ fn run_kernel(
     let history = Mutex::new(plan::History::load(cache));
     let prepared = {
         let history = history.lock().unwrap_or_else(|p| p.into_inner());
-        prepare(session, viommu, &this_binary()?, &scratch, &history)?
+        prepare(session, viommu, &this_binary()?, &scratch, &history, plan::Goal::SoonestEnd)?
     };
     let launch = prepared.launch(session);
     let accel = resolve_accel(config, &launch);

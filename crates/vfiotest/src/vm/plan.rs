@@ -140,45 +140,42 @@ pub struct Share {
     pub seconds: f64,
 }
 
-/// Splits units (programs, by catalogue index) into at most `jobs` shares that end at about
-/// the same time. icount is set per machine, and it speeds up a program that waits (on a
-/// device's timers, a reset's delays) as much as it slows down one that computes. So the
-/// first machine runs with icount when some program is faster that way, the others without,
-/// and each program, the costliest first, goes where it would end soonest at that machine's
-/// speed (LPT with per-machine costs). Every share holds two units or more, so that each
-/// machine prints the multi-program TAP the merged output is made of; each keeps catalogue
-/// order.
-pub fn plan(units: &[Unit], jobs: usize) -> Vec<Share> {
+/// What a plan makes as short as it can.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Goal {
+    /// The run's end: the run has the host to itself, so its machines should end together.
+    SoonestEnd,
+    /// The machine time spent: the run's machines join a pool that keeps every core busy (the
+    /// vIOMMU matrix), where a machine's idle time is a core's, and the pool, not the run,
+    /// evens out the ends. Each program goes on the clock it is fastest with.
+    LeastWork,
+}
+
+/// Splits units (programs, by catalogue index) into at most `jobs` shares for `goal`. icount
+/// is set per machine, and it speeds up a program that waits (on a device's timers, a reset's
+/// delays) as much as it slows down one that computes. So the first machine runs with icount
+/// when some program is faster that way, the others without. For [`Goal::SoonestEnd`] each
+/// program, the costliest first, goes where it would end soonest at that machine's speed (LPT
+/// with per-machine costs); for [`Goal::LeastWork`] every program goes on its faster clock,
+/// one machine per clock. Every share holds two units or more, so that each machine prints the
+/// multi-program TAP the merged output is made of; each keeps catalogue order.
+pub fn plan(units: &[Unit], jobs: usize, goal: Goal) -> Vec<Share> {
     let shares = jobs.min(units.len() / 2).max(1);
     if shares == 1 {
         let (plain, icount): (f64, f64) = units.iter().fold((0.0, 0.0), |(p, i), u| (p + u.plain_s, i + u.icount_s));
         let (clock, seconds) = if icount < plain { (Clock::Icount, icount) } else { (Clock::Real, plain) };
         return vec![Share { units: (0..units.len()).collect(), clock, seconds }];
     }
-    let icount_first = units.iter().any(Unit::prefers_icount);
-    let clocks: Vec<Clock> =
-        (0..shares).map(|m| if m == 0 && icount_first { Clock::Icount } else { Clock::Real }).collect();
-    let cost = |m: usize, u: &Unit| u.cost(clocks[m]);
-    let best = |u: &Unit| u.plain_s.min(u.icount_s);
-    let mut order: Vec<usize> = (0..units.len()).collect();
-    order.sort_by(|&a, &b| best(&units[b]).total_cmp(&best(&units[a])).then(a.cmp(&b)));
-    let mut plan = vec![(0.0_f64, Vec::new()); shares];
-    for i in order {
-        let ends = |m: usize| plan[m].0 + cost(m, &units[i]);
-        let machine = (0..shares).min_by(|&a, &b| ends(a).total_cmp(&ends(b)).then(a.cmp(&b))).expect("a share");
-        plan[machine].0 = ends(machine);
-        plan[machine].1.push(i);
-    }
-    let mut plan: Vec<Vec<usize>> = plan
-        .into_iter()
-        .map(|(_, mut units)| {
-            units.sort_unstable();
-            units
-        })
-        .collect();
+    let (plan, clocks) = match goal {
+        Goal::SoonestEnd => soonest_end(units, shares),
+        Goal::LeastWork => {
+            let (icount, real): (Vec<usize>, Vec<usize>) = (0..units.len()).partition(|&i| units[i].prefers_icount());
+            [(icount, Clock::Icount), (real, Clock::Real)].into_iter().filter(|(share, _)| !share.is_empty()).unzip()
+        }
+    };
     // A share can end up with fewer than two units when one unit outweighs the rest: give it
     // one more from the fullest share, or fold it into another when none can spare one.
-    let mut clocks = clocks;
+    let (mut plan, mut clocks) = (plan, clocks);
     while plan.len() > 1 {
         let Some(short) = plan.iter().position(|s| s.len() < 2) else { break };
         let donor = (0..plan.len()).max_by_key(|&i| plan[i].len()).expect("two shares or more");
@@ -207,9 +204,36 @@ pub fn plan(units: &[Unit], jobs: usize) -> Vec<Share> {
         .collect()
 }
 
-/// The programs of this run behind `viommu` split over the machines, each with its clock: one
-/// share (all of it) unless several machines are worth booting.
-pub fn machines(config: &VmConfig, work: &Work, history: &History, viommu: &str) -> Vec<Share> {
+/// LPT with per-machine costs over `shares` machines, the first with icount when some unit
+/// is faster that way: each share (by catalogue order) and its clock.
+fn soonest_end(units: &[Unit], shares: usize) -> (Vec<Vec<usize>>, Vec<Clock>) {
+    let icount_first = units.iter().any(Unit::prefers_icount);
+    let clocks: Vec<Clock> =
+        (0..shares).map(|m| if m == 0 && icount_first { Clock::Icount } else { Clock::Real }).collect();
+    let cost = |m: usize, u: &Unit| u.cost(clocks[m]);
+    let best = |u: &Unit| u.plain_s.min(u.icount_s);
+    let mut order: Vec<usize> = (0..units.len()).collect();
+    order.sort_by(|&a, &b| best(&units[b]).total_cmp(&best(&units[a])).then(a.cmp(&b)));
+    let mut plan = vec![(0.0_f64, Vec::new()); shares];
+    for i in order {
+        let ends = |m: usize| plan[m].0 + cost(m, &units[i]);
+        let machine = (0..shares).min_by(|&a, &b| ends(a).total_cmp(&ends(b)).then(a.cmp(&b))).expect("a share");
+        plan[machine].0 = ends(machine);
+        plan[machine].1.push(i);
+    }
+    let plan = plan
+        .into_iter()
+        .map(|(_, mut units)| {
+            units.sort_unstable();
+            units
+        })
+        .collect();
+    (plan, clocks)
+}
+
+/// The programs of this run behind `viommu` split over the machines for `goal`, each with its
+/// clock: one share (all of it) unless several machines are worth booting.
+pub fn machines(config: &VmConfig, work: &Work, history: &History, viommu: &str, goal: Goal) -> Vec<Share> {
     let bdfs: Vec<vfio::Bdf> = config.bdfs.iter().filter_map(|b| b.parse().ok()).collect();
     // The bench measures time: one machine, its clock real. The setup proof is one program.
     if !work.is_suite() {
@@ -225,7 +249,7 @@ pub fn machines(config: &VmConfig, work: &Work, history: &History, viommu: &str)
             Unit { plain_s: estimate(Clock::Real), icount_s: estimate(Clock::Icount) }
         })
         .collect();
-    let mut plan = plan(&units, config.jobs);
+    let mut plan = plan(&units, config.jobs, goal);
     if let [only] = plan.as_mut_slice() {
         // One machine runs everything: the guest needs no share named.
         only.units.clear();
@@ -250,7 +274,7 @@ mod tests {
     #[test]
     fn shares_are_balanced_cover_every_unit_once_and_keep_order() {
         let units = computing(&[20.0, 1.0, 1.0, 17.0, 6.0, 6.0, 7.0, 21.0, 3.0, 5.0]);
-        let plan = plan(&units, 2);
+        let plan = plan(&units, 2, Goal::SoonestEnd);
         assert_eq!(plan.len(), 2);
         assert!(plan.iter().all(|s| s.clock == Clock::Real), "nothing is faster with icount: {plan:?}");
         let mut all: Vec<usize> = plan.iter().flat_map(|s| s.units.clone()).collect();
@@ -267,15 +291,23 @@ mod tests {
         for waiting in [2, 5] {
             units[waiting] = Unit { plain_s: 30.0, icount_s: 6.0 };
         }
-        let plan = plan(&units, 2);
+        let plan = plan(&units, 2, Goal::SoonestEnd);
         assert!(plan[0].clock == Clock::Icount && plan[1].clock == Clock::Real, "{plan:?}");
         assert!(plan[0].units.contains(&2) && plan[0].units.contains(&5), "both waiting ones with icount: {plan:?}");
         // 12 s of waiting with icount; 38 s of computing is 60.8 s with icount or 38 s without.
         let loads = loads(&plan, &units);
         assert!(loads.iter().all(|&l| l <= 30.0), "{loads:?}");
         // One machine: the clock that makes the whole faster.
-        assert_eq!(super::plan(&units[..3], 1)[0].clock, Clock::Icount, "20 s + 6 s with icount beats 20 s + 30 s");
-        assert_eq!(super::plan(&[units[0], units[1], units[3]], 1)[0].clock, Clock::Real, "all computing");
+        assert_eq!(
+            super::plan(&units[..3], 1, Goal::SoonestEnd)[0].clock,
+            Clock::Icount,
+            "20 s + 6 s with icount beats 20 s + 30 s"
+        );
+        assert_eq!(
+            super::plan(&[units[0], units[1], units[3]], 1, Goal::SoonestEnd)[0].clock,
+            Clock::Real,
+            "all computing"
+        );
     }
 
     #[test]
@@ -327,10 +359,39 @@ mod tests {
 
     #[test]
     fn every_share_has_two_units_or_there_is_one_share() {
-        assert_eq!(plan(&computing(&[1.0, 2.0, 3.0]), 2).len(), 1, "three units can't make two shares of two");
-        assert_eq!(plan(&computing(&[5.0]), 4).len(), 1);
-        let lopsided = plan(&computing(&[100.0, 1.0, 1.0, 1.0]), 2);
+        assert_eq!(
+            plan(&computing(&[1.0, 2.0, 3.0]), 2, Goal::SoonestEnd).len(),
+            1,
+            "three units can't make two shares of two"
+        );
+        assert_eq!(plan(&computing(&[5.0]), 4, Goal::SoonestEnd).len(), 1);
+        let lopsided = plan(&computing(&[100.0, 1.0, 1.0, 1.0]), 2, Goal::SoonestEnd);
         assert!(lopsided.iter().all(|s| s.units.len() >= 2), "{lopsided:?}");
-        assert_eq!(plan(&computing(&[1.0; 8]), 1)[0].units, (0..8).collect::<Vec<_>>());
+        assert_eq!(plan(&computing(&[1.0; 8]), 1, Goal::SoonestEnd)[0].units, (0..8).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn least_work_puts_every_program_on_its_faster_clock() {
+        let mut units = computing(&[10.0, 10.0, 10.0, 10.0, 8.0, 2.0]);
+        for waiting in [2, 5] {
+            units[waiting] = Unit { plain_s: 30.0, icount_s: 6.0 };
+        }
+        let plan = plan(&units, 2, Goal::LeastWork);
+        assert_eq!(plan.len(), 2, "{plan:?}");
+        assert_eq!((plan[0].clock, plan[0].units.as_slice()), (Clock::Icount, &[2, 5][..]), "{plan:?}");
+        assert_eq!((plan[1].clock, plan[1].units.as_slice()), (Clock::Real, &[0, 1, 3, 4][..]), "{plan:?}");
+        // 12 s with icount and 38 s without: the least machine time, though the ends differ.
+        assert_eq!(loads(&plan, &units), [12.0, 38.0]);
+        let soonest: f64 = loads(&super::plan(&units, 2, Goal::SoonestEnd), &units).iter().sum();
+        assert!(soonest > 50.0, "balancing costs machine time: {soonest}");
+        // Nothing faster with icount: one machine, without it.
+        let computing_only = super::plan(&computing(&[3.0, 2.0, 1.0]), 2, Goal::LeastWork);
+        assert_eq!(computing_only.len(), 1, "{computing_only:?}");
+        assert_eq!(computing_only[0].clock, Clock::Real);
+        // A unit alone on its clock can't make a share of two: it joins the other's machine,
+        // which takes its clock.
+        let one_waits = super::plan(&[units[2], units[0], units[1]], 2, Goal::LeastWork);
+        assert_eq!(one_waits.len(), 1, "{one_waits:?}");
+        assert_eq!((one_waits[0].clock, one_waits[0].units.as_slice()), (Clock::Icount, &[0, 1, 2][..]));
     }
 }
