@@ -5,15 +5,17 @@
 //! results diff against upstream's C selftests. Exit codes follow kselftest: 0 pass, 1 fail,
 //! 4 skip.
 //!
-//! The child is this same executable, re-run with the same arguments and
-//! [`CHILD_ENV`] naming the one test to run: no `fork()` in a threaded Rust process, and a
-//! crash or hang in a test can't take the harness with it.
+//! The child is forked, as upstream's is, so a crash or hang in a test can't take the harness
+//! with it. A harness with threads of its own can't fork safely; there the child is this same
+//! executable, re-run with the same arguments and [`CHILD_ENV`] naming the one test to run
+//! ([`run_child`] answers it).
 
 #![deny(unsafe_code, missing_docs)]
 
 mod filter;
 mod merge;
 mod runner;
+mod sys;
 mod tap;
 
 pub use filter::{Filter, Filters};
@@ -40,7 +42,8 @@ pub const KSFT_XPASS: i32 = 3;
 /// kselftest exit code: skipped.
 pub const KSFT_SKIP: i32 = 4;
 
-/// The environment variable that tells a re-executed child which test to run.
+/// The environment variable that tells a re-executed child which test to run (when the harness
+/// has threads and so runs its children that way).
 pub const CHILD_ENV: &str = "KSFT_CHILD_TEST";
 
 /// The default per-test timeout, as in kselftest_harness.

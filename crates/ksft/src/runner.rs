@@ -2,16 +2,18 @@
 
 use std::any::Any;
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{self, BufRead, BufReader, Write};
+use std::os::fd::OwnedFd;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
-use std::process::{Command, Stdio};
+use std::process::{Command, ExitStatus, Stdio};
 use std::sync::Arc;
 use std::sync::mpsc;
 use std::thread;
 use std::time::Instant;
 
-use rustix::process::{Pid, Resource, Rlimit, Signal, kill_process_group, setrlimit};
+use rustix::process::{Pid, Resource, Rlimit, Signal, WaitOptions, kill_process_group, setpgid, setrlimit, waitpid};
 
+use crate::sys::{self, Forked};
 use crate::{CHILD_ENV, Filters, KSFT_FAIL, KSFT_PASS, KSFT_SKIP, Status, Tap, Test, Verdict};
 
 /// Marks the child's last line, which carries the SKIP reason back to the harness (upstream
@@ -305,24 +307,95 @@ enum Stream {
     Err,
 }
 
-/// Re-runs this executable with the same arguments to run `test` alone, relays its output,
-/// and returns its status and SKIP reason.
+/// A test's child process.
+enum TestChild {
+    /// Forked from the harness, as kselftest_harness.h does: it runs the test and exits.
+    Forked(Pid),
+    /// This executable run again with [`CHILD_ENV`] naming the test, when the harness has
+    /// threads of its own and can't fork safely.
+    Spawned(std::process::Child),
+}
+
+impl TestChild {
+    fn pid(&self) -> Option<Pid> {
+        match self {
+            Self::Forked(pid) => Some(*pid),
+            Self::Spawned(child) => Pid::from_raw(child.id() as i32),
+        }
+    }
+
+    /// Its status if it has exited, else `None` (also if it can't be waited for).
+    fn try_wait(&mut self) -> Option<ExitStatus> {
+        match self {
+            Self::Forked(pid) => waitpid(Some(*pid), WaitOptions::NOHANG)
+                .ok()
+                .flatten()
+                .map(|(_, status)| ExitStatus::from_raw(status.as_raw())),
+            Self::Spawned(child) => child.try_wait().ok().flatten(),
+        }
+    }
+
+    /// Waits for it to exit; `None` if it can't be waited for.
+    fn wait(&mut self) -> Option<ExitStatus> {
+        match self {
+            Self::Forked(pid) => waitpid(Some(*pid), WaitOptions::empty())
+                .ok()
+                .flatten()
+                .map(|(_, status)| ExitStatus::from_raw(status.as_raw())),
+            Self::Spawned(child) => child.wait().ok(),
+        }
+    }
+}
+
+/// Starts the child that runs `test` alone, in a process group of its own (so a timeout kills
+/// everything it started), its stdin `/dev/null` and its stdout and stderr the pipes given.
+/// Forks, as upstream does; re-runs this executable when the harness has other threads.
+fn start_child(program: &str, test: &Test, out: OwnedFd, err: OwnedFd) -> io::Result<TestChild> {
+    match sys::fork_if_single_threaded()? {
+        Some(Forked::Child) => {
+            let redirected = (|| {
+                rustix::stdio::dup2_stdin(std::fs::File::open("/dev/null")?)?;
+                rustix::stdio::dup2_stdout(&out)?;
+                rustix::stdio::dup2_stderr(&err)?;
+                setpgid(None, None)?;
+                Ok::<_, io::Error>(())
+            })();
+            drop((out, err));
+            let code = match redirected {
+                Ok(()) => run_test(test),
+                Err(e) => {
+                    eprintln!("# {}: setting up the test's child: {e}", test.name);
+                    KSFT_FAIL
+                }
+            };
+            sys::exit_child(code)
+        }
+        Some(Forked::Parent(pid)) => {
+            // The child sets its group too: whichever runs first, a kill finds the group.
+            let _ = setpgid(Some(pid), Some(pid));
+            Ok(TestChild::Forked(pid))
+        }
+        None => Command::new(std::env::current_exe()?)
+            .args(std::env::args_os().skip(1))
+            .env(CHILD_ENV, child_key(program, test))
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(out))
+            .stderr(Stdio::from(err))
+            .process_group(0)
+            .spawn()
+            .map(TestChild::Spawned),
+    }
+}
+
+/// Runs `test` alone in a child process, relays its output, and returns its status and SKIP
+/// reason.
 fn run_in_child(program: &str, test: &Test, tap: &mut Tap<'_>) -> (Status, Option<String>) {
     let short = test.name.clone();
     let spawned = (|| {
         let (read_out, write_out) = rustix::pipe::pipe()?;
         let (read_err, write_err) = rustix::pipe::pipe()?;
-        let exe = std::env::current_exe()?;
-        let child = Command::new(exe)
-            .args(std::env::args_os().skip(1))
-            .env(CHILD_ENV, child_key(program, test))
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(write_out))
-            .stderr(Stdio::from(write_err))
-            // Its own process group, so a timeout kills everything it started.
-            .process_group(0)
-            .spawn()?;
-        Ok::<_, std::io::Error>((child, read_out, read_err))
+        let child = start_child(program, test, write_out, write_err)?;
+        Ok::<_, io::Error>((child, read_out, read_err))
     })();
     let (mut child, read_out, read_err) = match spawned {
         Ok(spawned) => spawned,
@@ -374,8 +447,8 @@ fn run_in_child(program: &str, test: &Test, tap: &mut Tap<'_>) -> (Status, Optio
         true => {
             // The child may have exited while something it started still holds the pipes:
             // then its own status counts, as upstream waits for the child alone.
-            let exited = child.try_wait().ok().flatten();
-            if let Some(pid) = Pid::from_raw(child.id() as i32) {
+            let exited = child.try_wait();
+            if let Some(pid) = child.pid() {
                 let _ = kill_process_group(pid, Signal::KILL);
             }
             let _ = child.wait();
@@ -385,7 +458,7 @@ fn run_in_child(program: &str, test: &Test, tap: &mut Tap<'_>) -> (Status, Optio
             }
             exited
         }
-        false => child.wait().ok(),
+        false => child.wait(),
     };
     for reader in readers {
         let _ = reader.join();
@@ -417,10 +490,6 @@ fn run_in_child(program: &str, test: &Test, tap: &mut Tap<'_>) -> (Status, Optio
 /// fixture's teardown ran; a panic (a bug in the test) exits with `KSFT_FAIL`.
 pub fn run_child(programs: &[Program]) -> Option<i32> {
     let wanted = std::env::var(CHILD_ENV).ok()?;
-    // The harness shows failures as one line; a panic is a bug, shown the same way.
-    std::panic::set_hook(Box::new(|info| {
-        eprintln!("# panic: {info}");
-    }));
     let found = programs
         .iter()
         .flat_map(|p| p.tests.iter().map(move |t| (p, t)))
@@ -429,6 +498,18 @@ pub fn run_child(programs: &[Program]) -> Option<i32> {
         eprintln!("# no test named {wanted} in this run");
         return Some(KSFT_FAIL);
     };
+    Some(run_test(test))
+}
+
+/// Runs `test` in this process, which is its child, and returns the exit code for it.
+///
+/// A failed check ends the child with `SIGABRT`, as upstream's `ASSERT_*` does, after the
+/// fixture's teardown ran; a panic (a bug in the test) exits with `KSFT_FAIL`.
+fn run_test(test: &Test) -> i32 {
+    // The harness shows failures as one line; a panic is a bug, shown the same way.
+    std::panic::set_hook(Box::new(|info| {
+        eprintln!("# panic: {info}");
+    }));
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| test.run_here()));
     let code = match outcome {
         Ok(Ok(())) => KSFT_PASS,
@@ -449,7 +530,7 @@ pub fn run_child(programs: &[Program]) -> Option<i32> {
         Err(_) => KSFT_FAIL,
     };
     let _ = std::io::stdout().flush();
-    Some(code)
+    code
 }
 
 #[cfg(test)]

@@ -43,7 +43,12 @@ fn catalogue() -> Vec<Program> {
     // A second program with the same test names, as when one program runs on two devices:
     // the child must run the test of the right one.
     let other = vec![Test::new("fx", "one", "pass", || skip!("the other program's test"))];
-    vec![Program::new("demo", tests), Program::new("demo 2", other)]
+    // Says how its child was started: forked, or this executable re-run.
+    let how = vec![Test::new("child", "", "how", || {
+        println!("re-run: {}", std::env::var_os(ksft::CHILD_ENV).is_some());
+        Ok(())
+    })];
+    vec![Program::new("demo", tests), Program::new("demo 2", other), Program::new("how", how)]
 }
 
 #[path = "../../../tests-support/trial.rs"]
@@ -54,13 +59,42 @@ fn main() {
     if let Some(code) = run_child(&programs) {
         std::process::exit(code);
     }
-    trial::main(vec![trial::check("runs_programs_as_kselftest_does", move || {
-        runs_programs_as_kselftest_does(programs)
-    })]);
+    let threaded = programs.clone();
+    trial::main(vec![
+        trial::check("runs_programs_as_kselftest_does", move || runs_programs_as_kselftest_does(programs)),
+        trial::check("a_harness_with_threads_re_runs_itself_to_the_same_verdicts", move || {
+            a_harness_with_threads_re_runs_itself_to_the_same_verdicts(threaded)
+        }),
+    ]);
+}
+
+/// What the child of `how` printed.
+fn how_the_child_started(programs: &[Program]) -> String {
+    let mut out = Vec::new();
+    run_programs("vfio", &programs[2..], &Filters::default(), &mut out, &mut Vec::new());
+    let out = String::from_utf8(out).unwrap();
+    out.lines().find(|l| l.starts_with("re-run: ")).unwrap_or_else(|| panic!("no answer:\n{out}")).to_owned()
+}
+
+/// Only a single-threaded harness may fork; with another thread alive the child is this
+/// executable again, and every verdict, timeout and diagnostic is the same.
+fn a_harness_with_threads_re_runs_itself_to_the_same_verdicts(programs: Vec<Program>) {
+    assert_eq!(how_the_child_started(&programs), "re-run: false", "alone, the harness forks");
+    let (stop, parked) = std::sync::mpsc::channel::<()>();
+    let other = std::thread::spawn(move || parked.recv());
+    assert_eq!(how_the_child_started(&programs), "re-run: true", "with a thread, it re-runs itself");
+    single_program_output_is_upstreams(&programs);
+    drop(stop);
+    let _ = other.join();
 }
 
 fn runs_programs_as_kselftest_does(programs: Vec<Program>) {
-    // Alone, a program keeps TAP on stdout and diagnostics on stderr, as a C selftest does.
+    single_program_output_is_upstreams(&programs);
+    more_programs_and_prologues_are_as_upstreams(&programs);
+}
+
+/// Alone, a program keeps TAP on stdout and diagnostics on stderr, as a C selftest does.
+fn single_program_output_is_upstreams(programs: &[Program]) {
     let (mut out, mut err) = (Vec::new(), Vec::new());
     let code = run_programs("vfio", &programs[..1], &Filters::default(), &mut out, &mut err);
     let (out, err) = (String::from_utf8(out).unwrap(), String::from_utf8(err).unwrap());
@@ -98,11 +132,13 @@ not ok 5 other.panics
     assert!(err.starts_with(diagnostics), "got:\n{err}");
     assert!(err.contains("# panic: ") && err.ends_with("# panics: Test failed\n"), "a panic is one line:\n{err}");
     assert_eq!(code, 1);
+}
 
+fn more_programs_and_prologues_are_as_upstreams(programs: &[Program]) {
     // Two programs nest as the kselftest runner does, each child running its own program's test.
     let mut out = Vec::new();
     let filters = Filters(vec![Filter::Run("fx.one.pass".into())]);
-    assert_eq!(run_programs("vfio", &programs, &filters, &mut out, &mut Vec::new()), 0);
+    assert_eq!(run_programs("vfio", &programs[..2], &filters, &mut out, &mut Vec::new()), 0);
     let out = String::from_utf8(out).unwrap();
     let nested = "\
 TAP version 13

@@ -1,9 +1,10 @@
 //! The vIOMMU matrix (`vfiotest vm --viommu all`): the whole suite behind each vIOMMU, then
 //! one table of every program's verdicts per vIOMMU.
 //!
-//! Each vIOMMU's run is split over machines as a single run is ([`super::plan`]); the matrix
-//! then runs every (vIOMMU, share) pair on one pool of `--jobs` machines, the costliest
-//! first, so no core idles while one vIOMMU's last machine finishes. Each vIOMMU's TAP is
+//! Each vIOMMU's run is split over machines, each program on the clock it is fastest with
+//! ([`super::plan::Goal::LeastWork`]); the matrix then runs every (vIOMMU, share) pair on one
+//! pool of `--jobs` machines, the costliest first, so no core idles while one vIOMMU's last
+//! machine finishes. Each vIOMMU's TAP is
 //! held and printed whole when its last machine ends.
 
 use std::collections::BTreeMap;

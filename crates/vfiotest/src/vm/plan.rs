@@ -4,8 +4,9 @@
 //! runs beside it. Each machine boots the same kernel, initramfs and topology and runs a share
 //! of the programs (`vfiotest.units=` on its command line names them by catalogue index); the
 //! machines share nothing, so the hugetlb pool, debugfs and the 1 GiB page are each
-//! machine's own. The shares are balanced by what each program took before: here, else in the
-//! committed prior.
+//! machine's own. The shares are planned by what each program took before (here, else in the
+//! committed prior): for a run alone, to end together; for the vIOMMU matrix, whose machines
+//! share one pool, for the least machine time ([`Goal`]).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
