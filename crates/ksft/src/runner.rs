@@ -327,10 +327,7 @@ impl TestChild {
     /// Its status if it has exited, else `None` (also if it can't be waited for).
     fn try_wait(&mut self) -> Option<ExitStatus> {
         match self {
-            Self::Forked(pid) => waitpid(Some(*pid), WaitOptions::NOHANG)
-                .ok()
-                .flatten()
-                .map(|(_, status)| ExitStatus::from_raw(status.as_raw())),
+            Self::Forked(pid) => reap(*pid, WaitOptions::NOHANG),
             Self::Spawned(child) => child.try_wait().ok().flatten(),
         }
     }
@@ -338,11 +335,18 @@ impl TestChild {
     /// Waits for it to exit; `None` if it can't be waited for.
     fn wait(&mut self) -> Option<ExitStatus> {
         match self {
-            Self::Forked(pid) => waitpid(Some(*pid), WaitOptions::empty())
-                .ok()
-                .flatten()
-                .map(|(_, status)| ExitStatus::from_raw(status.as_raw())),
+            Self::Forked(pid) => reap(*pid, WaitOptions::empty()),
             Self::Spawned(child) => child.wait().ok(),
+        }
+    }
+}
+
+/// `waitpid()` for a forked child, again when a signal interrupts it (as std's `wait` does).
+fn reap(pid: Pid, options: WaitOptions) -> Option<ExitStatus> {
+    loop {
+        match waitpid(Some(pid), options) {
+            Err(rustix::io::Errno::INTR) => continue,
+            waited => return waited.ok().flatten().map(|(_, status)| ExitStatus::from_raw(status.as_raw())),
         }
     }
 }
