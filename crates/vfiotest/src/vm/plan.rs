@@ -167,7 +167,7 @@ pub fn plan(units: &[Unit], jobs: usize, goal: Goal) -> Vec<Share> {
         let (clock, seconds) = if icount < plain { (Clock::Icount, icount) } else { (Clock::Real, plain) };
         return vec![Share { units: (0..units.len()).collect(), clock, seconds }];
     }
-    let (plan, clocks) = match goal {
+    let (mut plan, mut clocks) = match goal {
         Goal::SoonestEnd => soonest_end(units, shares),
         Goal::LeastWork => {
             let (icount, real): (Vec<usize>, Vec<usize>) = (0..units.len()).partition(|&i| units[i].prefers_icount());
@@ -176,7 +176,6 @@ pub fn plan(units: &[Unit], jobs: usize, goal: Goal) -> Vec<Share> {
     };
     // A share can end up with fewer than two units when one unit outweighs the rest: give it
     // one more from the fullest share, or fold it into another when none can spare one.
-    let (mut plan, mut clocks) = (plan, clocks);
     while plan.len() > 1 {
         let Some(short) = plan.iter().position(|s| s.len() < 2) else { break };
         let donor = (0..plan.len()).max_by_key(|&i| plan[i].len()).expect("two shares or more");
