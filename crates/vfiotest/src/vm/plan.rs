@@ -45,8 +45,8 @@ const PRIOR: &str = include_str!("../../../../vm/program-durations.json");
 
 /// The history's key for `program` on a machine with `clock` behind `viommu`. The same program
 /// can take much longer behind another (`vfio_dma_mapping_test`, 2-6 s more per device behind
-/// `amd` and `virtio`), so a matrix planned by the default's times ends on one long machine. The default vIOMMU's keys name
-/// none, as they did before there were others.
+/// `amd` and `virtio`), so a matrix planned by the default's times ends on one long machine.
+/// The default vIOMMU's keys name none, as they did before there were others.
 fn key(program: &str, clock: Clock, viommu: &str) -> String {
     let mut key = program.to_owned();
     if viommu != INTEL.name {
@@ -265,6 +265,16 @@ mod tests {
         costs.iter().map(|&c| Unit { plain_s: c, icount_s: c * ICOUNT_SLOWDOWN }).collect()
     }
 
+    /// Six programs: 2 and 5 wait (30 s, or 6 s with icount), the rest compute (38 s, or
+    /// 60.8 s with icount).
+    fn two_waiting_among_computing() -> Vec<Unit> {
+        let mut units = computing(&[10.0, 10.0, 10.0, 10.0, 8.0, 2.0]);
+        for waiting in [2, 5] {
+            units[waiting] = Unit { plain_s: 30.0, icount_s: 6.0 };
+        }
+        units
+    }
+
     /// What each share takes at its machine's speed.
     fn loads(plan: &[Share], units: &[Unit]) -> Vec<f64> {
         let cost = |s: &Share, u: &Unit| u.cost(s.clock);
@@ -287,10 +297,7 @@ mod tests {
 
     #[test]
     fn programs_that_wait_share_the_icount_machine_and_computing_ones_avoid_it() {
-        let mut units = computing(&[10.0, 10.0, 10.0, 10.0, 8.0, 2.0]);
-        for waiting in [2, 5] {
-            units[waiting] = Unit { plain_s: 30.0, icount_s: 6.0 };
-        }
+        let units = two_waiting_among_computing();
         let plan = plan(&units, 2, Goal::SoonestEnd);
         assert!(plan[0].clock == Clock::Icount && plan[1].clock == Clock::Real, "{plan:?}");
         assert!(plan[0].units.contains(&2) && plan[0].units.contains(&5), "both waiting ones with icount: {plan:?}");
@@ -372,10 +379,7 @@ mod tests {
 
     #[test]
     fn least_work_puts_every_program_on_its_faster_clock() {
-        let mut units = computing(&[10.0, 10.0, 10.0, 10.0, 8.0, 2.0]);
-        for waiting in [2, 5] {
-            units[waiting] = Unit { plain_s: 30.0, icount_s: 6.0 };
-        }
+        let units = two_waiting_among_computing();
         let plan = plan(&units, 2, Goal::LeastWork);
         assert_eq!(plan.len(), 2, "{plan:?}");
         assert_eq!((plan[0].clock, plan[0].units.as_slice()), (Clock::Icount, &[2, 5][..]), "{plan:?}");
